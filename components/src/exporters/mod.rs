@@ -1,0 +1,5 @@
+//! Built-in exporters.
+
+pub mod debug;
+pub mod file;
+pub mod null;

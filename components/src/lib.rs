@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod exporters;
+pub mod receivers;
+
+/// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
+/// registry, because a factory that is not linked vanishes without a sound.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("exporter", "debug"),
+    ("exporter", "file"),
+    ("exporter", "null"),
+    ("receiver", "demo_traces"),
+];

@@ -1,0 +1,3 @@
+//! Built-in receivers.
+
+pub mod demo_traces;

@@ -1,0 +1,253 @@
+//! Pipeline files: parsed keeping positions, then validated with every problem collected.
+//!
+//! Loading runs in two phases. The TOML is parsed into toml's spanned document model, `${env:…}`
+//! references are expanded in place, and then every section is checked: component ids and
+//! types, each component's own table (by building the component), `[service]`, and each
+//! pipeline's references and signal flow. All diagnostics are collected before the load fails.
+
+mod build;
+mod diagnostic;
+mod env;
+mod introspect;
+mod load;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use build::{BuildContext, BuildError, build_from_toml};
+pub use diagnostic::{ConfigError, Diagnostic, Severity, suggest};
+pub use introspect::field_names;
+pub use load::{Built, load_file, load_str};
+pub use units::{ByteSize, HumanDuration};
+
+use crate::component::{Exporter, Processor, Receiver};
+use crate::registry::ComponentFactory;
+use crate::signal::SignalKind;
+
+/// A component id as written in the file: `type` or `type/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId(String);
+
+impl ComponentId {
+    /// Checks the shape of an id: a type of lowercase letters, digits and `_`, then optionally
+    /// `/` and a name.
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let (ty, name) = match id.split_once('/') {
+            Some((ty, name)) => (ty, Some(name)),
+            None => (id, None),
+        };
+        if ty.is_empty()
+            || !ty
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(format!(
+                "invalid component id {id:?}: the type part must be lowercase letters, digits and `_`"
+            ));
+        }
+        if let Some(name) = name
+            && (name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(format!(
+                "invalid component id {id:?}: the name after `/` must be letters, digits, `_`, `-` or `.`"
+            ));
+        }
+        Ok(Self(id.to_string()))
+    }
+
+    /// The id as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The type part (before `/`).
+    pub fn type_part(&self) -> &str {
+        self.0.split('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What an exporter's queue does when it is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the batch that does not fit, and count it. A slow exporter never slows the others.
+    #[default]
+    DropNewest,
+    /// Wait for room. The pipeline slows down, and receivers answer their clients with back-off.
+    Block,
+}
+
+/// Log verbosity for `[service] log_level`; `RUST_LOG` overrides it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Diagnostic detail.
+    Debug,
+    /// Start, stop and configuration events.
+    #[default]
+    Info,
+    /// Things an operator should look at.
+    Warn,
+    /// Failures only.
+    Error,
+    /// Nothing.
+    Off,
+}
+
+impl LogLevel {
+    /// The level as a `tracing` filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+/// The `[service]` table: how the engine itself runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Log verbosity: trace, debug, info, warn, error or off. `RUST_LOG` overrides it.
+    pub log_level: LogLevel,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, or `"off"`. Port 0 picks a free
+    /// port (the chosen address is logged).
+    #[serde(deserialize_with = "telemetry_address")]
+    pub telemetry_address: Option<SocketAddr>,
+    /// How long an orderly shutdown may take before what is left is dropped (and counted).
+    pub shutdown_deadline: HumanDuration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::Info,
+            telemetry_address: Some(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            shutdown_deadline: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+fn telemetry_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid address {s:?}: write host:port such as \"127.0.0.1:8888\", or \"off\""
+        ))
+    })
+}
+
+/// A receiver, built and ready to start.
+pub struct ReceiverSpec {
+    /// Its id.
+    pub id: ComponentId,
+    /// Its factory.
+    pub factory: &'static ComponentFactory,
+    /// The instance.
+    pub instance: Box<dyn Receiver>,
+}
+
+/// A processor instance of one pipeline. A processor id used by two pipelines gets two
+/// instances, as in the Collector, so pipelines never share processor state.
+pub struct ProcessorSpec {
+    /// Its id.
+    pub id: ComponentId,
+    /// Its factory.
+    pub factory: &'static ComponentFactory,
+    /// The instance.
+    pub instance: Box<dyn Processor>,
+}
+
+/// An exporter, built, with the queue the engine puts in front of it.
+pub struct ExporterSpec {
+    /// Its id.
+    pub id: ComponentId,
+    /// Its factory.
+    pub factory: &'static ComponentFactory,
+    /// The instance.
+    pub instance: Box<dyn Exporter>,
+    /// Capacity of its queue, in batches.
+    pub queue_size: usize,
+    /// What the queue does when full.
+    pub when_full: WhenFull,
+}
+
+/// A pipeline: which receivers feed it, its processors in order, which exporters it feeds.
+pub struct PipelineSpec {
+    /// The name after `pipelines.`.
+    pub name: String,
+    /// Receiver ids.
+    pub receivers: Vec<ComponentId>,
+    /// Processor instances, in order.
+    pub processors: Vec<ProcessorSpec>,
+    /// Exporter ids.
+    pub exporters: Vec<ComponentId>,
+    /// Capacity of each queue inside the pipeline, in batches.
+    pub queue_size: usize,
+    /// Signals that reach the exporters.
+    pub signals: Vec<SignalKind>,
+}
+
+/// A loaded, validated pipeline file with every component built.
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// `[service]`.
+    pub service: ServiceConfig,
+    /// Every receiver used by a pipeline.
+    pub receivers: Vec<ReceiverSpec>,
+    /// Every exporter used by a pipeline.
+    pub exporters: Vec<ExporterSpec>,
+    /// The pipelines.
+    pub pipelines: Vec<PipelineSpec>,
+    /// Warnings, rendered against the file (empty when there are none).
+    pub warnings: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("service", &self.service)
+            .field(
+                "receivers",
+                &self.receivers.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            )
+            .field(
+                "exporters",
+                &self.exporters.iter().map(|e| &e.id).collect::<Vec<_>>(),
+            )
+            .field(
+                "pipelines",
+                &self.pipelines.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

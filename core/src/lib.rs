@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+
+pub mod component;
+pub mod config;
+pub mod health;
+pub mod registry;
+pub mod service;
+pub mod signal;
+pub mod telemetry;
+pub mod topology;
+
+/// Re-exported so that components and custom distributions register with the same version.
+pub use inventory;

@@ -1,0 +1,638 @@
+//! The running graph: bounded queues on every edge, one task per processor and per exporter,
+//! start downstream first, stop upstream first.
+//!
+//! ```text
+//! receiver ─┐                                           ┌─ queue ─ exporter task
+//! receiver ─┴─ queue ─ processor ─ queue ─ processor ─ fan-out
+//!                      task                  task       └─ queue ─ exporter task
+//! ```
+//!
+//! Several receivers fan into one pipeline queue; a receiver listed by several pipelines sends to
+//! each (all or none, see [`output::Output`]). Each exporter has one queue shared by every
+//! pipeline that lists it; `when_full` decides whether a full queue drops the batch (counted) or
+//! makes the pipeline wait, which pushes back to the receivers.
+//!
+//! Shutdown drops senders from the top: receivers stop and drop their outputs, each task drains
+//! its queue, flushes its component and drops its own senders, and so on down to the exporters.
+//! The deadline is the backstop: when it passes, tasks stop waiting, and whatever is still queued
+//! is counted as dropped with reason `shutdown_deadline`.
+
+pub mod output;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::component::{
+    ComponentError, ComponentKind, Emitter, Exporter, ExporterContext, Processor, ProcessorContext,
+    Receiver, ReceiverContext,
+};
+use crate::config::{ComponentId, Config, WhenFull};
+use crate::health::{Health, Phase};
+use crate::signal::{Signal, SignalKind};
+use crate::telemetry::ComponentTelemetry;
+use output::Output;
+
+/// A component failed to start; everything started before it has been shut down.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} \"{id}\" failed to start")]
+pub struct StartError {
+    /// Which kind of component.
+    pub kind: ComponentKind,
+    /// Its id.
+    pub id: ComponentId,
+    /// Why.
+    #[source]
+    pub source: ComponentError,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every queue drained and every component flushed before the deadline.
+    pub drained: bool,
+}
+
+/// Shared by every task: the deadline once shutdown has begun, and the token that tells tasks to
+/// stop waiting when it has passed.
+struct Stop {
+    deadline: OnceLock<Instant>,
+    grace: Duration,
+    abort: CancellationToken,
+}
+
+impl Stop {
+    fn deadline(&self) -> Instant {
+        *self.deadline.get_or_init(|| Instant::now() + self.grace)
+    }
+}
+
+/// The engine's graph, running.
+pub struct RunningTopology {
+    receivers: Vec<(ComponentId, Box<dyn Receiver>)>,
+    tasks: JoinSet<()>,
+    sampler: Option<(CancellationToken, JoinHandle<()>)>,
+    stop: Arc<Stop>,
+    health: Health,
+}
+
+/// A queue whose depth the sampler reports.
+struct QueueProbe {
+    name: String,
+    tx: mpsc::WeakSender<Signal>,
+    capacity: usize,
+}
+
+/// The queue in front of one exporter, as the pipelines' fan-outs see it.
+#[derive(Clone)]
+struct ExporterInput {
+    tx: mpsc::Sender<Signal>,
+    when_full: WhenFull,
+    takes: &'static [SignalKind],
+    telemetry: ComponentTelemetry,
+}
+
+/// The end of a pipeline: hands each batch to every exporter that takes its signal.
+struct Fanout {
+    exporters: Vec<ExporterInput>,
+    stop: Arc<Stop>,
+}
+
+impl Fanout {
+    async fn send(&self, signal: Signal) {
+        let kind = signal.kind();
+        let items = signal.item_count();
+        // Indexes, not an iterator adapter: a closure held across `.await` makes the future
+        // lose `Send` (rust-lang/rust#64552).
+        let last = self.exporters.iter().rposition(|e| e.takes.contains(&kind));
+        let mut signal = Some(signal);
+        for (i, target) in self.exporters.iter().enumerate() {
+            if !target.takes.contains(&kind) {
+                continue;
+            }
+            let batch = if Some(i) == last {
+                signal.take()
+            } else {
+                signal.clone()
+            };
+            let Some(batch) = batch else { break };
+            match target.when_full {
+                WhenFull::DropNewest => match target.tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        target.telemetry.dropped(kind, "queue_full", items);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        target.telemetry.dropped(kind, "exporter_stopped", items);
+                    }
+                },
+                WhenFull::Block => {
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.abort.cancelled() => {
+                            target.telemetry.dropped(kind, "shutdown_deadline", items);
+                        }
+                        sent = target.tx.send(batch) => if sent.is_err() {
+                            target.telemetry.dropped(kind, "exporter_stopped", items);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a stage sends what it produces.
+enum Downstream {
+    Queue(mpsc::Sender<Signal>),
+    Fanout(Fanout),
+}
+
+impl Downstream {
+    /// Sends a batch on; false when it had to be dropped (the caller counts it).
+    async fn send(&self, signal: Signal, stop: &Stop) -> bool {
+        match self {
+            Downstream::Fanout(f) => {
+                f.send(signal).await;
+                true
+            }
+            Downstream::Queue(tx) => tokio::select! {
+                biased;
+                _ = stop.abort.cancelled() => false,
+                sent = tx.send(signal) => sent.is_ok(),
+            },
+        }
+    }
+}
+
+impl RunningTopology {
+    /// Starts every component of a loaded config: exporters, then processors, then receivers.
+    pub async fn start(config: Config, health: Health) -> Result<Self, StartError> {
+        let stop = Arc::new(Stop {
+            deadline: OnceLock::new(),
+            grace: config.service.shutdown_deadline.get(),
+            abort: CancellationToken::new(),
+        });
+        let mut running = RunningTopology {
+            receivers: Vec::new(),
+            tasks: JoinSet::new(),
+            sampler: None,
+            stop: stop.clone(),
+            health: health.clone(),
+        };
+        let mut probes = Vec::new();
+        match running.start_inner(config, &mut probes).await {
+            Ok(()) => {
+                running.sampler = Some(spawn_sampler(probes));
+                Ok(running)
+            }
+            Err(err) => {
+                running.shutdown().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_inner(
+        &mut self,
+        config: Config,
+        probes: &mut Vec<QueueProbe>,
+    ) -> Result<(), StartError> {
+        let Config {
+            receivers,
+            exporters,
+            pipelines,
+            ..
+        } = config;
+
+        let mut exporter_inputs: Vec<(ComponentId, ExporterInput)> = Vec::new();
+        for spec in exporters {
+            let telemetry = ComponentTelemetry::new(ComponentKind::Exporter, &spec.id);
+            let ctx = ExporterContext {
+                id: spec.id.clone(),
+                telemetry: telemetry.clone(),
+                health: self.health.handle(format!("exporter/{}", spec.id)),
+            };
+            let mut exporter = spec.instance;
+            exporter.start(&ctx).await.map_err(|source| StartError {
+                kind: ComponentKind::Exporter,
+                id: spec.id.clone(),
+                source,
+            })?;
+            let (tx, rx) = mpsc::channel(spec.queue_size);
+            probes.push(QueueProbe {
+                name: format!("exporters.{}", spec.id),
+                tx: tx.downgrade(),
+                capacity: spec.queue_size,
+            });
+            self.tasks.spawn(run_exporter(
+                exporter,
+                rx,
+                telemetry.clone(),
+                spec.factory.takes,
+                self.stop.clone(),
+            ));
+            exporter_inputs.push((
+                spec.id,
+                ExporterInput {
+                    tx,
+                    when_full: spec.when_full,
+                    takes: spec.factory.takes,
+                    telemetry,
+                },
+            ));
+            debug!(exporter = %ctx.id, "exporter started");
+        }
+
+        let mut pipeline_inputs: Vec<(Vec<ComponentId>, mpsc::Sender<Signal>)> = Vec::new();
+        for pipeline in pipelines {
+            let fanout = Fanout {
+                exporters: pipeline
+                    .exporters
+                    .iter()
+                    .filter_map(|id| {
+                        exporter_inputs
+                            .iter()
+                            .find(|(eid, _)| eid == id)
+                            .map(|(_, input)| input.clone())
+                    })
+                    .collect(),
+                stop: self.stop.clone(),
+            };
+            // Build the chain from its end: each processor's input queue is the previous
+            // stage's downstream.
+            let mut downstream = Downstream::Fanout(fanout);
+            let mut stage_name = format!("pipelines.{}.exporters", pipeline.name);
+            for spec in pipeline.processors.into_iter().rev() {
+                let telemetry = ComponentTelemetry::new(ComponentKind::Processor, &spec.id);
+                let ctx = ProcessorContext {
+                    id: spec.id.clone(),
+                    pipeline: pipeline.name.clone(),
+                    telemetry: telemetry.clone(),
+                    health: self
+                        .health
+                        .handle(format!("processor/{}/{}", pipeline.name, spec.id)),
+                };
+                let mut processor = spec.instance;
+                processor.start(&ctx).await.map_err(|source| StartError {
+                    kind: ComponentKind::Processor,
+                    id: spec.id.clone(),
+                    source,
+                })?;
+                let (tx, rx) = mpsc::channel(pipeline.queue_size);
+                probes.push(QueueProbe {
+                    name: format!("pipelines.{}.processors.{}", pipeline.name, spec.id),
+                    tx: tx.downgrade(),
+                    capacity: pipeline.queue_size,
+                });
+                self.tasks.spawn(run_processor(
+                    processor,
+                    spec.factory.takes,
+                    rx,
+                    downstream,
+                    telemetry,
+                    self.stop.clone(),
+                ));
+                downstream = Downstream::Queue(tx);
+                stage_name = format!("pipelines.{}.processors.{}", pipeline.name, spec.id);
+            }
+            let entry = match downstream {
+                Downstream::Queue(tx) => tx,
+                Downstream::Fanout(fanout) => {
+                    let (tx, rx) = mpsc::channel(pipeline.queue_size);
+                    probes.push(QueueProbe {
+                        name: stage_name,
+                        tx: tx.downgrade(),
+                        capacity: pipeline.queue_size,
+                    });
+                    self.tasks.spawn(run_forwarder(rx, fanout));
+                    tx
+                }
+            };
+            info!(pipeline = %pipeline.name, signals = ?pipeline.signals, "pipeline started");
+            pipeline_inputs.push((pipeline.receivers, entry));
+        }
+        // The fan-outs hold their own clones; these would keep exporter queues open forever.
+        drop(exporter_inputs);
+
+        for spec in receivers {
+            let targets = pipeline_inputs
+                .iter()
+                .filter(|(ids, _)| ids.contains(&spec.id))
+                .map(|(_, tx)| tx.clone())
+                .collect();
+            let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &spec.id);
+            let ctx = ReceiverContext {
+                id: spec.id.clone(),
+                output: Output::new(targets, telemetry.clone()),
+                telemetry,
+                health: self.health.handle(format!("receiver/{}", spec.id)),
+            };
+            let mut receiver = spec.instance;
+            let started = receiver.start(ctx).await;
+            // Registered even on failure, so that shutdown reaches it.
+            self.receivers.push((spec.id.clone(), receiver));
+            started.map_err(|source| StartError {
+                kind: ComponentKind::Receiver,
+                id: spec.id,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Resolves when every pipeline has drained by itself: every receiver finished and dropped
+    /// its output (a bounded replay, a demo that ran its course). Cancel safe.
+    pub async fn finished(&mut self) {
+        while let Some(joined) = self.tasks.join_next().await {
+            log_join(joined);
+        }
+    }
+
+    /// Stops receivers, drains every queue, flushes processors and exporters, all by the
+    /// configured deadline; past it, what is left is counted as dropped.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.health.set_phase(Phase::ShuttingDown);
+        let deadline = self.stop.deadline();
+        for (id, mut receiver) in self.receivers.drain(..) {
+            match tokio::time::timeout_at(deadline, receiver.shutdown(deadline)).await {
+                Ok(Ok(())) => debug!(receiver = %id, "receiver stopped"),
+                Ok(Err(err)) => warn!(receiver = %id, error = %err, "receiver shutdown failed"),
+                Err(_) => warn!(receiver = %id, "receiver did not stop by the shutdown deadline"),
+            }
+        }
+        let drained = tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                log_join(joined);
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            warn!("shutdown deadline passed; dropping what is still queued");
+            self.stop.abort.cancel();
+            // Let tasks count what they drop; then stop waiting for good.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(joined) = self.tasks.join_next().await {
+                    log_join(joined);
+                }
+            })
+            .await;
+            self.tasks.abort_all();
+        }
+        if let Some((token, task)) = self.sampler.take() {
+            token.cancel();
+            let _ = task.await;
+        }
+        ShutdownReport { drained }
+    }
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined
+        && err.is_panic()
+    {
+        tracing::error!(error = %err, "a pipeline task panicked");
+    }
+}
+
+/// Rate-limits a repeated warning to one per period, counting what it swallowed.
+struct LogLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Some(number suppressed since the last log) when it is time to log again.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < Self::PERIOD => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+async fn run_exporter(
+    mut exporter: Box<dyn Exporter>,
+    mut rx: mpsc::Receiver<Signal>,
+    telemetry: ComponentTelemetry,
+    takes: &'static [SignalKind],
+    stop: Arc<Stop>,
+) {
+    let mut limiter = LogLimiter::new();
+    loop {
+        let signal = tokio::select! {
+            biased;
+            _ = stop.abort.cancelled() => break,
+            signal = rx.recv() => match signal {
+                Some(signal) => signal,
+                None => break,
+            },
+        };
+        let (kind, items) = (signal.kind(), signal.item_count());
+        if !takes.contains(&kind) {
+            continue;
+        }
+        telemetry.received(kind, items);
+        let result = tokio::select! {
+            biased;
+            _ = stop.abort.cancelled() => {
+                telemetry.dropped(kind, "shutdown_deadline", items);
+                break;
+            }
+            result = exporter.export(signal) => result,
+        };
+        match result {
+            Ok(()) => telemetry.emitted(kind, items),
+            Err(err) => {
+                telemetry.failed(kind, items);
+                if let Some(suppressed) = limiter.ready() {
+                    warn!(exporter = telemetry.id(), error = %err, items, suppressed, "export failed");
+                }
+            }
+        }
+    }
+    count_leftovers(&mut rx, &telemetry);
+    let deadline = stop.deadline();
+    match tokio::time::timeout_at(deadline, exporter.shutdown(deadline)).await {
+        Ok(Ok(())) => debug!(exporter = telemetry.id(), "exporter stopped"),
+        Ok(Err(err)) => warn!(exporter = telemetry.id(), error = %err, "exporter shutdown failed"),
+        Err(_) => warn!(
+            exporter = telemetry.id(),
+            "exporter did not flush by the shutdown deadline"
+        ),
+    }
+}
+
+async fn run_processor(
+    mut processor: Box<dyn Processor>,
+    takes: &'static [SignalKind],
+    mut rx: mpsc::Receiver<Signal>,
+    downstream: Downstream,
+    telemetry: ComponentTelemetry,
+    stop: Arc<Stop>,
+) {
+    let mut ticker = processor.tick_interval().map(|period| {
+        let mut t = tokio::time::interval_at(Instant::now() + period, period);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    });
+    let mut out = Emitter::new();
+    let mut limiter = LogLimiter::new();
+    loop {
+        // Cancel safety: `recv` and `Interval::tick` lose nothing when the other branch wins.
+        tokio::select! {
+            biased;
+            _ = stop.abort.cancelled() => break,
+            signal = rx.recv() => {
+                let Some(signal) = signal else { break };
+                let (kind, items) = (signal.kind(), signal.item_count());
+                if !takes.contains(&kind) {
+                    if !downstream.send(signal, &stop).await {
+                        telemetry.dropped(kind, "shutdown_deadline", items);
+                    }
+                    continue;
+                }
+                telemetry.received(kind, items);
+                if let Err(err) = processor.process(signal, &mut out).await {
+                    telemetry.failed(kind, items);
+                    if let Some(suppressed) = limiter.ready() {
+                        warn!(processor = telemetry.id(), error = %err, items, suppressed, "processing failed; batch dropped");
+                    }
+                }
+            }
+            _ = tick(&mut ticker) => {
+                if let Err(err) = processor.tick(&mut out).await
+                    && let Some(suppressed) = limiter.ready()
+                {
+                    warn!(processor = telemetry.id(), error = %err, suppressed, "timed work failed");
+                }
+            }
+        }
+        forward(&mut out, &downstream, &telemetry, &stop).await;
+    }
+    count_leftovers(&mut rx, &telemetry);
+    let deadline = stop.deadline();
+    match tokio::time::timeout_at(deadline, processor.shutdown(&mut out, deadline)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            warn!(processor = telemetry.id(), error = %err, "processor shutdown failed")
+        }
+        Err(_) => warn!(
+            processor = telemetry.id(),
+            "processor did not flush by the shutdown deadline"
+        ),
+    }
+    forward(&mut out, &downstream, &telemetry, &stop).await;
+}
+
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn forward(
+    out: &mut Emitter,
+    downstream: &Downstream,
+    telemetry: &ComponentTelemetry,
+    stop: &Stop,
+) {
+    for signal in out.drain() {
+        let (kind, items) = (signal.kind(), signal.item_count());
+        if downstream.send(signal, stop).await {
+            telemetry.emitted(kind, items);
+        } else {
+            telemetry.dropped(kind, "shutdown_deadline", items);
+        }
+    }
+}
+
+async fn run_forwarder(mut rx: mpsc::Receiver<Signal>, fanout: Fanout) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = fanout.stop.abort.cancelled() => break,
+            signal = rx.recv() => match signal {
+                Some(signal) => fanout.send(signal).await,
+                None => break,
+            },
+        }
+    }
+    // Past the deadline: what is left never reaches an exporter; charge it to the first one
+    // that would have taken it, so the loss shows up in that exporter's dropped count.
+    rx.close();
+    while let Ok(signal) = rx.try_recv() {
+        let kind = signal.kind();
+        if let Some(e) = fanout.exporters.iter().find(|e| e.takes.contains(&kind)) {
+            e.telemetry
+                .dropped(kind, "shutdown_deadline", signal.item_count());
+        }
+    }
+}
+
+/// Counts as dropped whatever is still queued when a stage stops early.
+fn count_leftovers(rx: &mut mpsc::Receiver<Signal>, telemetry: &ComponentTelemetry) {
+    rx.close();
+    while let Ok(signal) = rx.try_recv() {
+        telemetry.dropped(signal.kind(), "shutdown_deadline", signal.item_count());
+    }
+}
+
+fn spawn_sampler(probes: Vec<QueueProbe>) -> (CancellationToken, JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let stopped = token.clone();
+    let handle = crate::telemetry::install();
+    let task = tokio::spawn(async move {
+        let gauges: Vec<_> = probes
+            .iter()
+            .map(|p| {
+                metrics::gauge!("tracescale_queue_capacity", "queue" => p.name.clone())
+                    .set(p.capacity as f64);
+                metrics::gauge!("tracescale_queue_depth", "queue" => p.name.clone())
+            })
+            .collect();
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            for (probe, gauge) in probes.iter().zip(&gauges) {
+                // A short-lived upgrade: it cannot hold a queue open past this statement.
+                let depth = probe
+                    .tx
+                    .upgrade()
+                    .map_or(0, |tx| probe.capacity.saturating_sub(tx.capacity()));
+                gauge.set(depth as f64);
+            }
+            handle.run_upkeep();
+        }
+    });
+    (token, task)
+}

@@ -1,0 +1,111 @@
+//! The receiver's end of a pipeline.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::signal::Signal;
+use crate::telemetry::ComponentTelemetry;
+
+/// Where a receiver pushes batches: the input queue of every pipeline that lists it.
+///
+/// Cloning is cheap. A pipeline drains and stops once every clone of every `Output` feeding it
+/// is dropped, so a receiver stops intake by dropping its clones.
+#[derive(Clone)]
+pub struct Output {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pipelines: Vec<mpsc::Sender<Signal>>,
+    telemetry: ComponentTelemetry,
+}
+
+/// The pipelines are closed (the engine is stopping); the batch comes back.
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shut down")]
+pub struct SendError(pub Signal);
+
+/// Why [`Output::try_send`] did not take a batch; the batch comes back either way.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// A pipeline's queue is full: answer the client with back-off.
+    #[error("the pipeline is full")]
+    Full(Signal),
+    /// The engine is stopping: answer the client that the service is unavailable.
+    #[error("the pipeline is shut down")]
+    Closed(Signal),
+}
+
+impl TrySendError {
+    /// The batch that was not taken.
+    pub fn into_inner(self) -> Signal {
+        match self {
+            TrySendError::Full(s) | TrySendError::Closed(s) => s,
+        }
+    }
+}
+
+impl Output {
+    pub(crate) fn new(pipelines: Vec<mpsc::Sender<Signal>>, telemetry: ComponentTelemetry) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pipelines,
+                telemetry,
+            }),
+        }
+    }
+
+    /// Sends a batch to every pipeline, waiting for room. Cancel safe: if the future is dropped
+    /// before it completes, no pipeline received the batch.
+    pub async fn send(&self, signal: Signal) -> Result<(), SendError> {
+        let pipelines = &self.inner.pipelines;
+        let mut permits = Vec::with_capacity(pipelines.len());
+        for tx in pipelines {
+            match tx.reserve().await {
+                Ok(p) => permits.push(p),
+                Err(_) => return Err(SendError(signal)),
+            }
+        }
+        self.deliver(permits, signal);
+        Ok(())
+    }
+
+    /// Sends a batch to every pipeline if all of them have room now; otherwise none gets it.
+    pub fn try_send(&self, signal: Signal) -> Result<(), TrySendError> {
+        let pipelines = &self.inner.pipelines;
+        let mut permits = Vec::with_capacity(pipelines.len());
+        for tx in pipelines {
+            match tx.try_reserve() {
+                Ok(p) => permits.push(p),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(TrySendError::Full(signal)),
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    return Err(TrySendError::Closed(signal));
+                }
+            }
+        }
+        self.deliver(permits, signal);
+        Ok(())
+    }
+
+    /// True when some pipeline has no room for another batch now.
+    pub fn is_full(&self) -> bool {
+        self.inner.pipelines.iter().any(|tx| tx.capacity() == 0)
+    }
+
+    /// True once the engine has closed the pipelines.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pipelines.iter().any(|tx| tx.is_closed())
+    }
+
+    fn deliver(&self, mut permits: Vec<mpsc::Permit<'_, Signal>>, signal: Signal) {
+        let (kind, items) = (signal.kind(), signal.item_count());
+        if let Some(last) = permits.pop() {
+            for permit in permits {
+                permit.send(signal.clone());
+            }
+            last.send(signal);
+        }
+        self.inner.telemetry.emitted(kind, items);
+    }
+}

@@ -1,0 +1,200 @@
+//! The `tracescale` command: arguments, logging, load → build → run, exit codes.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracescale_core::config::{self, Config, ConfigError, LogLevel};
+use tracescale_core::registry;
+use tracescale_core::service::{self, RunError};
+use tracing_subscriber::EnvFilter;
+
+// The components crate is mentioned once, on purpose: a crate nothing mentions is not linked,
+// and its `inventory` registrations would vanish without a sound.
+use tracescale_components as _;
+
+/// The pipeline `tracescale demo` runs.
+const DEMO: &str = include_str!("../configs/demo.toml");
+
+/// A trace-driven autoscaler: an OpenTelemetry-Collector-style pipeline engine.
+#[derive(Parser)]
+#[command(name = "tracescale", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a pipeline file until SIGINT or SIGTERM (a second signal exits at once).
+    Run {
+        /// The pipeline file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Checks pipeline files without starting anything; exit status 2 if any is invalid.
+    Validate {
+        /// The files to check.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Lists every registered component with its kind, signals and config keys.
+    Components {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs the built-in demo pipeline; no cluster or client needed.
+    Demo,
+}
+
+/// Exit statuses, as documented in the README.
+mod exit {
+    pub(crate) const RUNTIME: u8 = 1;
+    pub(crate) const CONFIG: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => match config::load_file(&config) {
+            Ok(loaded) => run(loaded),
+            Err(err) => config_failed(&err),
+        },
+        Command::Demo => match config::load_str(Path::new("<demo>"), DEMO) {
+            Ok(loaded) => run(loaded),
+            Err(err) => config_failed(&err),
+        },
+        Command::Validate { files } => validate(&files),
+        Command::Components { json } => components(json),
+    }
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn config_failed(err: &ConfigError) -> ExitCode {
+    eprint!("{}", err.render(color()));
+    eprintln!("{err}");
+    ExitCode::from(exit::CONFIG)
+}
+
+fn init_logging(level: LogLevel) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color())
+        .init();
+}
+
+fn run(config: Config) -> ExitCode {
+    if !config.warnings.is_empty() {
+        eprint!("{}", config.warnings);
+    }
+    init_logging(config.service.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    match runtime.block_on(service::run(config, service::os_signal())) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %error_chain(&err), "tracescale stopped with an error");
+            match err {
+                RunError::Telemetry(_) | RunError::Start(_) | RunError::Incomplete => {
+                    ExitCode::from(exit::RUNTIME)
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match config::load_file(file) {
+            Ok(loaded) => {
+                eprint!("{}", loaded.warnings);
+                println!("{}: valid", file.display());
+            }
+            Err(err) => {
+                ok = false;
+                eprint!("{}", err.render(color()));
+                println!("{}: invalid ({err})", file.display());
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::CONFIG)
+    }
+}
+
+fn components(json: bool) -> ExitCode {
+    let all = registry::all();
+    if json {
+        let list: Vec<_> = all
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "type": f.type_name,
+                    "kind": f.kind(),
+                    "takes": f.takes,
+                    "emits": f.emits,
+                    "description": f.description,
+                    "config_keys": (f.config_keys)(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return ExitCode::SUCCESS;
+    }
+    let names = |s: &[tracescale_core::signal::SignalKind]| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")
+        }
+    };
+    println!(
+        "{:<10} {:<14} {:<18} {:<18} DESCRIPTION",
+        "KIND", "TYPE", "TAKES", "EMITS"
+    );
+    for f in &all {
+        println!(
+            "{:<10} {:<14} {:<18} {:<18} {}",
+            f.kind().as_str(),
+            f.type_name,
+            names(f.takes),
+            names(f.emits),
+            f.description
+        );
+        let keys = (f.config_keys)();
+        if !keys.is_empty() {
+            println!("{:<10} {:<14} keys: {}", "", "", keys.join(", "));
+        }
+    }
+    ExitCode::SUCCESS
+}
