@@ -7,6 +7,10 @@ pub mod registry;
 pub mod service;
 pub mod signal;
 pub mod telemetry;
+pub mod testing;
+
+#[cfg(test)]
+mod test_components;
 pub mod topology;
 
 /// Re-exported so that components and custom distributions register with the same version.

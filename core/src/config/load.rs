@@ -164,6 +164,10 @@ impl Loader {
         }
         let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
         env::expand(&mut root, env, &mut self.diags);
+        if !self.diags.is_empty() {
+            // A value that failed to expand would only cascade into type errors.
+            return None;
+        }
         let DeValue::Table(top) = root.get_ref() else {
             return None;
         };
@@ -528,7 +532,11 @@ impl Loader {
             let missing = f.takes.first().copied().unwrap_or(SignalKind::Traces);
             let makers: Vec<&str> = registry::all()
                 .into_iter()
-                .filter(|m| m.kind() == ComponentKind::Processor && m.emits(missing))
+                .filter(|m| {
+                    m.kind() == ComponentKind::Processor
+                        && m.emits(missing)
+                        && m.takes.iter().any(|s| flowing.contains(s))
+                })
                 .map(|m| m.type_name)
                 .collect();
             let fix = if makers.is_empty() {

@@ -19,6 +19,9 @@
 
 pub mod output;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

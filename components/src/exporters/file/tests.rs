@@ -91,14 +91,7 @@ async fn writes_and_truncates_unless_appending() {
             path: path.clone(),
             append,
         });
-        let ctx = ExporterContext {
-            id: tracescale_core::config::ComponentId::parse("file").unwrap(),
-            telemetry: tracescale_core::telemetry::ComponentTelemetry::new(
-                tracescale_core::component::ComponentKind::Exporter,
-                &tracescale_core::config::ComponentId::parse("file").unwrap(),
-            ),
-            health: tracescale_core::health::Health::new().handle("exporter/file"),
-        };
+        let ctx = tracescale_core::testing::exporter_context("file");
         e.start(&ctx).await.unwrap();
         e.export(traces()).await.unwrap();
         e.shutdown(Instant::now()).await.unwrap();
@@ -115,15 +108,7 @@ async fn a_missing_directory_fails_start_with_the_path() {
         path: "/nonexistent-dir/out.jsonl".into(),
         append: false,
     });
-    let id = tracescale_core::config::ComponentId::parse("file").unwrap();
-    let ctx = ExporterContext {
-        id: id.clone(),
-        telemetry: tracescale_core::telemetry::ComponentTelemetry::new(
-            tracescale_core::component::ComponentKind::Exporter,
-            &id,
-        ),
-        health: tracescale_core::health::Health::new().handle("exporter/file"),
-    };
+    let ctx = tracescale_core::testing::exporter_context("file");
     let err = e.start(&ctx).await.unwrap_err();
     assert!(
         err.to_string().contains("/nonexistent-dir/out.jsonl"),

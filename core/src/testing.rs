@@ -1,0 +1,55 @@
+//! Helpers for testing components outside a running engine: an [`Output`] whose batches land in
+//! a channel you read, and the contexts the engine would hand a component.
+
+use tokio::sync::mpsc;
+
+use crate::component::{ComponentKind, ExporterContext, ProcessorContext, ReceiverContext};
+use crate::config::ComponentId;
+use crate::health::Health;
+use crate::signal::Signal;
+use crate::telemetry::ComponentTelemetry;
+use crate::topology::output::Output;
+
+fn id(id: &str) -> ComponentId {
+    // Test helpers take ids from test code; a bad one is a bug in the test.
+    ComponentId::parse(id).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An output feeding one queue of `capacity` batches, and the queue's receiving end.
+pub fn output(receiver_id: &str, capacity: usize) -> (Output, mpsc::Receiver<Signal>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &id(receiver_id));
+    (Output::new(vec![tx], telemetry), rx)
+}
+
+/// The context a receiver gets at start, around `output`.
+pub fn receiver_context(receiver_id: &str, output: Output) -> ReceiverContext {
+    let id = id(receiver_id);
+    ReceiverContext {
+        telemetry: ComponentTelemetry::new(ComponentKind::Receiver, &id),
+        health: Health::new().handle(format!("receiver/{id}")),
+        output,
+        id,
+    }
+}
+
+/// The context a processor gets at start.
+pub fn processor_context(processor_id: &str) -> ProcessorContext {
+    let id = id(processor_id);
+    ProcessorContext {
+        telemetry: ComponentTelemetry::new(ComponentKind::Processor, &id),
+        health: Health::new().handle(format!("processor/test/{id}")),
+        pipeline: "test".to_string(),
+        id,
+    }
+}
+
+/// The context an exporter gets at start.
+pub fn exporter_context(exporter_id: &str) -> ExporterContext {
+    let id = id(exporter_id);
+    ExporterContext {
+        telemetry: ComponentTelemetry::new(ComponentKind::Exporter, &id),
+        health: Health::new().handle(format!("exporter/{id}")),
+        id,
+    }
+}

@@ -1,0 +1,298 @@
+use std::path::Path;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+use super::output::{Output, TrySendError};
+use super::*;
+use crate::config::load_str;
+use crate::test_components::{outputs, sinks};
+
+fn batch(spans: usize) -> Signal {
+    Signal::Traces(crate::signal::Traces::new(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: vec![Span::default(); spans],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]))
+}
+
+async fn start(text: &str) -> RunningTopology {
+    let config = load_str(Path::new("test.toml"), text).unwrap();
+    let health = Health::new();
+    RunningTopology::start(config, health).await.unwrap()
+}
+
+fn output(key: &str) -> Output {
+    outputs().lock().unwrap().get(key).cloned().unwrap()
+}
+
+/// Items and decisions a sink received.
+fn sink(key: &str) -> (usize, Vec<String>) {
+    let sinks = sinks().lock().unwrap();
+    let mut spans = 0;
+    let mut rules = Vec::new();
+    for s in sinks.get(key).map(Vec::as_slice).unwrap_or_default() {
+        match s {
+            Signal::Traces(t) => spans += t.span_count(),
+            Signal::Decisions(d) => rules.extend(d.iter().map(|d| d.rule.clone())),
+        }
+    }
+    (spans, rules)
+}
+
+#[tokio::test]
+async fn receivers_fan_in_and_shutdown_drains_every_queue() {
+    let mut t = start(
+        r#"
+[receivers.t_source]
+key = "fanin-a"
+[receivers."t_source/b"]
+key = "fanin-b"
+[processors.t_rules]
+[exporters.t_sink]
+key = "fanin"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source", "t_source/b"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+queue_size = 2
+"#,
+    )
+    .await;
+    let (a, b) = (output("fanin-a"), output("fanin-b"));
+    for _ in 0..50 {
+        a.send(batch(3)).await.unwrap();
+        b.send(batch(2)).await.unwrap();
+    }
+    drop((a, b));
+    let report = t.shutdown().await;
+    assert!(report.drained);
+    let (spans, rules) = sink("fanin");
+    assert_eq!(spans, 250);
+    assert_eq!(
+        rules,
+        vec!["flush"],
+        "the processor flushes once, into the sink"
+    );
+}
+
+#[tokio::test]
+async fn one_receiver_feeds_several_pipelines_and_exporters() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "fanout"
+[exporters.t_sink]
+key = "fanout-1"
+when_full = "block"
+[exporters."t_sink/2"]
+key = "fanout-2"
+when_full = "block"
+[exporters."t_sink/3"]
+key = "fanout-3"
+when_full = "block"
+[pipelines.one]
+receivers = ["t_source"]
+exporters = ["t_sink", "t_sink/2"]
+[pipelines.two]
+receivers = ["t_source"]
+exporters = ["t_sink/3"]
+"#,
+    )
+    .await;
+    let out = output("fanout");
+    for _ in 0..10 {
+        out.send(batch(1)).await.unwrap();
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert_eq!(sink("fanout-1").0, 10);
+    assert_eq!(sink("fanout-2").0, 10);
+    assert_eq!(sink("fanout-3").0, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blocking_exporter_pushes_back_to_the_receiver() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "backpressure"
+[exporters.t_sink]
+key = "backpressure"
+delay_ms = 1000
+queue_size = 1
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+queue_size = 1
+"#,
+    )
+    .await;
+    let out = output("backpressure");
+    let mut accepted = 0;
+    let refused = loop {
+        match out.try_send(batch(1)) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        tokio::task::yield_now().await;
+        assert!(accepted < 100, "the pipeline never filled up");
+    };
+    assert!(matches!(refused, TrySendError::Full(_)));
+    assert!(out.is_full());
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert_eq!(sink("backpressure").0, accepted, "nothing accepted is lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_dropping_exporter_does_not_stall_the_others() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "isolation"
+[exporters.t_sink]
+key = "isolation-slow"
+delay_ms = 1000
+queue_size = 1
+[exporters."t_sink/fast"]
+key = "isolation-fast"
+when_full = "block"
+queue_size = 1000
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink", "t_sink/fast"]
+"#,
+    )
+    .await;
+    let out = output("isolation");
+    for _ in 0..200 {
+        out.send(batch(1)).await.unwrap();
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert_eq!(sink("isolation-fast").0, 200);
+    let slow = sink("isolation-slow").0;
+    assert!(
+        slow < 200,
+        "the slow exporter's queue should have dropped some ({slow})"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_shutdown() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "deadline"
+[exporters.t_sink]
+key = "deadline"
+delay_ms = 10000
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+[service]
+shutdown_deadline = "3s"
+"#,
+    )
+    .await;
+    let out = output("deadline");
+    for _ in 0..5 {
+        out.send(batch(1)).await.unwrap();
+    }
+    drop(out);
+    let begun = Instant::now();
+    let report = t.shutdown().await;
+    assert!(!report.drained);
+    assert!(
+        begun.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        begun.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn processors_tick_on_the_engine_clock() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "tick"
+[processors.t_rules]
+tick_ms = 1000
+[exporters.t_sink]
+key = "tick"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, rules) = sink("tick");
+    assert_eq!(rules, vec!["tick"; 3]);
+    drop(output("tick"));
+    outputs().lock().unwrap().remove("tick");
+    assert!(t.shutdown().await.drained);
+}
+
+#[tokio::test]
+async fn signals_a_processor_does_not_take_pass_it_by() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "bypass"
+[processors.t_rules]
+decide_every = 10
+[processors.t_decide]
+[exporters.t_sink]
+key = "bypass"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules", "t_decide"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    let out = output("bypass");
+    for _ in 0..4 {
+        out.send(batch(5)).await.unwrap();
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    let (spans, rules) = sink("bypass");
+    assert_eq!(spans, 20);
+    assert_eq!(rules, vec!["every", "every", "flush"]);
+}
+
+#[tokio::test]
+async fn a_pipeline_ends_by_itself_when_its_receivers_are_done() {
+    let mut t = start(
+        r#"
+[receivers.t_source]
+key = "finish"
+[exporters.t_sink]
+key = "finish"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    let out = outputs().lock().unwrap().remove("finish").unwrap();
+    out.send(batch(7)).await.unwrap();
+    drop(out);
+    tokio::time::timeout(Duration::from_secs(10), t.finished())
+        .await
+        .unwrap();
+    assert_eq!(sink("finish").0, 7);
+    assert!(t.shutdown().await.drained);
+}
