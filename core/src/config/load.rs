@@ -61,7 +61,10 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-    let mut loader = Loader { diags: Vec::new() };
+    let mut loader = Loader {
+        diags: Vec::new(),
+        broken: Vec::new(),
+    };
     let outcome = loader.load(path, text, env);
     let mut diags = loader.diags;
     diags.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
@@ -147,6 +150,9 @@ struct RawPipeline {
 
 struct Loader {
     diags: Vec<Diagnostic>,
+    /// Components already reported as unbuildable (unknown type, bad id): pipelines that
+    /// reference them are not reported again.
+    broken: Vec<(ComponentKind, String)>,
 }
 
 impl Loader {
@@ -224,7 +230,9 @@ impl Loader {
             }
         };
 
-        for entry in entries.iter().filter(|e| !e.used) {
+        // With no valid pipeline, every component would be "unused": say nothing of them.
+        let any_pipeline = !pipelines.is_empty();
+        for entry in entries.iter().filter(|e| !e.used && any_pipeline) {
             self.diags.push(
                 Diagnostic::warning(format!(
                     "{}.{}: not used by any pipeline",
@@ -289,6 +297,7 @@ impl Loader {
                 Ok(id) => id,
                 Err(message) => {
                     self.error(id_key.span(), format!("{name}: {message}"));
+                    self.broken.push((kind, id_key.get_ref().to_string()));
                     continue;
                 }
             };
@@ -315,7 +324,13 @@ impl Loader {
                 None => (id.type_part().to_string(), id_key.span()),
             };
             let Some(factory) = registry::lookup(kind, &type_name.0) else {
+                self.broken.push((kind, id.to_string()));
                 let registered = registry::types(kind);
+                let registered_list = if registered.is_empty() {
+                    "none".to_string()
+                } else {
+                    registered.join(", ")
+                };
                 let label = match suggest(&type_name.0, registered.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "not registered".to_string(),
@@ -326,7 +341,7 @@ impl Loader {
                 )
                 .with_label_mut(label)
                 .notes
-                .push(format!("registered {name}: {}", registered.join(", ")));
+                .push(format!("registered {name}: {registered_list}"));
                 continue;
             };
 
@@ -446,6 +461,7 @@ impl Loader {
         }
 
         let mut resolved: Vec<Vec<usize>> = Vec::new();
+        let mut broken_reference = false;
         for (list, kind) in [
             (&raw.receivers, ComponentKind::Receiver),
             (&raw.processors, ComponentKind::Processor),
@@ -467,6 +483,10 @@ impl Loader {
                     .position(|e| e.kind == kind && e.id.as_str() == id)
                 {
                     Some(i) => indexes.push(i),
+                    // Already reported where it is configured; do not repeat it here.
+                    None if self.broken.iter().any(|(k, b)| *k == kind && b == id) => {
+                        broken_reference = true;
+                    }
                     None => {
                         let configured: Vec<&str> = entries
                             .iter()
@@ -497,6 +517,9 @@ impl Loader {
         let [receivers, processors, exporters] = <[Vec<usize>; 3]>::try_from(resolved).ok()?;
         for &i in receivers.iter().chain(&processors).chain(&exporters) {
             entries[i].used = true;
+        }
+        if broken_reference {
+            return None;
         }
 
         // Signal flow: what the receivers emit, transformed by each processor in turn.

@@ -1,0 +1,245 @@
+//! `tracescale run`: real processes, the file exporter, signals, self-telemetry.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::{
+    bin, count_spans, eventually, free_port, http_get, run_to_end, signal, wait_with_limit,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_bounded_run_exports_every_span_and_exits_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("spans.jsonl");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 0
+traces_per_batch = 5
+count = 40
+[exporters.file]
+path = "{}"
+when_full = "block"
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["file"]
+[service]
+telemetry_address = "off"
+"#,
+            out_path.display()
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(bin().arg("run").arg("-c").arg(&config), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_spans(&out_path), (40, 600));
+}
+
+#[test]
+fn sigterm_drains_to_the_exporter_and_telemetry_answers_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("spans.jsonl");
+    let config = dir.path().join("pipeline.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 200
+traces_per_batch = 10
+[exporters.file]
+path = "{}"
+when_full = "block"
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["file"]
+[service]
+telemetry_address = "127.0.0.1:{port}"
+shutdown_deadline = "20s"
+"#,
+            out_path.display()
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let (status, body) = eventually(Duration::from_secs(20), "/readyz", || {
+        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["phase"], "running");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    eventually(Duration::from_secs(20), "spans in the file", || {
+        (count_spans(&out_path).1 > 0).then_some(())
+    });
+    let metrics = eventually(Duration::from_secs(20), "exporter metrics", || {
+        http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .filter(|b| {
+                b.contains(
+                    "tracescale_exporter_emitted_total{component=\"file\",signal=\"traces\"}",
+                )
+            })
+    });
+    assert!(metrics.contains(
+        "tracescale_receiver_emitted_total{component=\"demo_traces\",signal=\"traces\"}"
+    ));
+    assert!(metrics.contains("tracescale_queue_capacity{queue=\"exporters.file\"} 64"));
+    assert_eq!(http_get(port, "/nope").unwrap().0, 404);
+
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    // Every line is whole JSON (count_spans parses each), and spans arrived in whole batches.
+    let (lines, spans) = count_spans(&out_path);
+    assert_eq!(spans, lines * 30);
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "the listener is closed after exit"
+    );
+}
+
+#[test]
+fn a_component_that_cannot_start_fails_the_run_with_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        r#"
+[receivers.demo_traces]
+[exporters.file]
+path = "/nonexistent-dir/spans.jsonl"
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["file"]
+[service]
+telemetry_address = "off"
+"#,
+    )
+    .unwrap();
+    let out = run_to_end(bin().arg("run").arg("-c").arg(&config), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exporter \"file\" failed to start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/nonexistent-dir/spans.jsonl"), "{stderr}");
+}
+
+#[test]
+fn a_busy_telemetry_port_fails_the_run_with_status_1() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+[exporters.null]
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{port}"
+"#
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(bin().arg("run").arg("-c").arg(&config), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot listen on 127.0.0.1:{port}"))
+    );
+}
+
+#[test]
+fn the_demo_runs_to_completion() {
+    let out = run_to_end(bin().arg("demo"), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("traces: 3 resource spans, 30 spans").count(),
+        60,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_custom_component_from_outside_the_crates_runs_from_a_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("spans.jsonl");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 0
+count = 10
+[processors.drop_operations]
+operations = ["INSERT payments"]
+[exporters.file]
+path = "{}"
+when_full = "block"
+[pipelines.traces]
+receivers = ["demo_traces"]
+processors = ["drop_operations"]
+exporters = ["file"]
+[service]
+telemetry_address = "off"
+"#,
+            out_path.display()
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(crate::util::example("custom_processor").arg(&config), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(!text.contains("INSERT payments"));
+    assert!(text.contains("PlaceOrder"));
+    assert_eq!(
+        count_spans(&out_path).1,
+        10 * 10 * 2,
+        "two of three spans per trace remain"
+    );
+
+    // The stock binary does not know the example's component.
+    let out = run_to_end(bin().args(["validate"]).arg(&config), LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown processor type `drop_operations`")
+    );
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests: the binary, its pipeline files, every registered component.
+//!
+//! One integration-test binary, so the crate graph is linked once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// Link the built-in components into this test binary, as the tracescale binary does.
+use tracescale_components as _;
+
+mod cli;
+mod conformance;
+mod diagnostics;
+mod docs;
+mod run;
+mod util;

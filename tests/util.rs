@@ -1,0 +1,133 @@
+//! Helpers: paths, child processes, a minimal HTTP GET.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub(crate) fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The tracescale binary under test.
+pub(crate) fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracescale"));
+    cmd.current_dir(repo())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// An example binary, built by `cargo test` next to the tracescale binary.
+pub(crate) fn example(name: &str) -> Command {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tracescale"));
+    let dir = bin.parent().expect("the binary has a directory");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds examples",
+        path.display()
+    );
+    let mut cmd = Command::new(path);
+    cmd.current_dir(repo());
+    cmd
+}
+
+/// Runs a command to completion with a time limit; panics if it hangs.
+pub(crate) fn run_to_end(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_with_limit(child, limit)
+}
+
+/// Waits for a child, killing it and failing the test past `limit`.
+pub(crate) fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "process did not exit within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// `GET path` over HTTP/1.0; returns the status code and the body.
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics after `limit`.
+pub(crate) fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends a signal to a child by name (`TERM`, `INT`).
+pub(crate) fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// The spans in a file written by the `file` exporter: (trace lines, total spans).
+pub(crate) fn count_spans(path: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = 0;
+    let mut spans = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("every line is whole JSON");
+        if v.get("resourceSpans").is_some() {
+            lines += 1;
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    spans += ss["spans"].as_array().map_or(0, Vec::len);
+                }
+            }
+        }
+    }
+    (lines, spans)
+}
