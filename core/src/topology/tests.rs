@@ -44,7 +44,7 @@ fn sink(key: &str) -> (usize, Vec<String>) {
 
 #[tokio::test]
 async fn receivers_fan_in_and_shutdown_drains_every_queue() {
-    let mut t = start(
+    let t = start(
         r#"
 [receivers.t_source]
 key = "fanin-a"
