@@ -89,7 +89,19 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
         registry::duplicates()
     );
     for factory in all {
-        let (id, table) = first_example(factory);
+        let (id, mut table) = first_example(factory);
+        let mut grpc_port = 0;
+        if factory.kind() == ComponentKind::Receiver && factory.type_name == "otlp" {
+            // The README binds the well-known ports; a test binds free ones.
+            let mut t: toml::Table = toml::from_str(&table).unwrap();
+            grpc_port = crate::util::free_port();
+            t.insert("grpc".into(), format!("127.0.0.1:{grpc_port}").into());
+            t.insert(
+                "http".into(),
+                format!("127.0.0.1:{}", crate::util::free_port()).into(),
+            );
+            table = toml::to_string(&t).unwrap();
+        }
         let built = build_from_toml(factory, &id, &table)
             .unwrap_or_else(|e| panic!("{id}: {}", e.render(false)));
         let deadline = || Instant::now() + Duration::from_secs(10);
@@ -100,6 +112,22 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
                     .await
                     .unwrap();
                 match factory.type_name {
+                    "otlp" => {
+                        let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+                            .await
+                            .unwrap();
+                        let Signal::Traces(traces) = batch() else {
+                            unreachable!()
+                        };
+                        client
+                            .export(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                                resource_spans: traces.resource_spans,
+                            })
+                            .await
+                            .unwrap();
+                        let got = rx.recv().await;
+                        assert!(got.is_some_and(|s| s.item_count() == 60));
+                    }
                     "demo_traces" => {
                         let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                             .await

@@ -10,4 +10,5 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "file"),
     ("exporter", "null"),
     ("receiver", "demo_traces"),
+    ("receiver", "otlp"),
 ];

@@ -1,3 +1,4 @@
 //! Built-in receivers.
 
 pub mod demo_traces;
+pub mod otlp;

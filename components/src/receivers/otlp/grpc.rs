@@ -1,0 +1,102 @@
+//! The OTLP/gRPC listener (tonic).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tracescale_core::component::ComponentError;
+
+use super::config::OtlpReceiverConfig;
+use super::{Accepted, Shared, Transport};
+
+struct Service {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Service {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let shared = &self.shared;
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if !shared.authorized(auth) {
+            shared.refused(Transport::Grpc, "unauthenticated");
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        let Some(_permit) = shared.permit() else {
+            shared.refused(Transport::Grpc, "too_many_requests");
+            return Err(back_off(
+                shared,
+                "too many concurrent requests; retry later",
+            ));
+        };
+        match shared.accept(request.into_inner()) {
+            Accepted::Ok(partial_success) => Ok(Response::new(ExportTraceServiceResponse {
+                partial_success,
+            })),
+            Accepted::Full => Err(back_off(shared, "the pipeline is full; retry later")),
+            Accepted::Closed => Err(Status::unavailable("shutting down; retry later")),
+        }
+    }
+}
+
+/// RESOURCE_EXHAUSTED with a RetryInfo detail: the OTLP spec makes it retryable only then.
+fn back_off(shared: &Shared, message: &str) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(shared.retry_after)),
+    )
+}
+
+/// Binds the listener and serves until `stop` is cancelled.
+pub(super) fn serve(
+    address: SocketAddr,
+    shared: Arc<Shared>,
+    config: &OtlpReceiverConfig,
+    stop: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), ComponentError> {
+    let bind_error = |source| ComponentError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    // Without TCP_NODELAY small responses wait for Nagle's delayed ACK: tens of milliseconds
+    // of latency per request on an otherwise idle connection.
+    let incoming = TcpIncoming::bind(address)
+        .map_err(bind_error)?
+        .with_nodelay(Some(true));
+    let bound = incoming.local_addr().map_err(bind_error)?;
+    let service = TraceServiceServer::new(Service { shared })
+        // The limit applies after decompression too, so a bomb is refused, not inflated.
+        .max_decoding_message_size(config.grpc_limit())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let task = tokio::spawn(async move {
+        let result = Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(err) = result {
+            tracing::error!(error = %err, "OTLP/gRPC listener failed");
+        }
+    });
+    Ok((bound, task))
+}
