@@ -11,5 +11,6 @@ mod cli;
 mod conformance;
 mod diagnostics;
 mod docs;
+mod interop;
 mod run;
 mod util;

@@ -1,0 +1,246 @@
+//! Interop with real OTLP peers: the OpenTelemetry Python SDK and rotel-agent, a second
+//! collector. Run through `scripts/test`, which installs them; under `CI=true` a missing peer
+//! fails the test instead of skipping it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{bin, eventually, free_port, run_to_end, signal, wait_with_limit};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// The path in `var`, or None (skip) outside CI; a panic under `CI=true`.
+fn peer(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(path) if path.exists() => Some(path),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set or missing: run the tests through scripts/test, which installs the OTLP peers")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run the tests through scripts/test)");
+            None
+        }
+    }
+}
+
+/// A tracescale process receiving OTLP and writing spans to a file.
+struct Collector {
+    child: Option<Child>,
+    grpc: u16,
+    http: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("spans.jsonl");
+        let (grpc, http) = (free_port(), free_port());
+        let config = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[receivers.otlp]
+grpc = "127.0.0.1:{grpc}"
+http = "127.0.0.1:{http}"
+[exporters.file]
+path = "{}"
+when_full = "block"
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["file"]
+[service]
+telemetry_address = "off"
+"#,
+                out.display()
+            ),
+        )
+        .unwrap();
+        let child = bin()
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        eventually(Duration::from_secs(30), "the OTLP listeners", || {
+            let up = |p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            (up(grpc) && up(http)).then_some(())
+        });
+        Collector {
+            child: Some(child),
+            grpc,
+            http,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// Every span written so far, by span id, with its resource's service.name.
+    fn spans(&self) -> HashMap<String, (String, Value)> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut spans = HashMap::new();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                let service = rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|kv| kv["key"] == "service.name")
+                    .and_then(|kv| kv["value"]["stringValue"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for span in ss["spans"].as_array().into_iter().flatten() {
+                        let id = span["spanId"].as_str().unwrap().to_string();
+                        spans.insert(id, (service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        spans
+    }
+
+    fn stop(mut self) {
+        let child = self.child.take().unwrap();
+        signal(&child, "TERM");
+        let out = wait_with_limit(child, LIMIT);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the SDK script; returns the spans it says it sent.
+fn send_with_sdk(python: &Path, protocol: &str, endpoint: &str, traces: usize) -> Vec<Value> {
+    let script = crate::util::repo().join("tests/interop/send_spans.py");
+    let out = run_to_end(
+        Command::new(python)
+            .arg(script)
+            .arg(protocol)
+            .arg(endpoint)
+            .arg(traces.to_string()),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// OTLP/JSON attributes as a plain map, int64 values as numbers, to compare with the SDK's view.
+fn attributes(list: &Value) -> serde_json::Map<String, Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|kv| {
+            let v = &kv["value"];
+            let value = if let Some(s) = v.get("stringValue") {
+                s.clone()
+            } else if let Some(i) = v.get("intValue") {
+                let n: i64 = i.as_str().map_or_else(|| i.as_i64().unwrap(), |s| s.parse().unwrap());
+                Value::from(n)
+            } else if let Some(d) = v.get("doubleValue") {
+                d.clone()
+            } else if let Some(b) = v.get("boolValue") {
+                b.clone()
+            } else {
+                panic!("unexpected attribute value {v}")
+            };
+            (kv["key"].as_str().unwrap().to_string(), value)
+        })
+        .collect()
+}
+
+fn assert_intact(sent: &[Value], received: &HashMap<String, (String, Value)>) {
+    for s in sent {
+        let id = s["spanId"].as_str().unwrap();
+        let (service, got) = received
+            .get(id)
+            .unwrap_or_else(|| panic!("span {id} did not arrive"));
+        assert_eq!(service, s["service"].as_str().unwrap());
+        for key in ["traceId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano"] {
+            assert_eq!(got[key], s[key], "{key} of span {id}");
+        }
+        assert_eq!(got["parentSpanId"].as_str().unwrap_or(""), s["parentSpanId"]);
+        assert_eq!(attributes(&got["attributes"]), *s["attributes"].as_object().unwrap());
+        let events = got["events"].as_array().cloned().unwrap_or_default();
+        let sent_events = s["events"].as_array().unwrap();
+        assert_eq!(events.len(), sent_events.len());
+        for (e, se) in events.iter().zip(sent_events) {
+            assert_eq!(e["name"], se["name"]);
+            assert_eq!(e["timeUnixNano"], se["timeUnixNano"]);
+            assert_eq!(attributes(&e["attributes"]), *se["attributes"].as_object().unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_python_sdk_sends_intact_spans_over_grpc_and_http() {
+    let Some(python) = peer("TRACESCALE_INTEROP_PYTHON") else {
+        return;
+    };
+    let collector = Collector::start();
+    let over_grpc = send_with_sdk(&python, "grpc", &format!("http://127.0.0.1:{}", collector.grpc), 20);
+    let over_http = send_with_sdk(&python, "http", &format!("http://127.0.0.1:{}", collector.http), 20);
+    assert_eq!(over_grpc.len() + over_http.len(), 80);
+    let received = eventually(Duration::from_secs(30), "80 spans in the file", || {
+        let spans = collector.spans();
+        (spans.len() >= 80).then_some(spans)
+    });
+    assert_eq!(received.len(), 80);
+    assert_intact(&over_grpc, &received);
+    assert_intact(&over_http, &received);
+    collector.stop();
+}
+
+#[test]
+fn spans_pass_through_rotel_agent_into_tracescale() {
+    let (Some(python), Some(rotel)) = (
+        peer("TRACESCALE_INTEROP_PYTHON"),
+        peer("TRACESCALE_ROTEL_AGENT"),
+    ) else {
+        return;
+    };
+    let collector = Collector::start();
+    let rotel_grpc = free_port();
+    let rotel_http = free_port();
+    let mut agent = Command::new(rotel)
+        .args(["start", "--exporter", "otlp"])
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{rotel_grpc}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{rotel_http}"))
+        .arg("--otlp-exporter-endpoint")
+        .arg(format!("http://127.0.0.1:{}", collector.grpc))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "rotel-agent's listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", rotel_grpc)).ok()
+    });
+    let sent = send_with_sdk(&python, "grpc", &format!("http://127.0.0.1:{rotel_grpc}"), 25);
+    let received = eventually(Duration::from_secs(60), "50 spans through rotel", || {
+        let spans = collector.spans();
+        (spans.len() >= sent.len()).then_some(spans)
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(received.len(), sent.len());
+    assert_intact(&sent, &received);
+    collector.stop();
+}
