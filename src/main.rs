@@ -14,6 +14,11 @@ use tracing_subscriber::EnvFilter;
 // and its `inventory` registrations would vanish without a sound.
 use tracescale_components as _;
 
+// Spans are decoded on the listener's thread and freed on the exporter's: glibc's allocator
+// pays for every such cross-thread free, mimalloc does not (see docs/adr/0003-allocator.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The pipeline `tracescale demo` runs.
 const DEMO: &str = include_str!("../configs/demo.toml");
 
