@@ -18,7 +18,9 @@ fn peer(var: &str) -> Option<PathBuf> {
     match std::env::var_os(var).map(PathBuf::from) {
         Some(path) if path.exists() => Some(path),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set or missing: run the tests through scripts/test, which installs the OTLP peers")
+            panic!(
+                "{var} is not set or missing: run the tests through scripts/test, which installs the OTLP peers"
+            )
         }
         _ => {
             eprintln!("skipping: {var} is not set (run the tests through scripts/test)");
@@ -113,7 +115,11 @@ telemetry_address = "off"
         let child = self.child.take().unwrap();
         signal(&child, "TERM");
         let out = wait_with_limit(child, LIMIT);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -137,7 +143,11 @@ fn send_with_sdk(python: &Path, protocol: &str, endpoint: &str, traces: usize) -
             .arg(traces.to_string()),
         LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -151,7 +161,9 @@ fn attributes(list: &Value) -> serde_json::Map<String, Value> {
             let value = if let Some(s) = v.get("stringValue") {
                 s.clone()
             } else if let Some(i) = v.get("intValue") {
-                let n: i64 = i.as_str().map_or_else(|| i.as_i64().unwrap(), |s| s.parse().unwrap());
+                let n: i64 = i
+                    .as_str()
+                    .map_or_else(|| i.as_i64().unwrap(), |s| s.parse().unwrap());
                 Value::from(n)
             } else if let Some(d) = v.get("doubleValue") {
                 d.clone()
@@ -172,18 +184,33 @@ fn assert_intact(sent: &[Value], received: &HashMap<String, (String, Value)>) {
             .get(id)
             .unwrap_or_else(|| panic!("span {id} did not arrive"));
         assert_eq!(service, s["service"].as_str().unwrap());
-        for key in ["traceId", "name", "kind", "startTimeUnixNano", "endTimeUnixNano"] {
+        for key in [
+            "traceId",
+            "name",
+            "kind",
+            "startTimeUnixNano",
+            "endTimeUnixNano",
+        ] {
             assert_eq!(got[key], s[key], "{key} of span {id}");
         }
-        assert_eq!(got["parentSpanId"].as_str().unwrap_or(""), s["parentSpanId"]);
-        assert_eq!(attributes(&got["attributes"]), *s["attributes"].as_object().unwrap());
+        assert_eq!(
+            got["parentSpanId"].as_str().unwrap_or(""),
+            s["parentSpanId"]
+        );
+        assert_eq!(
+            attributes(&got["attributes"]),
+            *s["attributes"].as_object().unwrap()
+        );
         let events = got["events"].as_array().cloned().unwrap_or_default();
         let sent_events = s["events"].as_array().unwrap();
         assert_eq!(events.len(), sent_events.len());
         for (e, se) in events.iter().zip(sent_events) {
             assert_eq!(e["name"], se["name"]);
             assert_eq!(e["timeUnixNano"], se["timeUnixNano"]);
-            assert_eq!(attributes(&e["attributes"]), *se["attributes"].as_object().unwrap());
+            assert_eq!(
+                attributes(&e["attributes"]),
+                *se["attributes"].as_object().unwrap()
+            );
         }
     }
 }
@@ -194,8 +221,18 @@ fn the_python_sdk_sends_intact_spans_over_grpc_and_http() {
         return;
     };
     let collector = Collector::start();
-    let over_grpc = send_with_sdk(&python, "grpc", &format!("http://127.0.0.1:{}", collector.grpc), 20);
-    let over_http = send_with_sdk(&python, "http", &format!("http://127.0.0.1:{}", collector.http), 20);
+    let over_grpc = send_with_sdk(
+        &python,
+        "grpc",
+        &format!("http://127.0.0.1:{}", collector.grpc),
+        20,
+    );
+    let over_http = send_with_sdk(
+        &python,
+        "http",
+        &format!("http://127.0.0.1:{}", collector.http),
+        20,
+    );
     assert_eq!(over_grpc.len() + over_http.len(), 80);
     let received = eventually(Duration::from_secs(30), "80 spans in the file", || {
         let spans = collector.spans();
@@ -233,7 +270,12 @@ fn spans_pass_through_rotel_agent_into_tracescale() {
     eventually(Duration::from_secs(30), "rotel-agent's listener", || {
         std::net::TcpStream::connect(("127.0.0.1", rotel_grpc)).ok()
     });
-    let sent = send_with_sdk(&python, "grpc", &format!("http://127.0.0.1:{rotel_grpc}"), 25);
+    let sent = send_with_sdk(
+        &python,
+        "grpc",
+        &format!("http://127.0.0.1:{rotel_grpc}"),
+        25,
+    );
     let received = eventually(Duration::from_secs(60), "50 spans through rotel", || {
         let spans = collector.spans();
         (spans.len() >= sent.len()).then_some(spans)
