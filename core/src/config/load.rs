@@ -168,6 +168,12 @@ impl Loader {
             self.diags.extend(errors.iter().map(syntax_error));
             return None;
         }
+        for (kind, ty) in registry::duplicates() {
+            // Two linked crates claim one name: which one a file gets would be an accident.
+            self.diags.push(Diagnostic::error(format!(
+                "{kind} type `{ty}` is registered by more than one linked crate; rename one"
+            )));
+        }
         let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
         env::expand(&mut root, env, &mut self.diags);
         if !self.diags.is_empty() {
