@@ -104,7 +104,7 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
         }
         let built = build_from_toml(factory, &id, &table)
             .unwrap_or_else(|e| panic!("{id}: {}", e.render(false)));
-        let deadline = || Instant::now() + Duration::from_secs(10);
+        let deadline = || Instant::now() + Duration::from_secs(3);
         match built {
             Built::Receiver(mut r) => {
                 let (output, mut rx) = testing::output(&id, 16);

@@ -9,6 +9,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "debug"),
     ("exporter", "file"),
     ("exporter", "null"),
+    ("exporter", "otlp"),
     ("receiver", "demo_traces"),
     ("receiver", "otlp"),
 ];

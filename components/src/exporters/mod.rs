@@ -3,3 +3,4 @@
 pub mod debug;
 pub mod file;
 pub mod null;
+pub mod otlp;

@@ -1,0 +1,420 @@
+//! Config of the `otlp` exporter: serde, defaults, validation, and the checked settings the
+//! exporter runs with.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tracescale_core::component::BuildContext;
+use tracescale_core::config::{BuildError, HumanDuration};
+
+use super::retry::RetryPolicy;
+
+/// The largest `send_batch_size`: beyond it one request would exceed what any OTLP receiver
+/// accepts (the Collector's gRPC limit is 4 MiB, a few thousand spans).
+pub(super) const MAX_SEND_BATCH_SIZE: usize = 1_000_000;
+
+/// Config of the `otlp` exporter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// Where to send: `http://host:port`. For gRPC the port is usually 4317; for HTTP, 4318,
+    /// and requests go to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// `"grpc"` or `"http/protobuf"`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Request compression: `"gzip"`, `"zstd"` or `"none"`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Extra HTTP headers or gRPC metadata on every request, such as a tenant id.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Spans per request: smaller batches wait for more, larger ones are split.
+    #[serde(default = "default_send_batch_size")]
+    pub send_batch_size: usize,
+    /// How long the first span of a partial batch waits for more before it is sent anyway.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// How long one request may take, connecting included, before it counts as failed.
+    #[serde(default = "default_timeout_per_request")]
+    pub timeout_per_request: HumanDuration,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// Reserved: TLS is not supported yet, and any value is a config error saying so.
+    #[serde(default)]
+    pub tls: Option<IgnoredAny>,
+}
+
+fn default_send_batch_size() -> usize {
+    8192
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_millis(200)
+}
+
+fn default_timeout_per_request() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// The gRPC `TraceService`.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// `POST {endpoint}/v1/traces` with a protobuf body, over HTTP/1.1.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// How request bodies are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip, which every OTLP receiver accepts.
+    #[default]
+    Gzip,
+    /// zstd: less CPU for a similar ratio; check that the receiver accepts it.
+    Zstd,
+    /// Uncompressed.
+    None,
+}
+
+/// Retries of failed requests, with exponential back-off and jitter, as the Collector's
+/// `retry_on_failure` does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retry requests that failed in a retryable way; when false they are dropped at once.
+    pub enabled: bool,
+    /// The wait before the first retry.
+    pub initial_interval: HumanDuration,
+    /// The longest wait between two attempts.
+    pub max_interval: HumanDuration,
+    /// Give up on a batch this long after its first attempt; `"0s"` retries until shutdown.
+    pub max_elapsed_time: HumanDuration,
+    /// Each wait is the previous one times this.
+    pub multiplier: f64,
+    /// Each wait is randomised by ± this fraction, so that exporters do not retry in step.
+    pub randomization_factor: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_interval: HumanDuration::from_secs(1),
+            max_interval: HumanDuration::from_secs(30),
+            max_elapsed_time: HumanDuration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// Where requests go, checked.
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    /// A gRPC endpoint; the channel is created lazily at start. Boxed: it is large.
+    Grpc(Box<tonic::transport::Endpoint>),
+    /// The full `…/v1/traces` URL.
+    Http(Uri),
+}
+
+/// The checked config the exporter runs with.
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    /// The endpoint as written, for messages.
+    pub(super) endpoint: String,
+    pub(super) target: Target,
+    pub(super) compression: Compression,
+    /// Validated header names and values, marked sensitive so they never reach a log.
+    pub(super) headers: HeaderMap,
+    pub(super) send_batch_size: usize,
+    pub(super) timeout: Duration,
+    pub(super) timeout_per_request: Duration,
+    pub(super) retry: RetryPolicy,
+}
+
+impl Settings {
+    /// Spans the exporter holds at most, waiting or in flight: two batches, so that one can
+    /// fill while the other is sent.
+    pub(super) fn capacity(&self) -> usize {
+        self.send_batch_size * 2
+    }
+}
+
+/// Headers the transport sets itself; overriding them would break the protocol.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "host",
+    "te",
+    "transfer-encoding",
+];
+
+/// A problem with the value at `key` (a path inside the component's table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    pub(super) key: String,
+    pub(super) message: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl OtlpExporterConfig {
+    /// Checks the config and returns the settings to run with; errors and warnings point at
+    /// their keys.
+    pub(super) fn validate(self, ctx: &BuildContext<'_>) -> Result<Settings, BuildError> {
+        let mut warnings = Vec::new();
+        let checked = self.check(&mut warnings);
+        for w in warnings {
+            ctx.warn(&w.key, w.message);
+        }
+        checked.map_err(|problems| {
+            BuildContext::errors(problems.into_iter().map(|p| ctx.invalid(&p.key, p.message)))
+        })
+    }
+
+    /// Checks the config, collecting every problem.
+    pub(super) fn check(self, warnings: &mut Vec<Problem>) -> Result<Settings, Vec<Problem>> {
+        let mut errors = Vec::new();
+        if self.tls.is_some() {
+            errors.push(Problem::new(
+                "tls",
+                "TLS is not supported yet: remove `tls`, use an http:// endpoint and terminate \
+                 TLS in a sidecar proxy",
+            ));
+        }
+        let target = match check_endpoint(&self.endpoint, self.protocol) {
+            Ok(target) => {
+                if let Some(warning) = port_warning(&self.endpoint, self.protocol) {
+                    warnings.push(Problem::new("endpoint", warning));
+                }
+                Some(target)
+            }
+            Err(message) => {
+                errors.push(Problem::new("endpoint", message));
+                None
+            }
+        };
+        let headers = match check_headers(&self.headers, self.protocol) {
+            Ok(headers) => headers,
+            Err(problems) => {
+                for (key, message) in problems {
+                    errors.push(Problem::new(format!("headers.{key}"), message));
+                }
+                HeaderMap::new()
+            }
+        };
+        if !(1..=MAX_SEND_BATCH_SIZE).contains(&self.send_batch_size) {
+            errors.push(Problem::new(
+                "send_batch_size",
+                format!("must be between 1 and {MAX_SEND_BATCH_SIZE} spans"),
+            ));
+        }
+        if self.timeout.get().is_zero() {
+            errors.push(Problem::new(
+                "timeout",
+                "must be more than 0: it is how long a partial batch waits",
+            ));
+        }
+        if self.timeout_per_request.get().is_zero() {
+            errors.push(Problem::new("timeout_per_request", "must be more than 0"));
+        }
+        let retry = &self.retry_on_failure;
+        if retry.initial_interval.get().is_zero() {
+            errors.push(Problem::new(
+                "retry_on_failure.initial_interval",
+                "must be more than 0",
+            ));
+        }
+        if retry.max_interval < retry.initial_interval {
+            errors.push(Problem::new(
+                "retry_on_failure.max_interval",
+                format!(
+                    "must be at least initial_interval ({})",
+                    retry.initial_interval
+                ),
+            ));
+        }
+        if !(1.0..=100.0).contains(&retry.multiplier) {
+            errors.push(Problem::new(
+                "retry_on_failure.multiplier",
+                "must be between 1 and 100",
+            ));
+        }
+        if !(0.0..=1.0).contains(&retry.randomization_factor) {
+            errors.push(Problem::new(
+                "retry_on_failure.randomization_factor",
+                "must be between 0 and 1",
+            ));
+        }
+        match target {
+            Some(target) if errors.is_empty() => Ok(Settings {
+                endpoint: self.endpoint,
+                target,
+                compression: self.compression,
+                headers,
+                send_batch_size: self.send_batch_size,
+                timeout: self.timeout.get(),
+                timeout_per_request: self.timeout_per_request.get(),
+                retry: RetryPolicy::from(&self.retry_on_failure),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Parses the endpoint and derives where requests go. Errors are whole sentences for the
+/// operator.
+fn check_endpoint(endpoint: &str, protocol: Protocol) -> Result<Target, String> {
+    let uri: Uri = endpoint.parse().map_err(|e| {
+        format!("{endpoint:?} is not a URL ({e}): write it like \"http://tempo:4317\"")
+    })?;
+    match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => {}
+        Some(s) if *s == Scheme::HTTPS => {
+            return Err(format!(
+                "{endpoint:?}: TLS is not supported yet; use an http:// endpoint and terminate \
+                 TLS in a sidecar proxy"
+            ));
+        }
+        Some(s) => {
+            return Err(format!(
+                "{endpoint:?}: unsupported scheme `{s}`; use http://"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "{endpoint:?} has no scheme: write it like \"http://{endpoint}\""
+            ));
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{endpoint:?} names no host"));
+    };
+    if authority.host().is_empty() {
+        return Err(format!("{endpoint:?} names no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{endpoint:?} carries credentials: put them in `headers` instead"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{endpoint:?} has a query string; remove it"));
+    }
+    match protocol {
+        Protocol::Grpc => {
+            if !matches!(uri.path(), "" | "/") {
+                return Err(format!(
+                    "{endpoint:?} has a path, which gRPC does not use: write \"http://{authority}\""
+                ));
+            }
+            let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| format!("{endpoint:?} is not a gRPC endpoint: {e}"))?;
+            let endpoint = endpoint
+                .user_agent(concat!("tracescale/", env!("CARGO_PKG_VERSION")))
+                .map_err(|e| format!("cannot set the user agent: {e}"))?;
+            Ok(Target::Grpc(Box::new(endpoint)))
+        }
+        Protocol::HttpProtobuf => {
+            // The Collector's rule: the signal path is appended to whatever path the endpoint has.
+            let path = format!("{}/v1/traces", uri.path().trim_end_matches('/'));
+            let mut parts = uri.into_parts();
+            parts.path_and_query = Some(
+                PathAndQuery::try_from(path)
+                    .map_err(|e| format!("{endpoint:?}: invalid path ({e})"))?,
+            );
+            let uri = Uri::from_parts(parts)
+                .map_err(|e| format!("{endpoint:?}: cannot append /v1/traces ({e})"))?;
+            Ok(Target::Http(uri))
+        }
+    }
+}
+
+/// A warning for an endpoint whose port does not match its protocol: the most common mistake
+/// when pointing an exporter at a Collector.
+fn port_warning(endpoint: &str, protocol: Protocol) -> Option<String> {
+    let uri: Uri = endpoint.parse().ok()?;
+    match (protocol, uri.port_u16()) {
+        (_, None) => Some(format!(
+            "{endpoint:?} has no port, so port 80 is used; OTLP listens on 4317 (gRPC) and 4318 \
+             (HTTP)"
+        )),
+        (Protocol::Grpc, Some(4318)) => Some(
+            "port 4318 is OTLP/HTTP's; with protocol \"grpc\" the usual port is 4317".to_string(),
+        ),
+        (Protocol::HttpProtobuf, Some(4317)) => Some(
+            "port 4317 is OTLP/gRPC's; with protocol \"http/protobuf\" the usual port is 4318"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// Validates header names and values; on failure, every offending key and why.
+fn check_headers(
+    headers: &BTreeMap<String, String>,
+    protocol: Protocol,
+) -> Result<HeaderMap, Vec<(String, &'static str)>> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    let mut problems = Vec::new();
+    for (key, value) in headers {
+        match check_header(key, value, protocol) {
+            Ok((name, value)) => {
+                map.insert(name, value);
+            }
+            Err(message) => problems.push((key.clone(), message)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(map)
+    } else {
+        Err(problems)
+    }
+}
+
+fn check_header(
+    key: &str,
+    value: &str,
+    protocol: Protocol,
+) -> Result<(HeaderName, HeaderValue), &'static str> {
+    let name = HeaderName::from_bytes(key.as_bytes())
+        .map_err(|_| "is not a valid header name: use letters, digits and `-`")?;
+    let lower = name.as_str();
+    if RESERVED_HEADERS.contains(&lower) || lower.starts_with("grpc-") {
+        return Err("is set by the exporter itself and cannot be overridden");
+    }
+    if protocol == Protocol::Grpc && lower.ends_with("-bin") {
+        return Err("binary gRPC metadata (`-bin` keys) is not supported");
+    }
+    // Stricter than HTTP, which tolerates obsolete non-ASCII bytes: gRPC metadata does not.
+    let visible_ascii = value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    let mut value = HeaderValue::from_str(value)
+        .ok()
+        .filter(|_| visible_ascii)
+        .ok_or("the value must be visible ASCII: no control characters or non-ASCII text")?;
+    // Headers often carry tokens: keep them out of Debug output.
+    value.set_sensitive(true);
+    Ok((name, value))
+}
