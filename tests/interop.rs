@@ -286,3 +286,73 @@ fn spans_pass_through_rotel_agent_into_tracescale() {
     assert_intact(&sent, &received);
     collector.stop();
 }
+
+#[test]
+fn tracescale_forwards_through_rotel_agent_into_tracescale() {
+    let Some(rotel) = peer("TRACESCALE_ROTEL_AGENT") else {
+        return;
+    };
+    let collector = Collector::start();
+    let (rotel_grpc, rotel_http) = (free_port(), free_port());
+    let mut agent = Command::new(rotel)
+        .args(["start", "--exporter", "otlp"])
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{rotel_grpc}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{rotel_http}"))
+        .arg("--otlp-exporter-endpoint")
+        .arg(format!("http://127.0.0.1:{}", collector.grpc))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "rotel-agent's listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", rotel_grpc)).ok()
+    });
+
+    // The sending side: 20 batches of 10 three-span traces, forwarded with the otlp exporter.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("forward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 0
+traces_per_batch = 10
+count = 20
+[exporters.otlp]
+endpoint = "http://127.0.0.1:{rotel_grpc}"
+send_batch_size = 100
+when_full = "block"
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["otlp"]
+[service]
+telemetry_address = "off"
+"#
+        ),
+    )
+    .unwrap();
+    let out = run_to_end(bin().arg("run").arg("-c").arg(&config), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let received = eventually(Duration::from_secs(60), "600 spans through rotel", || {
+        let spans = collector.spans();
+        (spans.len() >= 600).then_some(spans)
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(received.len(), 600);
+    let services: std::collections::BTreeSet<_> =
+        received.values().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        ["checkout", "frontend", "payments-db"]
+    );
+    collector.stop();
+}
