@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod exporters;
+pub mod processors;
 pub mod receivers;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
@@ -10,6 +11,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "file"),
     ("exporter", "null"),
     ("exporter", "otlp"),
+    ("processor", "hstree"),
+    ("processor", "latency_rules"),
     ("receiver", "demo_traces"),
     ("receiver", "otlp"),
 ];

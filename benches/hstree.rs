@@ -1,0 +1,162 @@
+//! The HS-Tree filter per span, single-threaded: the bare forest (`Forest::score_learn`, one
+//! descent per tree that scores and learns) and the whole detector (`Detector::observe`:
+//! operation lookup, per-operation normalisation, forest, calibration, feedback), each at
+//! 25 trees × height 15 and at River's 10 × 8, on a realistic stream.
+//!
+//! The stream: 55 operations (as in the Nezha OnlineBoutique data) with log-normal durations
+//! whose medians run from 50 µs to 2 s, and 1 % of spans 10× slow. Throughput is in spans, so
+//! criterion's time per element is the time per span.
+//!
+//! Run: `cargo bench --bench hstree -- --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tracescale_components::processors::hstree::features::{
+    LogStats, log_duration, operation_feature,
+};
+use tracescale_components::processors::hstree::forest::{Forest, ForestParams};
+use tracescale_components::processors::hstree::{Detector, HsTreeConfig};
+
+const OPERATIONS: usize = 55;
+const SPANS: usize = 10_000;
+/// Spans learned before timing, so that windows have turned and the caches hold a steady state.
+const WARM_UP_SPANS: usize = 200_000;
+const SHAPES: [(usize, u32); 2] = [(25, 15), (10, 8)];
+
+/// SplitMix64, so runs repeat.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// A span of the stream: operation index, duration in ns.
+struct StreamSpan {
+    op: usize,
+    duration_ns: u64,
+}
+
+fn stream(len: usize, seed: u64) -> Vec<StreamSpan> {
+    let mut rng = Rng(seed);
+    (0..len)
+        .map(|_| {
+            // Busy operations are called more: a skewed choice, as in real traces.
+            let op = ((rng.uniform().powi(2)) * OPERATIONS as f64) as usize;
+            let median_ns = 50e3 * (4e4f64).powf(op as f64 / (OPERATIONS - 1) as f64);
+            let sigma = 0.3 + 0.3 * (op % 3) as f64 / 2.0;
+            let slow = if rng.uniform() < 0.01 { 10.0 } else { 1.0 };
+            StreamSpan {
+                op,
+                duration_ns: (median_ns * slow * (sigma * rng.normal()).exp()) as u64,
+            }
+        })
+        .collect()
+}
+
+fn names() -> Vec<(String, String)> {
+    (0..OPERATIONS)
+        .map(|i| (format!("service-{}", i % 10), format!("operation-{i}")))
+        .collect()
+}
+
+/// The one-dimensional feature the detector feeds the forest, computed with per-operation
+/// statistics learned over the whole stream.
+fn features(spans: &[StreamSpan]) -> Vec<f32> {
+    let mut stats = vec![LogStats::default(); OPERATIONS];
+    spans
+        .iter()
+        .map(|s| {
+            let x = log_duration(s.duration_ns);
+            let z = stats[s.op].z(x);
+            stats[s.op].update(x);
+            operation_feature(z, true, 4.0)
+        })
+        .collect()
+}
+
+fn forest(c: &mut Criterion) {
+    let warm = features(&stream(WARM_UP_SPANS, 1));
+    let timed = features(&stream(SPANS, 2));
+    let mut group = c.benchmark_group("hstree/forest_score_learn");
+    group.throughput(Throughput::Elements(SPANS as u64));
+    for (trees, height) in SHAPES {
+        let mut forest = Forest::new(ForestParams {
+            trees,
+            height,
+            window_size: 250,
+            size_limit: 25.0,
+            dims: 1,
+            seed: 1,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        for x in &warm {
+            forest.score_learn(&[*x]);
+        }
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{trees}x{height}")),
+            |b| {
+                b.iter(|| {
+                    for x in &timed {
+                        black_box(forest.score_learn(black_box(&[*x])));
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn detector(c: &mut Criterion) {
+    let names = names();
+    let warm = stream(WARM_UP_SPANS, 1);
+    let timed = stream(SPANS, 2);
+    let mut group = c.benchmark_group("hstree/detector_observe");
+    group.throughput(Throughput::Elements(SPANS as u64));
+    for (trees, height) in SHAPES {
+        let config = HsTreeConfig {
+            trees,
+            height,
+            ..Default::default()
+        };
+        let mut detector = Detector::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = 0u64;
+        for s in &warm {
+            let (service, operation) = &names[s.op];
+            detector.observe(service, operation, s.duration_ns, t);
+            t += 1;
+        }
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{trees}x{height}")),
+            |b| {
+                b.iter(|| {
+                    for s in &timed {
+                        let (service, operation) = &names[s.op];
+                        black_box(detector.observe(service, operation, s.duration_ns, t));
+                        t += 1;
+                    }
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forest, detector);
+criterion_main!(benches);

@@ -1,0 +1,195 @@
+//! Rule evaluation per span: the `latency_rules` engine observing batches of spans (and ticking
+//! once per batch, as a 1 s interval would) with 10 and 100 rules, single-threaded, so the
+//! throughput is spans per second per core. Each batch covers one second of event time, so the
+//! windows (10 s) fill and slide as in steady state.
+//!
+//! Run: `cargo bench --bench latency_rules -- --warm-up-time 1 --measurement-time 3`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use tracescale_components::processors::latency_rules::engine::{
+    Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
+};
+use tracescale_core::signal::{ReplicaLimits, ScaleChange, Target, Traces};
+
+const SERVICES: usize = 10;
+/// Operations per service that no rule names: they only feed the statistics.
+const OTHER_OPERATIONS: usize = 4;
+/// Event time one batch covers; the wall clock moves by as much per iteration.
+const BATCH_NANOS: u64 = 1_000_000_000;
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// SplitMix64, so runs repeat.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn service(i: usize) -> String {
+    format!("service-{}", i % SERVICES)
+}
+
+/// `n` count rules spread over the services, one exact operation each, on 5 targets; every
+/// fourth has a way back down and every tenth is a percentile rule.
+fn rules(n: usize) -> Vec<Rule> {
+    (0..n)
+        .map(|i| Rule {
+            name: format!("rule-{i}"),
+            service: service(i),
+            operation: OperationMatcher::Exact(format!("operation-{i}")),
+            attributes: Vec::new(),
+            span_kind: None,
+            above: Duration::from_millis(300),
+            condition: if i % 10 == 9 {
+                Condition::Percentile {
+                    percentile: 99.0,
+                    min_samples: 50,
+                }
+            } else {
+                Condition::Count { count: 50 }
+            },
+            window: Duration::from_secs(10),
+            target: Target {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: format!("workload-{}", i % 5),
+                namespace: "shop".into(),
+            },
+            change: ScaleChange::Step(1),
+            limits: ReplicaLimits {
+                min: Some(1),
+                max: Some(10),
+            },
+            scale_down: (i % 4 == 0).then_some(ScaleDown {
+                below: Duration::from_millis(100),
+                period: Duration::from_secs(60),
+                step: 1,
+            }),
+        })
+        .collect()
+}
+
+/// One batch: a resource per service; 80 % of spans on rule operations, the rest on other
+/// operations of the service; ~1 % slower than the threshold; end times ascending with a little
+/// disorder, as batches from several SDKs have.
+fn batch(rule_count: usize, spans: usize, seed: u64) -> Traces {
+    let mut rng = Rng(seed);
+    let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES];
+    for k in 0..spans {
+        let r = rng.next();
+        let (svc, name) = if r % 10 < 8 {
+            let rule = (r >> 8) as usize % rule_count;
+            (rule % SERVICES, format!("operation-{rule}"))
+        } else {
+            let svc = (r >> 8) as usize % SERVICES;
+            let other = (r >> 16) as usize % OTHER_OPERATIONS;
+            (svc, format!("other-{other}"))
+        };
+        let slow = rng.next().is_multiple_of(100);
+        let ms = if slow {
+            300 + rng.next() % 700
+        } else {
+            1 + rng.next() % 120
+        };
+        let mut end = T0 + BATCH_NANOS * k as u64 / spans as u64;
+        if k % 16 == 0 {
+            end -= 2_000_000;
+        }
+        let trace = [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat();
+        by_service[svc].push(Span {
+            trace_id: trace,
+            span_id: rng.next().to_be_bytes().to_vec(),
+            name,
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: end - ms * 1_000_000,
+            end_time_unix_nano: end,
+            ..Default::default()
+        });
+    }
+    Traces::new(
+        by_service
+            .into_iter()
+            .enumerate()
+            .map(|(i, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(service(i))),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+/// The template batch moved `k` batches later in event time.
+fn shifted(template: &Traces, k: u64) -> Traces {
+    let mut t = template.clone();
+    let shift = k * BATCH_NANOS;
+    for span in t
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+    {
+        span.start_time_unix_nano += shift;
+        span.end_time_unix_nano += shift;
+    }
+    t
+}
+
+fn evaluate(c: &mut Criterion) {
+    // 10000 spans is about a Collector batch (8192 by default) and no longer fits in L2, so the
+    // engine pays for reading the spans from memory; 1000 spans shows the engine alone.
+    for spans in [10_000, 1_000] {
+        let mut group = c.benchmark_group(format!("latency_rules/{spans}_span_batches"));
+        group.throughput(Throughput::Elements(spans as u64));
+        for rule_count in [10, 100] {
+            let template = batch(rule_count, spans, 7);
+            let mut engine = Engine::new(rules(rule_count), Settings::default());
+            let mut decisions = Vec::new();
+            let mut k = 0u64;
+            group.bench_function(format!("{rule_count}_rules"), |b| {
+                b.iter_batched_ref(
+                    || {
+                        k += 1;
+                        (shifted(&template, k), T0 + (k + 1) * BATCH_NANOS)
+                    },
+                    |(traces, wall)| {
+                        engine.observe(traces, *wall, &mut decisions);
+                        engine.tick(*wall, &mut decisions);
+                        black_box(decisions.len());
+                        decisions.clear();
+                    },
+                    BatchSize::LargeInput,
+                );
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, evaluate);
+criterion_main!(benches);

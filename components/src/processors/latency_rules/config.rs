@@ -1,0 +1,592 @@
+//! Config of the `latency_rules` processor: the serde structs, their defaults, validation with
+//! key paths, and the build function the factory calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use serde::Deserialize;
+use tracescale_core::component::{BuildContext, Processor};
+use tracescale_core::config::{BuildError, HumanDuration};
+use tracescale_core::signal::{ReplicaLimits, ScaleChange, Target};
+
+use super::LatencyRules;
+use super::engine::{Condition, OperationMatcher, Rule, ScaleDown, Settings};
+
+/// Shortest accepted `interval`: below it the tick costs more than it tells.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Most operations with statistics (`max_operations`).
+const MAX_OPERATIONS: usize = 100_000;
+/// Most samples per rule window (`max_window_samples`).
+const MAX_WINDOW_SAMPLES: usize = 1_000_000;
+
+/// Config of the `latency_rules` processor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyRulesConfig {
+    /// The rules, evaluated independently; decisions for one target are conflated.
+    pub rules: Vec<RuleConfig>,
+    /// How often every rule is evaluated on the engine clock (windows slide, rules re-arm,
+    /// scale-downs and staleness are decided). Rules fed by a batch are also evaluated on
+    /// arrival.
+    pub interval: HumanDuration,
+    /// How long after the event clock a span may arrive and still count in the windows.
+    pub allowed_lateness: HumanDuration,
+    /// A rule whose operation sent no span for this long is stale: it holds (no scale-down)
+    /// and `/readyz` says so.
+    pub stale_after: HumanDuration,
+    /// Pass the trace batches on downstream; `false` consumes them and emits only decisions.
+    pub passthrough: bool,
+    /// Distinct service::operation pairs with latency statistics; spans of further operations
+    /// are counted in `tracescale_latency_rules_operations_overflow_total`.
+    pub max_operations: usize,
+    /// Samples each rule window holds at most; beyond, the oldest is evicted and counted.
+    pub max_window_samples: usize,
+}
+
+impl Default for LatencyRulesConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            interval: HumanDuration::from_secs(1),
+            allowed_lateness: HumanDuration::from_secs(5),
+            stale_after: HumanDuration::from_secs(60),
+            passthrough: true,
+            max_operations: 1000,
+            max_window_samples: 10_000,
+        }
+    }
+}
+
+/// One rule: which spans, when to scale up, what to scale, and the way back down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name; decisions and metrics carry it.
+    pub name: String,
+    /// The resource attribute `service.name` of the spans.
+    pub service: String,
+    /// The span name, exact or a glob where `*` stands for any run of characters.
+    pub operation: String,
+    /// Span attributes that must be present with these string values.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Only spans of this kind.
+    #[serde(default)]
+    pub span_kind: Option<SpanKindConfig>,
+    /// A span breaches when it lasts longer than this.
+    pub above: HumanDuration,
+    /// Scale up when this many breaches fall within the window.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Scale up when this percentile (nearest rank) of the window is above `above`.
+    #[serde(default)]
+    pub percentile: Option<f64>,
+    /// Spans a percentile rule's window must hold before it may fire; default 10.
+    #[serde(default)]
+    pub min_samples: Option<u32>,
+    /// Length of the sliding window, on event time.
+    pub window: HumanDuration,
+    /// What to scale up, and by how much.
+    pub scale: ScaleConfig,
+    /// The way back down.
+    #[serde(default)]
+    pub scale_down: Option<ScaleDownConfig>,
+}
+
+/// The workload a rule scales and the change it asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleConfig {
+    /// Short form `kind/name`: `deployment/checkout`, `statefulset/db`, `replicaset/x`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Full form: API group and version, such as `argoproj.io/v1alpha1`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Full form: resource kind, such as `Rollout`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Full form: object name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// Replicas added per scale-up; default 1 unless `to` is set.
+    #[serde(default)]
+    pub step: Option<u32>,
+    /// Scale up to exactly this many replicas instead of stepping.
+    #[serde(default)]
+    pub to: Option<u32>,
+    /// Never below this many replicas; 0 allows scaling to zero.
+    #[serde(default = "default_min")]
+    pub min: u32,
+    /// Never above this many replicas.
+    #[serde(default)]
+    pub max: Option<u32>,
+}
+
+fn default_min() -> u32 {
+    1
+}
+
+/// Scale down when every matching span of a stabilisation period was fast.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleDownConfig {
+    /// Every matching span of the period must be faster than this.
+    pub below: HumanDuration,
+    /// The stabilisation period.
+    #[serde(rename = "for")]
+    pub period: HumanDuration,
+    /// Replicas removed per scale-down.
+    #[serde(default = "default_step")]
+    pub step: u32,
+}
+
+fn default_step() -> u32 {
+    1
+}
+
+/// Span kinds, as OTLP names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKindConfig {
+    /// `SPAN_KIND_UNSPECIFIED`.
+    Unspecified,
+    /// `SPAN_KIND_INTERNAL`.
+    Internal,
+    /// `SPAN_KIND_SERVER`.
+    Server,
+    /// `SPAN_KIND_CLIENT`.
+    Client,
+    /// `SPAN_KIND_PRODUCER`.
+    Producer,
+    /// `SPAN_KIND_CONSUMER`.
+    Consumer,
+}
+
+impl SpanKindConfig {
+    fn otlp(self) -> i32 {
+        let kind = match self {
+            SpanKindConfig::Unspecified => SpanKind::Unspecified,
+            SpanKindConfig::Internal => SpanKind::Internal,
+            SpanKindConfig::Server => SpanKind::Server,
+            SpanKindConfig::Client => SpanKind::Client,
+            SpanKindConfig::Producer => SpanKind::Producer,
+            SpanKindConfig::Consumer => SpanKind::Consumer,
+        };
+        kind as i32
+    }
+}
+
+/// The short kinds of `scale.target`, and what they stand for.
+const SHORT_KINDS: [(&str, &str, &str); 3] = [
+    ("deployment", "apps/v1", "Deployment"),
+    ("statefulset", "apps/v1", "StatefulSet"),
+    ("replicaset", "apps/v1", "ReplicaSet"),
+];
+
+/// Collects the errors of one validation pass, each at its key path.
+struct Problems<'c, 'a> {
+    ctx: &'c BuildContext<'a>,
+    errors: Vec<BuildError>,
+}
+
+impl Problems<'_, '_> {
+    fn add(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.errors.push(self.ctx.invalid(key, message));
+    }
+}
+
+impl LatencyRulesConfig {
+    /// Checks the whole config and turns it into engine rules and settings. Every problem is
+    /// reported at once, each at its key path (`rules[2].window`).
+    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<(Vec<Rule>, Settings), BuildError> {
+        let mut p = Problems {
+            ctx,
+            errors: Vec::new(),
+        };
+        let interval = self.interval.get();
+        if interval < MIN_INTERVAL {
+            p.add("interval", "must be at least 10ms");
+        }
+        if self.stale_after.get() < interval {
+            p.add(
+                "stale_after",
+                format!("must be at least `interval` ({})", self.interval),
+            );
+        }
+        if self.max_operations > MAX_OPERATIONS {
+            p.add(
+                "max_operations",
+                format!("must be at most {MAX_OPERATIONS}"),
+            );
+        }
+        if !(1..=MAX_WINDOW_SAMPLES).contains(&self.max_window_samples) {
+            p.add(
+                "max_window_samples",
+                format!("must be between 1 and {MAX_WINDOW_SAMPLES}"),
+            );
+        }
+        if self.rules.is_empty() {
+            ctx.warn(
+                "rules",
+                "no rules: the processor only exports per-operation latency statistics",
+            );
+        }
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if let Some(&first) = names.get(rule.name.as_str()) {
+                p.add(
+                    &format!("{at}.name"),
+                    format!(
+                        "duplicate rule name {:?}: rules[{first}] has it already",
+                        rule.name
+                    ),
+                );
+            } else {
+                names.insert(&rule.name, i);
+            }
+            if let Some(rule) = self.rule(&at, rule, &mut p) {
+                rules.push(rule);
+            }
+        }
+        self.warn_on_mixed_limits(&rules, ctx);
+        if !p.errors.is_empty() {
+            return Err(BuildContext::errors(p.errors));
+        }
+        Ok((
+            rules,
+            Settings {
+                allowed_lateness: self.allowed_lateness.get(),
+                stale_after: self.stale_after.get(),
+                max_operations: self.max_operations,
+                max_window_samples: self.max_window_samples,
+            },
+        ))
+    }
+
+    /// Checks one rule; None when it has errors (they are in `p`).
+    fn rule(&self, at: &str, r: &RuleConfig, p: &mut Problems<'_, '_>) -> Option<Rule> {
+        let before = p.errors.len();
+        if r.name.trim().is_empty() {
+            p.add(&format!("{at}.name"), "must not be empty");
+        }
+        if r.service.trim().is_empty() {
+            p.add(
+                &format!("{at}.service"),
+                "must name a service (the resource attribute service.name)",
+            );
+        }
+        if r.operation.trim().is_empty() {
+            p.add(
+                &format!("{at}.operation"),
+                "must name an operation (the span name); \"*\" matches every operation of the service",
+            );
+        }
+        if r.attributes.keys().any(|k| k.trim().is_empty()) {
+            p.add(
+                &format!("{at}.attributes"),
+                "attribute names must not be empty",
+            );
+        }
+        let above = r.above.get();
+        if above.is_zero() {
+            p.add(&format!("{at}.above"), "must be greater than 0");
+        }
+        let window = r.window.get();
+        if window < self.interval.get() {
+            p.add(
+                &format!("{at}.window"),
+                format!(
+                    "must be at least `interval` ({}): the window is evaluated every interval",
+                    self.interval
+                ),
+            );
+        }
+        let condition = self.condition(at, r, p);
+        let (target, change, limits) = scale(at, &r.scale, p);
+        let scale_down = r.scale_down.as_ref().map(|d| {
+            let below = d.below.get();
+            if below.is_zero() {
+                p.add(&format!("{at}.scale_down.below"), "must be greater than 0");
+            } else if below > above {
+                p.add(
+                    &format!("{at}.scale_down.below"),
+                    format!(
+                        "must not exceed `above` ({}): the rule would scale down spans it scales up for",
+                        r.above
+                    ),
+                );
+            }
+            if d.period.get() < self.interval.get() {
+                p.add(
+                    &format!("{at}.scale_down.for"),
+                    format!("must be at least `interval` ({})", self.interval),
+                );
+            }
+            if d.step == 0 || i32::try_from(d.step).is_err() {
+                p.add(&format!("{at}.scale_down.step"), "must be at least 1");
+            }
+            ScaleDown {
+                below,
+                period: d.period.get(),
+                step: d.step,
+            }
+        });
+        if p.errors.len() > before {
+            return None;
+        }
+        Some(Rule {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            operation: OperationMatcher::parse(&r.operation),
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            span_kind: r.span_kind.map(SpanKindConfig::otlp),
+            above,
+            condition: condition?,
+            window,
+            target: target?,
+            change: change?,
+            limits,
+            scale_down,
+        })
+    }
+
+    fn condition(&self, at: &str, r: &RuleConfig, p: &mut Problems<'_, '_>) -> Option<Condition> {
+        let cap = self.max_window_samples;
+        match (r.count, r.percentile) {
+            (Some(_), Some(_)) => {
+                p.add(
+                    &format!("{at}.percentile"),
+                    "set either `count` or `percentile`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                p.add(
+                    at,
+                    "needs a condition: `count = N` (breaches within the window) or `percentile = P`",
+                );
+                None
+            }
+            (Some(count), None) => {
+                if r.min_samples.is_some() {
+                    p.add(
+                        &format!("{at}.min_samples"),
+                        "only applies with `percentile`",
+                    );
+                }
+                if count == 0 {
+                    p.add(&format!("{at}.count"), "must be at least 1");
+                } else if count as usize > cap {
+                    p.add(
+                        &format!("{at}.count"),
+                        format!(
+                            "cannot exceed `max_window_samples` ({cap}): the window never holds more"
+                        ),
+                    );
+                }
+                Some(Condition::Count { count })
+            }
+            (None, Some(percentile)) => {
+                if !(percentile > 0.0 && percentile <= 100.0) {
+                    p.add(
+                        &format!("{at}.percentile"),
+                        "must be greater than 0 and at most 100",
+                    );
+                }
+                let min_samples = r.min_samples.unwrap_or(10);
+                if min_samples as usize > cap {
+                    p.add(
+                        &format!("{at}.min_samples"),
+                        format!(
+                            "cannot exceed `max_window_samples` ({cap}): the window never holds more"
+                        ),
+                    );
+                }
+                Some(Condition::Percentile {
+                    percentile,
+                    min_samples: min_samples.max(1),
+                })
+            }
+        }
+    }
+
+    /// Two rules scaling one target with different bounds: the bounds a decision carries then
+    /// depend on which rule won the cycle, which is rarely what was meant.
+    fn warn_on_mixed_limits(&self, rules: &[Rule], ctx: &BuildContext<'_>) {
+        for (j, rule) in rules.iter().enumerate() {
+            if let Some(first) = rules[..j]
+                .iter()
+                .find(|r| r.target == rule.target && r.limits != rule.limits)
+            {
+                let at = self
+                    .rules
+                    .iter()
+                    .position(|r| r.name == rule.name)
+                    .unwrap_or(j);
+                ctx.warn(
+                    &format!("rules[{at}].scale"),
+                    format!(
+                        "scales {} with other min/max than rule {:?}; each decision carries the bounds of the rule that won",
+                        rule.target, first.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Checks `scale` and resolves its target.
+fn scale(
+    at: &str,
+    s: &ScaleConfig,
+    p: &mut Problems<'_, '_>,
+) -> (Option<Target>, Option<ScaleChange>, ReplicaLimits) {
+    let at = format!("{at}.scale");
+    let namespace = s.namespace.trim();
+    if namespace.is_empty() {
+        p.add(&format!("{at}.namespace"), "must not be empty");
+    }
+    let full = s.api_version.is_some() || s.kind.is_some() || s.name.is_some();
+    let target = match (&s.target, full) {
+        (Some(_), true) => {
+            p.add(
+                &format!("{at}.target"),
+                "set either `target = \"kind/name\"` or `api_version`, `kind` and `name`, not both",
+            );
+            None
+        }
+        (Some(short), false) => short_target(&format!("{at}.target"), short, namespace, p),
+        (None, true) => match (&s.api_version, &s.kind, &s.name) {
+            (Some(api_version), Some(kind), Some(name))
+                if !api_version.trim().is_empty()
+                    && !kind.trim().is_empty()
+                    && !name.trim().is_empty() =>
+            {
+                Some(Target {
+                    api_version: api_version.trim().to_string(),
+                    kind: kind.trim().to_string(),
+                    name: name.trim().to_string(),
+                    namespace: namespace.to_string(),
+                })
+            }
+            _ => {
+                p.add(
+                    &at,
+                    "the full form needs non-empty `api_version`, `kind` and `name`",
+                );
+                None
+            }
+        },
+        (None, false) => {
+            p.add(
+                &at,
+                "needs a target: `target = \"deployment/NAME\"` or `api_version`, `kind` and `name`",
+            );
+            None
+        }
+    };
+    let change = match (s.step, s.to) {
+        (Some(_), Some(_)) => {
+            p.add(&format!("{at}.to"), "set either `step` or `to`, not both");
+            None
+        }
+        (_, Some(to)) => {
+            if to < s.min || s.max.is_some_and(|max| to > max) {
+                p.add(&format!("{at}.to"), "must lie between `min` and `max`");
+            }
+            Some(ScaleChange::To(to))
+        }
+        (step, None) => {
+            let step = step.unwrap_or(1);
+            match i32::try_from(step) {
+                Ok(n) if n > 0 => Some(ScaleChange::Step(n)),
+                _ => {
+                    p.add(
+                        &format!("{at}.step"),
+                        "must be at least 1 (the way down is `scale_down`)",
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if let Some(max) = s.max {
+        if s.min > max {
+            p.add(
+                &format!("{at}.min"),
+                format!("min ({}) is greater than max ({max})", s.min),
+            );
+        }
+        if max == 0 {
+            p.add(&format!("{at}.max"), "must be at least 1");
+        }
+    }
+    let limits = ReplicaLimits {
+        min: Some(s.min),
+        max: s.max,
+    };
+    (target, change, limits)
+}
+
+/// Resolves `kind/name` with the short kinds.
+fn short_target(
+    key: &str,
+    short: &str,
+    namespace: &str,
+    p: &mut Problems<'_, '_>,
+) -> Option<Target> {
+    let valid = SHORT_KINDS.map(|(k, ..)| k).join(", ");
+    let Some((kind, name)) = short.split_once('/') else {
+        p.add(
+            key,
+            format!("write it as \"kind/name\", such as \"deployment/checkout\" (kinds: {valid})"),
+        );
+        return None;
+    };
+    let (kind, name) = (kind.trim(), name.trim());
+    if name.is_empty() || name.contains('/') {
+        p.add(
+            key,
+            format!(
+                "{short:?} needs exactly one name after the kind, such as \"deployment/checkout\""
+            ),
+        );
+        return None;
+    }
+    let lower = kind.to_ascii_lowercase();
+    match SHORT_KINDS.iter().find(|(k, ..)| *k == lower) {
+        Some((_, api_version, kind)) => Some(Target {
+            api_version: (*api_version).to_string(),
+            kind: (*kind).to_string(),
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        }),
+        None => {
+            p.add(
+                key,
+                format!(
+                    "unknown kind {kind:?} (short kinds: {valid}); for another resource write `api_version`, `kind` and `name`"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The factory's build function: parse, validate, build the engine.
+pub(super) fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Processor>, BuildError> {
+    let config: LatencyRulesConfig = ctx.parse()?;
+    let (rules, settings) = config.validate(ctx)?;
+    Ok(Box::new(LatencyRules::new(&config, rules, settings)))
+}

@@ -1,0 +1,391 @@
+//! The `latency_rules` processor: turns repeated latency breaches of a service's operation into
+//! scale decisions ("payments-db INSERT payments above 300 ms, 20 times within 10 s → one more
+//! replica of statefulset/payments-db"), scales back down after a quiet stabilisation period,
+//! and exports per-operation latency statistics. See README.md for every key and the behaviour.
+//!
+//! The algorithm lives in [`engine`], plain synchronous code; this module adapts it to the
+//! [`Processor`] trait: it maps tokio's clock onto Unix time, emits decisions, publishes metrics
+//! at each tick and reports stale rules in `/readyz`.
+
+pub mod config;
+pub mod engine;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use metrics::{Counter, Gauge};
+use tokio::time::Instant;
+use tracescale_core::component::{
+    ComponentError, Emitter, HealthHandle, Processor, ProcessorContext,
+};
+use tracescale_core::config::field_names;
+use tracescale_core::registry::{Build, ComponentFactory};
+use tracescale_core::signal::{Decision, Signal, SignalKind};
+
+pub use config::LatencyRulesConfig;
+use engine::{Counters, Engine, LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_SECONDS, Rule, Settings};
+
+/// Most rule names `/readyz` lists as stale before it says "and N more".
+const MAX_STALE_LISTED: usize = 10;
+
+/// The processor: an [`Engine`], a clock, and the metric handles.
+pub struct LatencyRules {
+    engine: Engine,
+    interval: Duration,
+    passthrough: bool,
+    clock: Option<WallClock>,
+    metrics: Option<Metrics>,
+    health: Option<HealthHandle>,
+    component: String,
+    decisions: Vec<Decision>,
+}
+
+/// Maps tokio's clock onto Unix time: the wall time at an anchor plus tokio's elapsed time
+/// since. Windows then follow the engine clock, which tests pause and advance, and a wall clock
+/// that jumps (NTP) cannot move them backwards.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    unix_nanos: u64,
+    at: Instant,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        let unix_nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Self {
+            unix_nanos,
+            at: Instant::now(),
+        }
+    }
+
+    fn read(&self) -> u64 {
+        let elapsed = u64::try_from(self.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.unix_nanos.saturating_add(elapsed)
+    }
+}
+
+impl LatencyRules {
+    /// A processor for validated rules (see [`LatencyRulesConfig::validate`]).
+    pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: Settings) -> Self {
+        Self {
+            engine: Engine::new(rules, settings),
+            interval: config.interval.get(),
+            passthrough: config.passthrough,
+            clock: None,
+            metrics: None,
+            health: None,
+            component: String::new(),
+            decisions: Vec::new(),
+        }
+    }
+
+    /// The engine's wall clock in Unix nanoseconds; anchored on first use if `start` did not.
+    fn wall_now(&mut self) -> u64 {
+        self.clock.get_or_insert_with(WallClock::now).read()
+    }
+
+    fn emit_decisions(&mut self, out: &mut Emitter) {
+        if self.decisions.is_empty() {
+            return;
+        }
+        for d in &self.decisions {
+            tracing::info!(
+                component = %self.component,
+                rule = %d.rule,
+                target = %d.target,
+                change = ?d.change,
+                reason = %d.reason,
+                "scale decision"
+            );
+        }
+        out.emit(Signal::Decisions(std::mem::take(&mut self.decisions)));
+    }
+
+    /// Publishes what the engine counted since the last call, and the stale rules.
+    fn publish(&mut self) {
+        let stale_changed = self.engine.take_stale_change();
+        if let Some(metrics) = self.metrics.as_mut() {
+            metrics.publish(&mut self.engine);
+        }
+        if stale_changed && let Some(health) = &self.health {
+            let stale: Vec<&str> = self
+                .engine
+                .rules()
+                .filter(|r| r.stale)
+                .map(|r| r.name)
+                .collect();
+            health.ready(stale_detail(&stale));
+            if !stale.is_empty() {
+                tracing::warn!(
+                    component = %self.component,
+                    rules = ?stale,
+                    "rules are stale: their operations sent no spans; they hold (no scale-down)"
+                );
+            }
+        }
+    }
+}
+
+/// The `/readyz` detail for the stale rules: staleness shows there without making the engine
+/// unready, because a quiet operation is not a broken pipeline.
+fn stale_detail(stale: &[&str]) -> Option<String> {
+    if stale.is_empty() {
+        return None;
+    }
+    let mut detail = format!(
+        "{} stale rule(s), holding (no spans within stale_after): {}",
+        stale.len(),
+        stale
+            .iter()
+            .take(MAX_STALE_LISTED)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if stale.len() > MAX_STALE_LISTED {
+        detail.push_str(&format!(" and {} more", stale.len() - MAX_STALE_LISTED));
+    }
+    Some(detail)
+}
+
+#[async_trait]
+impl Processor for LatencyRules {
+    async fn start(&mut self, ctx: &ProcessorContext) -> Result<(), ComponentError> {
+        self.component = ctx.id.to_string();
+        self.clock = Some(WallClock::now());
+        self.metrics = Some(Metrics::new(&self.component, &self.engine));
+        ctx.health.ready(None);
+        self.health = Some(ctx.health.clone());
+        Ok(())
+    }
+
+    async fn process(&mut self, signal: Signal, out: &mut Emitter) -> Result<(), ComponentError> {
+        match signal {
+            Signal::Traces(traces) => {
+                let now = self.wall_now();
+                self.engine.observe(&traces, now, &mut self.decisions);
+                // Decisions first: they are small and time-sensitive, the batch may be large.
+                self.emit_decisions(out);
+                if self.passthrough {
+                    out.emit(Signal::Traces(traces));
+                }
+            }
+            // Not taken by this processor, so the engine does not route them here; pass them
+            // on untouched if it ever does.
+            other => out.emit(other),
+        }
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    async fn tick(&mut self, out: &mut Emitter) -> Result<(), ComponentError> {
+        let now = self.wall_now();
+        self.engine.tick(now, &mut self.decisions);
+        self.emit_decisions(out);
+        self.publish();
+        Ok(())
+    }
+
+    async fn shutdown(
+        &mut self,
+        _out: &mut Emitter,
+        _deadline: Instant,
+    ) -> Result<(), ComponentError> {
+        // Nothing is held back: batches pass on as they come and decisions leave in the cycle
+        // that made them. No last evaluation either, since a half-drained pipeline is no
+        // evidence to scale on. Publishing twice is harmless (deltas are zero).
+        self.publish();
+        Ok(())
+    }
+}
+
+/// Metric handles, registered once at start (per-operation ones when the operation is first
+/// seen), and the totals already published.
+struct Metrics {
+    component: String,
+    late: Counter,
+    early: Counter,
+    invalid: Counter,
+    overflow: Counter,
+    conflated: Counter,
+    held: Counter,
+    stale_rules: Gauge,
+    operations: Gauge,
+    rules: Vec<RuleMetrics>,
+    ops: Vec<Option<OperationMetrics>>,
+    published: Counters,
+}
+
+struct RuleMetrics {
+    up: Counter,
+    down: Counter,
+    evicted: Counter,
+    window_spans: Gauge,
+    window_breaches: Gauge,
+    stale: Gauge,
+    published: (u64, u64, u64),
+}
+
+struct OperationMetrics {
+    buckets: [Counter; LATENCY_BUCKET_COUNT],
+    count: Counter,
+    sum: Gauge,
+    sum_seconds: f64,
+}
+
+impl Metrics {
+    fn new(component: &str, engine: &Engine) -> Self {
+        let dropped = |reason: &'static str| {
+            metrics::counter!(
+                "tracescale_latency_rules_spans_dropped_total",
+                "component" => component.to_string(),
+                "reason" => reason
+            )
+        };
+        let rules = engine
+            .rules()
+            .map(|r| {
+                let name = r.name.to_string();
+                let decisions = |direction: &'static str| {
+                    metrics::counter!(
+                        "tracescale_latency_rules_decisions_total",
+                        "component" => component.to_string(),
+                        "rule" => name.clone(),
+                        "direction" => direction
+                    )
+                };
+                let labels = [("component", component.to_string()), ("rule", name.clone())];
+                RuleMetrics {
+                    up: decisions("up"),
+                    down: decisions("down"),
+                    evicted: metrics::counter!(
+                        "tracescale_latency_rules_window_evicted_total",
+                        &labels
+                    ),
+                    window_spans: metrics::gauge!("tracescale_latency_rules_window_spans", &labels),
+                    window_breaches: metrics::gauge!(
+                        "tracescale_latency_rules_window_breaches",
+                        &labels
+                    ),
+                    stale: metrics::gauge!("tracescale_latency_rules_rule_stale", &labels),
+                    published: (0, 0, 0),
+                }
+            })
+            .collect();
+        let one =
+            |name: &'static str| metrics::counter!(name, "component" => component.to_string());
+        Self {
+            component: component.to_string(),
+            late: dropped("late"),
+            early: dropped("early"),
+            invalid: dropped("invalid"),
+            overflow: one("tracescale_latency_rules_operations_overflow_total"),
+            conflated: one("tracescale_latency_rules_conflated_total"),
+            held: one("tracescale_latency_rules_scale_downs_held_total"),
+            stale_rules: metrics::gauge!("tracescale_latency_rules_stale_rules", "component" => component.to_string()),
+            operations: metrics::gauge!("tracescale_latency_rules_operations", "component" => component.to_string()),
+            rules,
+            ops: Vec::new(),
+            published: Counters::default(),
+        }
+    }
+
+    fn publish(&mut self, engine: &mut Engine) {
+        let now = engine.counters();
+        let was = self.published;
+        self.late.increment(now.late - was.late);
+        self.early.increment(now.early - was.early);
+        self.invalid.increment(now.invalid - was.invalid);
+        self.overflow
+            .increment(now.operations_overflow - was.operations_overflow);
+        self.conflated.increment(now.conflated - was.conflated);
+        self.held.increment(now.held - was.held);
+        self.published = now;
+
+        let mut stale = 0;
+        for (m, r) in self.rules.iter_mut().zip(engine.rules()) {
+            let (up, down, evicted) = m.published;
+            m.up.increment(r.scaled_up - up);
+            m.down.increment(r.scaled_down - down);
+            m.evicted.increment(r.evicted - evicted);
+            m.published = (r.scaled_up, r.scaled_down, r.evicted);
+            m.window_spans.set(r.window_count as f64);
+            m.window_breaches.set(r.breaches as f64);
+            m.stale.set(if r.stale { 1.0 } else { 0.0 });
+            stale += usize::from(r.stale);
+        }
+        self.stale_rules.set(stale as f64);
+        self.operations.set(engine.operation_count() as f64);
+
+        let component = &self.component;
+        let ops = &mut self.ops;
+        engine.drain_operation_stats(|slot, service, operation, counts| {
+            if ops.len() <= slot {
+                ops.resize_with(slot + 1, || None);
+            }
+            let m = ops[slot]
+                .get_or_insert_with(|| OperationMetrics::new(component, service, operation));
+            // Prometheus buckets are cumulative: `le` counts every span at or below it.
+            let mut cumulative = 0;
+            for (bucket, n) in m.buckets.iter().zip(counts.buckets) {
+                cumulative += n;
+                bucket.increment(cumulative);
+            }
+            m.count.increment(counts.count);
+            m.sum_seconds += counts.sum_nanos as f64 / 1e9;
+            m.sum.set(m.sum_seconds);
+        });
+    }
+}
+
+impl OperationMetrics {
+    fn new(component: &str, service: &str, operation: &str) -> Self {
+        let labels = [
+            ("component", component.to_string()),
+            ("service", service.to_string()),
+            ("operation", operation.to_string()),
+        ];
+        let buckets = std::array::from_fn(|i| {
+            let le = LATENCY_BUCKETS_SECONDS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let mut labels = labels.to_vec();
+            labels.push(("le", le));
+            metrics::counter!(
+                "tracescale_latency_rules_operation_latency_seconds_bucket",
+                &labels
+            )
+        });
+        Self {
+            buckets,
+            count: metrics::counter!(
+                "tracescale_latency_rules_operation_latency_seconds_count",
+                &labels
+            ),
+            sum: metrics::gauge!(
+                "tracescale_latency_rules_operation_latency_seconds_sum",
+                &labels
+            ),
+            sum_seconds: 0.0,
+        }
+    }
+}
+
+inventory::submit! {
+    ComponentFactory {
+        type_name: "latency_rules",
+        description: "turns repeated latency breaches of an operation into scale decisions",
+        takes: &[SignalKind::Traces],
+        emits: &[SignalKind::Traces, SignalKind::Decisions],
+        config_keys: field_names::<LatencyRulesConfig>,
+        build: Build::Processor(config::build),
+    }
+}
+
+#[cfg(test)]
+mod tests;

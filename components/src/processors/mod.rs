@@ -1,0 +1,4 @@
+//! Built-in processors.
+
+pub mod hstree;
+pub mod latency_rules;
