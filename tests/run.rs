@@ -243,3 +243,129 @@ telemetry_address = "off"
         String::from_utf8_lossy(&out.stderr).contains("unknown processor type `drop_operations`")
     );
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    // Nothing listens at the endpoint: the exporter keeps retrying, so the drain would take
+    // the whole minute of the deadline.
+    let dead = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 50
+[exporters.otlp]
+endpoint = "http://127.0.0.1:{dead}"
+when_full = "block"
+[pipelines.traces]
+receivers = ["demo_traces"]
+exporters = ["otlp"]
+[service]
+telemetry_address = "off"
+shutdown_deadline = "60s"
+"#
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "INT");
+    let out = wait_with_limit(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("second signal"));
+}
+
+#[test]
+fn otlp_spans_in_become_a_decision_in_the_file_exporter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("decisions.jsonl");
+    let config = dir.path().join("pipeline.toml");
+    let grpc = free_port();
+    // One process, two pipelines: the shop's spans leave through the otlp exporter and come
+    // back in over OTLP/gRPC, where the rules see them. Every database call is slow.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 20
+traces_per_batch = 5
+slow_share = 1.0
+[exporters.otlp]
+endpoint = "http://127.0.0.1:{grpc}"
+timeout = "50ms"
+when_full = "block"
+[receivers.otlp]
+grpc = "127.0.0.1:{grpc}"
+http = "off"
+[processors.latency_rules]
+interval = "200ms"
+[[processors.latency_rules.rules]]
+name = "payments-db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "50ms"
+count = 20
+window = "10s"
+scale = {{ target = "statefulset/payments-db", namespace = "shop", step = 1, max = 5 }}
+[exporters.file]
+path = "{}"
+when_full = "block"
+[pipelines.shop]
+receivers = ["demo_traces"]
+exporters = ["otlp"]
+[pipelines.scaling]
+receivers = ["otlp"]
+processors = ["latency_rules"]
+exporters = ["file"]
+[service]
+telemetry_address = "off"
+"#,
+            out_path.display()
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let decision = eventually(Duration::from_secs(30), "a decision line", || {
+        let text = std::fs::read_to_string(&out_path).ok()?;
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["signal"] == "decision")
+    });
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(decision["rule"], "payments-db-slow");
+    assert_eq!(decision["target"]["kind"], "StatefulSet");
+    assert_eq!(decision["target"]["name"], "payments-db");
+    assert_eq!(decision["target"]["namespace"], "shop");
+    assert_eq!(decision["change"]["step"], 1);
+    assert!(decision["evidence"]["breaches"].as_u64().unwrap() >= 20);
+    assert!(decision["evidence"]["p99"].as_f64().unwrap() > 50.0);
+    let exemplars = decision["evidence"]["exemplars"].as_array().unwrap();
+    assert!(!exemplars.is_empty() && exemplars.len() <= 5);
+    assert!(exemplars.iter().all(|e| e.as_str().unwrap().len() == 32));
+}
