@@ -215,6 +215,27 @@ fn assert_intact(sent: &[Value], received: &HashMap<String, (String, Value)>) {
     }
 }
 
+/// Starts rotel-agent forwarding over OTLP/gRPC to `to_port`; returns it and its gRPC port.
+fn start_rotel(rotel: &Path, to_port: u16) -> (Child, u16) {
+    let (grpc, http) = (free_port(), free_port());
+    let agent = Command::new(rotel)
+        .args(["start", "--exporter", "otlp"])
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{grpc}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--otlp-exporter-endpoint")
+        .arg(format!("http://127.0.0.1:{to_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "rotel-agent's listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", grpc)).ok()
+    });
+    (agent, grpc)
+}
+
 #[test]
 fn the_python_sdk_sends_intact_spans_over_grpc_and_http() {
     let Some(python) = peer("TRACESCALE_INTEROP_PYTHON") else {
@@ -253,23 +274,7 @@ fn spans_pass_through_rotel_agent_into_tracescale() {
         return;
     };
     let collector = Collector::start();
-    let rotel_grpc = free_port();
-    let rotel_http = free_port();
-    let mut agent = Command::new(rotel)
-        .args(["start", "--exporter", "otlp"])
-        .arg("--otlp-grpc-endpoint")
-        .arg(format!("127.0.0.1:{rotel_grpc}"))
-        .arg("--otlp-http-endpoint")
-        .arg(format!("127.0.0.1:{rotel_http}"))
-        .arg("--otlp-exporter-endpoint")
-        .arg(format!("http://127.0.0.1:{}", collector.grpc))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(30), "rotel-agent's listener", || {
-        std::net::TcpStream::connect(("127.0.0.1", rotel_grpc)).ok()
-    });
+    let (mut agent, rotel_grpc) = start_rotel(&rotel, collector.grpc);
     let sent = send_with_sdk(
         &python,
         "grpc",
@@ -293,22 +298,7 @@ fn tracescale_forwards_through_rotel_agent_into_tracescale() {
         return;
     };
     let collector = Collector::start();
-    let (rotel_grpc, rotel_http) = (free_port(), free_port());
-    let mut agent = Command::new(rotel)
-        .args(["start", "--exporter", "otlp"])
-        .arg("--otlp-grpc-endpoint")
-        .arg(format!("127.0.0.1:{rotel_grpc}"))
-        .arg("--otlp-http-endpoint")
-        .arg(format!("127.0.0.1:{rotel_http}"))
-        .arg("--otlp-exporter-endpoint")
-        .arg(format!("http://127.0.0.1:{}", collector.grpc))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(Duration::from_secs(30), "rotel-agent's listener", || {
-        std::net::TcpStream::connect(("127.0.0.1", rotel_grpc)).ok()
-    });
+    let (mut agent, rotel_grpc) = start_rotel(&rotel, collector.grpc);
 
     // The sending side: 20 batches of 10 three-span traces, forwarded with the otlp exporter.
     let dir = tempfile::tempdir().unwrap();
