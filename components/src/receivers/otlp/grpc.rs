@@ -66,6 +66,25 @@ fn back_off(shared: &Shared, message: &str) -> Status {
     )
 }
 
+/// The codec answers a request it cannot decode with INTERNAL, which clients may retry; the
+/// OTLP specification says INVALID_ARGUMENT, which they must not. The answer is
+/// trailers-only, so the status is in the response headers and can be rewritten there.
+fn malformed_is_invalid_argument(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let decode_error = headers
+        .get("grpc-message")
+        .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode"));
+    if internal && decode_error {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
+}
+
 /// Binds the listener and serves until `stop` is cancelled.
 pub(super) fn serve(
     address: SocketAddr,
@@ -91,6 +110,9 @@ pub(super) fn serve(
         .send_compressed(CompressionEncoding::Gzip);
     let task = tokio::spawn(async move {
         let result = Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                malformed_is_invalid_argument,
+            ))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;

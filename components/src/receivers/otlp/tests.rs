@@ -504,6 +504,89 @@ async fn shutdown_is_safe_before_start_and_releases_the_ports() {
     std::net::TcpListener::bind(http).unwrap();
 }
 
+#[tokio::test]
+async fn malformed_grpc_bodies_are_invalid_argument() {
+    let mut r = start("", 4).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", r.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = ::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let status = grpc
+        .unary::<_, ExportTraceServiceResponse, _>(
+            tonic::Request::new(vec![0x0au8, 0xff, 0xff, 0xff, 0xff]),
+            path,
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(r.rx.try_recv().is_err());
+    // Still serving.
+    client(r.grpc)
+        .await
+        .export(request(vec![span(1, 1)]))
+        .await
+        .unwrap();
+    r.receiver
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+/// Sends raw bytes as the request message and decodes the response with prost.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ProstDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ProstDecoder {
+        ProstDecoder
+    }
+}
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct ProstDecoder;
+
+impl tonic::codec::Decoder for ProstDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
 #[test]
 fn validation_rejects_bad_ids_and_times() {
     use validate::{Invalid, check};
