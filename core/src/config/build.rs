@@ -187,29 +187,49 @@ fn backticked(message: &str) -> Vec<&str> {
     message.split('`').skip(1).step_by(2).collect()
 }
 
-/// Appends to `path` the keys leading to the deepest value that contains `span`.
+/// Appends to `path` the keys leading to the value (or key) at `span`.
+///
+/// The search visits every node rather than descending by container spans: toml gives a table
+/// opened by a `[header]`, and an array of `[[tables]]`, spans that need not cover their
+/// contents, while leaves and keys always have exact spans.
 pub(crate) fn path_at(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &mut String) {
-    let contains = |r: Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
+    let mut found = None;
+    find(value, span.start, &mut String::new(), &mut found);
+    if let Some(p) = found {
+        path.push_str(&p);
+    }
+}
+
+/// Depth-first: records the path of the deepest node whose own span, or whose key's span,
+/// contains `pos`.
+fn find(
+    value: &Spanned<DeValue<'_>>,
+    pos: usize,
+    current: &mut String,
+    found: &mut Option<String>,
+) {
+    let contains = |r: Range<usize>| r.start <= pos && pos < r.end.max(r.start + 1);
+    let len = current.len();
     match value.get_ref() {
         DeValue::Table(table) => {
             for (key, child) in table.iter() {
-                if contains(child.span()) || contains(key.span()) {
-                    path.push('.');
-                    path.push_str(key.get_ref());
-                    if contains(child.span()) {
-                        path_at(child, span, path);
-                    }
-                    return;
+                current.push('.');
+                current.push_str(key.get_ref());
+                if contains(key.span()) || contains(child.span()) {
+                    *found = Some(current.clone());
                 }
+                find(child, pos, current, found);
+                current.truncate(len);
             }
         }
         DeValue::Array(items) => {
             for (i, child) in items.iter().enumerate() {
+                current.push_str(&format!("[{i}]"));
                 if contains(child.span()) {
-                    path.push_str(&format!("[{i}]"));
-                    path_at(child, span, path);
-                    return;
+                    *found = Some(current.clone());
                 }
+                find(child, pos, current, found);
+                current.truncate(len);
             }
         }
         _ => {}

@@ -128,6 +128,8 @@ struct Entry<'a> {
     queue_size: usize,
     when_full: WhenFull,
     built: Option<Built>,
+    /// Building it failed; its diagnostics are already reported.
+    failed: bool,
     used: bool,
 }
 
@@ -221,7 +223,10 @@ impl Loader {
             let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table);
             match build(entry.factory, &ctx) {
                 Ok(built) => entry.built = Some(built),
-                Err(e) => self.diags.extend(e.diagnostics),
+                Err(e) => {
+                    entry.failed = true;
+                    self.diags.extend(e.diagnostics);
+                }
             }
             self.diags.extend(ctx.take_warnings());
         }
@@ -393,6 +398,7 @@ impl Loader {
                 queue_size,
                 when_full,
                 built: None,
+                failed: false,
                 used: false,
             });
         }
@@ -595,7 +601,9 @@ impl Loader {
             .push(fix);
         }
 
-        if self.diags.iter().filter(|d| d.is_error()).count() > errors_before {
+        if self.diags.iter().filter(|d| d.is_error()).count() > errors_before
+            || processors.iter().any(|&i| entries[i].failed)
+        {
             return None;
         }
 
