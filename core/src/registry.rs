@@ -31,8 +31,10 @@ pub enum Build {
 /// ```no_run
 /// use tracescale_core::registry::{Build, ComponentFactory};
 /// use tracescale_core::signal::SignalKind;
-/// # fn build(_: &tracescale_core::component::BuildContext<'_>)
-/// #     -> Result<Box<dyn tracescale_core::component::Processor>, tracescale_core::config::BuildError> { todo!() }
+/// # fn build(ctx: &tracescale_core::component::BuildContext<'_>)
+/// #     -> Result<Box<dyn tracescale_core::component::Processor>, tracescale_core::config::BuildError> {
+/// #     Err(ctx.invalid("", "an example"))
+/// # }
 /// # #[derive(serde::Deserialize)] struct MyConfig {}
 ///
 /// inventory::submit! {
