@@ -11,8 +11,8 @@ use tracescale_core::service::{self, RunError};
 use tracing_subscriber::EnvFilter;
 
 // The components crate is mentioned once, on purpose: a crate nothing mentions is not linked,
-// and its `inventory` registrations would vanish without a sound.
-use tracescale_components as _;
+// and its `inventory` registrations would vanish without a sound. `eval` is the one use.
+use tracescale_components::eval;
 
 // Spans are decoded on the listener's thread and freed on the exporter's: glibc's allocator
 // pays for every such cross-thread free, mimalloc does not (see docs/adr/0003-allocator.md).
@@ -52,6 +52,24 @@ enum Command {
     },
     /// Runs the built-in demo pipeline; no cluster or client needed.
     Demo,
+    /// Replays a labeled span CSV through an `hstree` processor and reports detection quality.
+    Eval {
+        /// The pipeline file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The id of the `hstree` processor in it.
+        #[arg(long, value_name = "ID")]
+        processor: String,
+        /// The labeled span CSV (`.gz` read transparently).
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Replay only the first N rows.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
 }
 
 /// Exit statuses, as documented in the README.
@@ -73,6 +91,16 @@ fn main() -> ExitCode {
         },
         Command::Validate { files } => validate(&files),
         Command::Components { json } => components(json),
+        Command::Eval {
+            config,
+            processor,
+            input,
+            json,
+            limit,
+        } => match config::load_file(&config) {
+            Ok(_) => evaluate(&config, &processor, &input, json, limit),
+            Err(err) => config_failed(&err),
+        },
     }
 }
 
@@ -154,6 +182,44 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::CONFIG)
+    }
+}
+
+fn evaluate(
+    config: &Path,
+    processor: &str,
+    input: &Path,
+    json: bool,
+    limit: Option<u64>,
+) -> ExitCode {
+    let run = || -> Result<eval::Report, eval::EvalError> {
+        let mut detector = eval::detector_from_file(config, processor)?;
+        let spans = eval::read_csv(input, limit)?;
+        Ok(eval::replay(&mut detector, &spans))
+    };
+    match run() {
+        Ok(report) if json => match serde_json::to_string(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(if err.is_config() {
+                exit::CONFIG
+            } else {
+                exit::RUNTIME
+            })
+        }
     }
 }
 
