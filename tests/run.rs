@@ -502,3 +502,109 @@ fn eval_with_an_unknown_processor_exits_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no processor `hstree/missing`"), "{stderr}");
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status code.
+fn raw_post(port: u16, headers: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/traces HTTP/1.1\r\nHost: t\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_refused_otlp_request_is_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let (http, telemetry) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+bearer_token = "s3cret"
+max_request_size = "1KiB"
+[exporters.null]
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+"#
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "the listeners", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let auth = "Authorization: Bearer s3cret";
+    let proto = format!("{auth}\r\nContent-Type: application/x-protobuf");
+    assert_eq!(raw_post(http, &proto, b"\x0a\xff\xff\xff\xff"), 400);
+    assert_eq!(raw_post(http, &proto, &[0u8; 2048]), 413);
+    assert_eq!(
+        raw_post(http, &format!("{auth}\r\nContent-Type: text/plain"), b"x"),
+        415
+    );
+    assert_eq!(
+        raw_post(http, "Content-Type: application/x-protobuf", b""),
+        401
+    );
+    // A span whose end precedes its start: accepted as a request, the span dropped.
+    let bad_span = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"20","endTimeUnixNano":"10"}]}]}]}"#;
+    let json = format!("{auth}\r\nContent-Type: application/json");
+    assert_eq!(raw_post(http, &json, bad_span.as_bytes()), 200);
+    // Still serving, and the good request is counted as received.
+    let good = bad_span.replace("\"10\"", "\"30\"");
+    assert_eq!(raw_post(http, &json, good.as_bytes()), 200);
+
+    let metrics = eventually(Duration::from_secs(10), "refusal counters", || {
+        http_get(telemetry, "/metrics")
+            .map(|(_, body)| body)
+            .filter(|b| b.contains("reason=\"unauthenticated\""))
+    });
+    for reason in [
+        "malformed",
+        "too_large",
+        "unsupported_media_type",
+        "unauthenticated",
+    ] {
+        let line = format!(
+            "tracescale_receiver_otlp_refused_requests_total{{component=\"otlp\",transport=\"http\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert!(metrics.contains(
+        "tracescale_receiver_dropped_total{component=\"otlp\",signal=\"traces\",reason=\"invalid_span\"} 1"
+    ));
+    assert!(
+        metrics
+            .contains("tracescale_receiver_emitted_total{component=\"otlp\",signal=\"traces\"} 1")
+    );
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
