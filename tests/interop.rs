@@ -346,3 +346,99 @@ telemetry_address = "off"
     );
     collector.stop();
 }
+
+/// A dense 3-D stream: a tight cluster and 2 % scattered anomalies, from a fixed seed.
+fn dense_stream(n: usize) -> Vec<([f32; 3], bool)> {
+    let mut state = 42u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let anomaly = next() < 0.02;
+            let mut p = [0f32; 3];
+            for v in &mut p {
+                *v = if anomaly {
+                    next() as f32
+                } else {
+                    // Sum of uniforms: a bell around 0.5 with spread about 0.08.
+                    let s: f64 = (0..4).map(|_| next()).sum::<f64>() / 4.0;
+                    (0.5 + (s - 0.5) * 0.55) as f32
+                };
+            }
+            (p, anomaly)
+        })
+        .collect()
+}
+
+#[test]
+fn the_hstree_forest_agrees_with_rivers_half_space_trees() {
+    use tracescale_components::processors::hstree::forest::{Forest, ForestParams};
+
+    let Some(python) = peer("TRACESCALE_INTEROP_PYTHON") else {
+        return;
+    };
+    let stream = dense_stream(6000);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("features.csv");
+    let mut text = String::from("x0,x1,x2\n");
+    for (p, _) in &stream {
+        text.push_str(&format!("{},{},{}\n", p[0], p[1], p[2]));
+    }
+    std::fs::write(&csv, text).unwrap();
+
+    // Identical parameters: River's defaults, 3 dimensions.
+    let params = ForestParams::river(3, 7);
+    let script = crate::util::repo().join("tests/interop/river_hst.py");
+    let out = run_to_end(
+        Command::new(&python).arg(script).arg(&csv).args([
+            params.trees.to_string(),
+            params.height.to_string(),
+            params.window_size.to_string(),
+            "7".to_string(),
+        ]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let river: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(river.len(), stream.len());
+
+    let mut forest: Forest = Forest::new(params).unwrap();
+    let ours: Vec<f64> = stream
+        .iter()
+        .map(|(p, _)| forest.score_learn(&p.to_vec()))
+        .collect();
+
+    // Judge after the first window, as both models score 0 before their first swap.
+    let skip = params.window_size as usize;
+    let auc = |scores: &[f64]| {
+        let mut points: Vec<(f64, bool)> = scores
+            .iter()
+            .zip(&stream)
+            .skip(skip)
+            .map(|(s, (_, label))| (*s, *label))
+            .collect();
+        tracescale_components::eval::auc(&mut points).unwrap()
+    };
+    let (ours, river) = (auc(&ours), auc(&river));
+    eprintln!("AUC: tracescale {ours:.4}, River {river:.4}");
+    assert!(
+        river > 0.8,
+        "River's AUC {river} is too low for this stream to tell anything"
+    );
+    assert!(
+        (ours - river).abs() <= 0.02,
+        "tracescale {ours:.4} vs River {river:.4}"
+    );
+}
