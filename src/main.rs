@@ -70,6 +70,21 @@ enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
     },
+    /// Writes a seeded synthetic labeled span CSV (a small shop under injected faults).
+    Synth {
+        /// The CSV to write (gzip when the name ends in `.gz`).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Seed of every random draw: the same seed writes the same file.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        seed: u64,
+        /// Number of traces.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        traces: u64,
+        /// Inject no faults: every label is 0.
+        #[arg(long)]
+        no_faults: bool,
+    },
 }
 
 /// Exit statuses, as documented in the README.
@@ -101,6 +116,12 @@ fn main() -> ExitCode {
             Ok(_) => evaluate(&config, &processor, &input, json, limit),
             Err(err) => config_failed(&err),
         },
+        Command::Synth {
+            output,
+            seed,
+            traces,
+            no_faults,
+        } => synth(&output, seed, traces, !no_faults),
     }
 }
 
@@ -219,6 +240,32 @@ fn evaluate(
             } else {
                 exit::RUNTIME
             })
+        }
+    }
+}
+
+fn synth(output: &Path, seed: u64, traces: u64, faults: bool) -> ExitCode {
+    let config = eval::synth::SynthConfig {
+        seed,
+        traces,
+        faults,
+        ..eval::synth::SynthConfig::default()
+    };
+    match eval::synth::write_file(&config, output) {
+        Ok(s) => {
+            eprintln!(
+                "{}: {} spans, {} traces, {} labeled anomalous, {} faults",
+                output.display(),
+                s.spans,
+                s.traces,
+                s.anomalous_spans,
+                s.faults.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}: {err}", output.display());
+            ExitCode::from(exit::RUNTIME)
         }
     }
 }

@@ -7,6 +7,8 @@
 //! operation, start_unix_nano, end_unix_nano, label`, optionally `fault_id`; extra columns are
 //! ignored. Fields are split on commas: quoted fields are rejected, not parsed.
 
+pub mod synth;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
