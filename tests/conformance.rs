@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracescale_components::exporters::kubernetes::testing::FakeApiServer;
 use tracescale_components::receivers::demo_traces::Generator;
 use tracescale_core::component::{ComponentKind, Emitter};
 use tracescale_core::config::{Built, build_from_toml};
 use tracescale_core::registry::{self, ComponentFactory};
-use tracescale_core::signal::Signal;
+use tracescale_core::signal::{
+    Decision, Evidence, ReplicaLimits, ScaleChange, Signal, SignalKind, Target,
+};
 use tracescale_core::testing;
 
 use crate::util::repo;
@@ -80,6 +83,29 @@ fn batch() -> Signal {
     Signal::Traces(Generator::new(1, 0.1).batch(20))
 }
 
+fn decision() -> Decision {
+    Decision {
+        target: Target {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "checkout".into(),
+            namespace: "shop".into(),
+        },
+        change: ScaleChange::Step(1),
+        limits: ReplicaLimits::default(),
+        rule: "conformance".into(),
+        reason: "one decision".into(),
+        evidence: Evidence::default(),
+        timestamp_unix_nano: u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        )
+        .unwrap(),
+    }
+}
+
 #[tokio::test]
 async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice() {
     let all = registry::all();
@@ -101,6 +127,19 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
                 format!("127.0.0.1:{}", crate::util::free_port()).into(),
             );
             table = toml::to_string(&t).unwrap();
+        }
+        // The kubernetes exporter talks to an in-process API server through a kubeconfig.
+        let mut _apiserver = None;
+        let kube_dir = tempfile::TempDir::new().unwrap();
+        if factory.kind() == ComponentKind::Exporter && factory.type_name == "kubernetes" {
+            let server = FakeApiServer::start().await.unwrap();
+            server.add("shop", "deployments", "checkout", 2);
+            let path = kube_dir.path().join("kubeconfig");
+            server.write_kubeconfig(&path, "token").unwrap();
+            let mut t: toml::Table = toml::from_str(&table).unwrap();
+            t.insert("kubeconfig".into(), path.display().to_string().into());
+            table = toml::to_string(&t).unwrap();
+            _apiserver = Some(server);
         }
         let built = build_from_toml(factory, &id, &table)
             .unwrap_or_else(|e| panic!("{id}: {}", e.render(false)));
@@ -151,7 +190,14 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
             }
             Built::Exporter(mut e) => {
                 e.start(&testing::exporter_context(&id)).await.unwrap();
-                e.export(batch()).await.unwrap();
+                let signal = if factory.takes.contains(&SignalKind::Decisions)
+                    && !factory.takes.contains(&SignalKind::Traces)
+                {
+                    Signal::Decisions(vec![decision()])
+                } else {
+                    batch()
+                };
+                e.export(signal).await.unwrap();
                 e.shutdown(deadline()).await.unwrap();
                 e.shutdown(deadline()).await.unwrap();
             }

@@ -28,3 +28,33 @@ fn bad_files_render_precise_diagnostics() {
         insta::assert_snapshot!(stem, err.render(false));
     }
 }
+
+#[test]
+fn warnings_point_at_the_key_that_causes_them() {
+    let dir = Path::new("tests/fixtures/warnings");
+    let mut files: Vec<_> = std::fs::read_dir(crate::util::repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for name in files {
+        let path = dir.join(&name);
+        let text = std::fs::read_to_string(crate::util::repo().join(&path)).unwrap();
+        let config = match tracescale_core::config::load_str(&path, &text) {
+            Ok(config) => config,
+            Err(err) => panic!("{} does not load:\n{}", path.display(), err.render(false)),
+        };
+        assert!(
+            !config.warnings.is_empty(),
+            "{} loads without a warning",
+            path.display()
+        );
+        let stem = Path::new(&name)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        insta::assert_snapshot!(format!("warning_{stem}"), config.warnings);
+    }
+}

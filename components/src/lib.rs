@@ -4,12 +4,14 @@ pub mod eval;
 pub mod exporters;
 pub mod processors;
 pub mod receivers;
+pub mod scaling;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
 /// registry, because a factory that is not linked vanishes without a sound.
 pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "debug"),
     ("exporter", "file"),
+    ("exporter", "kubernetes"),
     ("exporter", "null"),
     ("exporter", "otlp"),
     ("processor", "hstree"),

@@ -2,5 +2,6 @@
 
 pub mod debug;
 pub mod file;
+pub mod kubernetes;
 pub mod null;
 pub mod otlp;

@@ -37,7 +37,7 @@ pub use crate::health::HealthHandle;
 pub use crate::telemetry::ComponentTelemetry;
 pub use crate::topology::output::{Output, SendError, TrySendError};
 
-use crate::signal::Signal;
+use crate::signal::{Signal, Target};
 
 /// The three kinds of component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -125,6 +125,13 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// The workloads this processor's decisions may name, each with the key path (inside the
+    /// processor's table) that configures it, such as `rules[0].scale`. The config loader warns
+    /// when no exporter of the pipeline would act on one of them.
+    fn scale_targets(&self) -> Vec<(String, Target)> {
+        Vec::new()
+    }
+
     /// Flushes whatever the processor holds into `out` and saves its state, by `deadline`.
     /// Called once the input is drained. Idempotent; safe before `start`.
     async fn shutdown(
@@ -156,5 +163,11 @@ pub trait Exporter: Send {
     /// before `start`.
     async fn shutdown(&mut self, _deadline: Instant) -> Result<(), ComponentError> {
         Ok(())
+    }
+
+    /// For exporters that act on decisions: whether decisions for `target` would be acted on
+    /// (an allow-list). `None`, the default, means the exporter does not choose targets.
+    fn accepts_target(&self, _target: &Target) -> Option<bool> {
+        None
     }
 }

@@ -607,6 +607,8 @@ impl Loader {
             return None;
         }
 
+        self.warn_unscalable_targets(prefix, &processors, &exporters, entries);
+
         let mut processor_specs = Vec::new();
         for &i in &processors {
             let entry = &mut entries[i];
@@ -640,6 +642,58 @@ impl Loader {
             queue_size,
             signals: flowing.into_iter().collect(),
         })
+    }
+}
+
+impl Loader {
+    /// Warns about each target a processor may scale that no decision exporter of the pipeline
+    /// accepts: its decisions would all be refused at run time.
+    fn warn_unscalable_targets(
+        &mut self,
+        prefix: &str,
+        processors: &[usize],
+        exporters: &[usize],
+        entries: &[Entry<'_>],
+    ) {
+        let gates: Vec<(&ComponentId, &dyn crate::component::Exporter)> = exporters
+            .iter()
+            .filter_map(|&i| match &entries[i].built {
+                Some(Built::Exporter(e))
+                    if entries[i].factory.takes.contains(&SignalKind::Decisions) =>
+                {
+                    Some((&entries[i].id, e.as_ref()))
+                }
+                _ => None,
+            })
+            .collect();
+        for &i in processors {
+            let Some(Built::Processor(p)) = &entries[i].built else {
+                continue;
+            };
+            for (key, target) in p.scale_targets() {
+                let answers: Vec<(&ComponentId, bool)> = gates
+                    .iter()
+                    .filter_map(|(id, e)| e.accepts_target(&target).map(|ok| (*id, ok)))
+                    .collect();
+                if answers.is_empty() || answers.iter().any(|(_, ok)| *ok) {
+                    continue;
+                }
+                let names: Vec<String> =
+                    answers.iter().map(|(id, _)| format!("\"{id}\"")).collect();
+                let mut d = Diagnostic::warning(format!(
+                    "processors.{}.{key}: target {target} is in no exporter's allow-list ({prefix} exports decisions to {}); its decisions will be refused",
+                    entries[i].id,
+                    names.join(", ")
+                ));
+                if let Some(span) = super::build::span_of(&entries[i].table, &key) {
+                    d = d.at(span).with_label("not allowed by any exporter");
+                }
+                d.notes.push(format!(
+                    "add \"{target}\" (or a pattern with `*` segments) to the exporter's `allow` list"
+                ));
+                self.diags.push(d);
+            }
+        }
     }
 }
 

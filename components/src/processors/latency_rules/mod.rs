@@ -20,7 +20,7 @@ use tracescale_core::component::{
 };
 use tracescale_core::config::field_names;
 use tracescale_core::registry::{Build, ComponentFactory};
-use tracescale_core::signal::{Decision, Signal, SignalKind};
+use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
 
 pub use config::LatencyRulesConfig;
 use engine::{Counters, Engine, LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_SECONDS, Rule, Settings};
@@ -38,6 +38,8 @@ pub struct LatencyRules {
     health: Option<HealthHandle>,
     component: String,
     decisions: Vec<Decision>,
+    /// `(rules[i].scale, target)` of every rule, for the config loader's allow-list check.
+    targets: Vec<(String, Target)>,
 }
 
 /// Maps tokio's clock onto Unix time: the wall time at an anchor plus tokio's elapsed time
@@ -69,7 +71,13 @@ impl WallClock {
 impl LatencyRules {
     /// A processor for validated rules (see [`LatencyRulesConfig::validate`]).
     pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: Settings) -> Self {
+        let targets = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("rules[{i}].scale"), r.target.clone()))
+            .collect();
         Self {
+            targets,
             engine: Engine::new(rules, settings),
             interval: config.interval.get(),
             passthrough: config.passthrough,
@@ -152,6 +160,10 @@ fn stale_detail(stale: &[&str]) -> Option<String> {
 
 #[async_trait]
 impl Processor for LatencyRules {
+    fn scale_targets(&self) -> Vec<(String, Target)> {
+        self.targets.clone()
+    }
+
     async fn start(&mut self, ctx: &ProcessorContext) -> Result<(), ComponentError> {
         self.component = ctx.id.to_string();
         self.clock = Some(WallClock::now());

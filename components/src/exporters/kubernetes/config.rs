@@ -1,0 +1,166 @@
+//! Config of the `kubernetes` exporter.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracescale_core::component::{BuildContext, Exporter};
+use tracescale_core::config::{BuildError, HumanDuration};
+
+use super::KubernetesExporter;
+use crate::scaling::{Keys, PolicyConfig, Settings, TargetConfig};
+
+/// Config of the `kubernetes` exporter. See README.md for the behaviour of each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The workloads this exporter may scale, as `namespace/kind/name` patterns (`*` matches a
+    /// whole segment). Required: a decision for anything else is refused and counted.
+    pub allow: Vec<String>,
+    /// A kubeconfig file to use instead of the in-cluster service account or `$KUBECONFIG`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Log and record what would be done without patching anything.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Decisions older than this (by their timestamp) are refused as stale.
+    #[serde(default = "default_max_decision_age")]
+    pub max_decision_age: HumanDuration,
+    /// The scaling policy: bounds, cooldown, tolerance, stabilisation and rate limits.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Per-target bounds over the policy's.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Most distinct targets kept in memory; decisions for more are refused.
+    #[serde(default = "default_max_targets")]
+    pub max_targets: usize,
+    /// Bound on each API call, including the client's own Retry-After waits.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// First wait after the API failed (unreachable, 429, 5xx); doubles up to `max_backoff`.
+    #[serde(default = "default_initial_backoff")]
+    pub initial_backoff: HumanDuration,
+    /// Longest wait between attempts while the API fails.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// Re-reads after a 409 Conflict before the decision fails.
+    #[serde(default = "default_conflict_retries")]
+    pub conflict_retries: u32,
+    /// Record a Kubernetes Event (reason `TracescaleScaled`) on each changed workload.
+    #[serde(default = "default_events")]
+    pub events: bool,
+}
+
+fn default_max_decision_age() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_max_targets() -> usize {
+    1000
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_initial_backoff() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_conflict_retries() -> u32 {
+    5
+}
+fn default_events() -> bool {
+    true
+}
+
+/// The validated settings of the Kubernetes side.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `context`.
+    pub context: Option<String>,
+    /// `dry_run`.
+    pub dry_run: bool,
+    /// `request_timeout`.
+    pub request_timeout: Duration,
+    /// `initial_backoff`.
+    pub initial_backoff: Duration,
+    /// `max_backoff`.
+    pub max_backoff: Duration,
+    /// `conflict_retries`.
+    pub conflict_retries: u32,
+    /// `events`.
+    pub events: bool,
+}
+
+impl KubernetesConfig {
+    /// Validates every key, reporting each problem at its key path.
+    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<(Settings, ApiSettings), BuildError> {
+        let mut errors = Vec::new();
+        if self.allow.is_empty() {
+            errors.push(ctx.invalid(
+                "allow",
+                "list the workloads this exporter may scale, for example [\"shop/deployment/*\"]; an empty list would refuse every decision",
+            ));
+        }
+        let scaling = Keys {
+            allow: &self.allow,
+            policy: &self.policy,
+            targets: &self.targets,
+            max_decision_age: self.max_decision_age,
+            max_targets: self.max_targets,
+        }
+        .validate(ctx);
+        if self.request_timeout.get().is_zero() {
+            errors.push(ctx.invalid("request_timeout", "must be longer than 0s"));
+        }
+        if self.initial_backoff.get().is_zero() {
+            errors.push(ctx.invalid("initial_backoff", "must be longer than 0s"));
+        }
+        if self.max_backoff.get() < self.initial_backoff.get() {
+            errors.push(ctx.invalid(
+                "max_backoff",
+                format!(
+                    "must be at least `initial_backoff` ({})",
+                    self.initial_backoff
+                ),
+            ));
+        }
+        if self.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            errors.push(ctx.invalid("context", "must not be empty"));
+        }
+        let settings = match scaling {
+            Ok(s) if errors.is_empty() => s,
+            Ok(_) => return Err(BuildContext::errors(errors)),
+            Err(e) => {
+                errors.push(e);
+                return Err(BuildContext::errors(errors));
+            }
+        };
+        Ok((
+            settings,
+            ApiSettings {
+                kubeconfig: self.kubeconfig.clone(),
+                context: self.context.clone(),
+                dry_run: self.dry_run,
+                request_timeout: self.request_timeout.get(),
+                initial_backoff: self.initial_backoff.get(),
+                max_backoff: self.max_backoff.get(),
+                conflict_retries: self.conflict_retries,
+                events: self.events,
+            },
+        ))
+    }
+}
+
+/// The factory's build function.
+pub(super) fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Exporter>, BuildError> {
+    let config: KubernetesConfig = ctx.parse()?;
+    let (settings, api) = config.validate(ctx)?;
+    Ok(Box::new(KubernetesExporter::new(settings, api)))
+}
