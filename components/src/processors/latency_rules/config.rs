@@ -42,6 +42,21 @@ pub struct LatencyRulesConfig {
     pub max_operations: usize,
     /// Samples each rule window holds at most; beyond, the oldest is evicted and counted.
     pub max_window_samples: usize,
+    /// `wall`: windows follow the engine clock, late and early spans are refused. `event`:
+    /// time is the latest span end alone, for replays and simulations whose timestamps are not
+    /// now.
+    pub clock: ClockConfig,
+}
+
+/// Which clock the windows follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockConfig {
+    /// The engine's wall clock, with span end times as the event clock.
+    #[default]
+    Wall,
+    /// Span end times alone.
+    Event,
 }
 
 impl Default for LatencyRulesConfig {
@@ -54,6 +69,7 @@ impl Default for LatencyRulesConfig {
             passthrough: true,
             max_operations: 1000,
             max_window_samples: 10_000,
+            clock: ClockConfig::Wall,
         }
     }
 }
@@ -92,6 +108,9 @@ pub struct RuleConfig {
     /// The way back down.
     #[serde(default)]
     pub scale_down: Option<ScaleDownConfig>,
+    /// Names of rules whose condition, while it holds, keeps this rule from scaling up.
+    #[serde(default)]
+    pub inhibited_by: Vec<String>,
 }
 
 /// The workload a rule scales and the change it asks for.
@@ -255,6 +274,9 @@ impl LatencyRulesConfig {
                 rules.push(rule);
             }
         }
+        if p.errors.is_empty() {
+            self.resolve_inhibitors(&mut rules, &names, &mut p);
+        }
         self.warn_on_mixed_limits(&rules, ctx);
         if !p.errors.is_empty() {
             return Err(BuildContext::errors(p.errors));
@@ -266,8 +288,35 @@ impl LatencyRulesConfig {
                 stale_after: self.stale_after.get(),
                 max_operations: self.max_operations,
                 max_window_samples: self.max_window_samples,
+                event_clock: self.clock == ClockConfig::Event,
             },
         ))
+    }
+
+    /// Turns `inhibited_by` names into rule indexes.
+    fn resolve_inhibitors(
+        &self,
+        rules: &mut [Rule],
+        names: &HashMap<&str, usize>,
+        p: &mut Problems<'_, '_>,
+    ) {
+        for (i, r) in self.rules.iter().enumerate() {
+            for (j, name) in r.inhibited_by.iter().enumerate() {
+                let at = format!("rules[{i}].inhibited_by[{j}]");
+                match names.get(name.as_str()) {
+                    Some(&k) if k == i => p.add(&at, "a rule cannot inhibit itself"),
+                    Some(&k) => rules[i].inhibited_by.push(k),
+                    None => {
+                        let mut known: Vec<&str> = names.keys().copied().collect();
+                        known.sort_unstable();
+                        p.add(
+                            &at,
+                            format!("no rule is named {name:?} (rules: {})", known.join(", ")),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Checks one rule; None when it has errors (they are in `p`).
@@ -358,6 +407,7 @@ impl LatencyRulesConfig {
             change: change?,
             limits,
             scale_down,
+            inhibited_by: Vec::new(),
         })
     }
 

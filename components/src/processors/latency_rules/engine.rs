@@ -183,6 +183,9 @@ pub struct Rule {
     pub limits: ReplicaLimits,
     /// The way back down, if the rule has one.
     pub scale_down: Option<ScaleDown>,
+    /// Rules (indexes into the engine's list) whose condition, while it holds, keeps this rule
+    /// from scaling up: "scale the workers on queueing only while the database is healthy".
+    pub inhibited_by: Vec<usize>,
 }
 
 /// Engine-wide settings.
@@ -196,6 +199,9 @@ pub struct Settings {
     pub max_operations: usize,
     /// Samples a rule window keeps; the oldest is evicted beyond.
     pub max_window_samples: usize,
+    /// Run on event time alone: the clock is the latest span end, never the wall clock, and no
+    /// span is early. For replays and simulations whose timestamps are not now.
+    pub event_clock: bool,
 }
 
 impl Default for Settings {
@@ -205,6 +211,7 @@ impl Default for Settings {
             stale_after: Duration::from_secs(60),
             max_operations: 1000,
             max_window_samples: 10_000,
+            event_clock: false,
         }
     }
 }
@@ -224,6 +231,8 @@ pub struct Counters {
     pub conflated: u64,
     /// Scale-downs held because a rule on the same target was stale or cooling down.
     pub held: u64,
+    /// Scale-ups withheld because a rule in the rule's `inhibited_by` was breaching.
+    pub inhibited: u64,
 }
 
 /// What one rule looks like now, for metrics and `/readyz`.
@@ -438,9 +447,11 @@ impl RuleState {
 
     /// True when the up condition holds and the rule is armed.
     fn wants_up(&self, clock: u64) -> bool {
-        if clock < self.disarmed_until {
-            return false;
-        }
+        clock >= self.disarmed_until && self.condition_holds()
+    }
+
+    /// The rule's condition over its window as it stands (call `expire` first).
+    fn condition_holds(&self) -> bool {
         let n = self.window.len();
         let breaches = self.window.breaches;
         match self.rule.condition {
@@ -584,10 +595,15 @@ struct Time {
     /// The engine's wall clock, as handed in.
     wall: u64,
     allowed_lateness: u64,
+    /// `Settings::event_clock`.
+    event_only: bool,
 }
 
 impl Time {
     fn clock(&self) -> u64 {
+        if self.event_only {
+            return self.watermark;
+        }
         self.watermark
             .max(self.wall.saturating_sub(self.allowed_lateness))
     }
@@ -723,6 +739,7 @@ impl Engine {
             operations: Vec::new(),
             time: Time {
                 allowed_lateness: nanos(settings.allowed_lateness),
+                event_only: settings.event_clock,
                 ..Time::default()
             },
             started: false,
@@ -744,7 +761,8 @@ impl Engine {
     /// stabilisation periods.
     fn advance(&mut self, wall_now: u64) {
         self.time.wall = self.time.wall.max(wall_now);
-        if !self.started {
+        // On event time the periods start with the first span, not with the first call.
+        if !self.started && !(self.time.event_only && self.time.watermark == 0) {
             self.started = true;
             let clock = self.clock();
             for rule in &mut self.rules {
@@ -967,10 +985,31 @@ impl Engine {
         }
         dirty.clear();
         self.dirty = dirty;
+        self.inhibit(&mut candidates, clock);
         if !candidates.is_empty() {
             self.conflate(&mut candidates, clock, out);
         }
         self.candidates = candidates;
+    }
+
+    /// Drops the scale-ups of rules one of whose inhibitors is breaching now. The inhibitor's
+    /// condition counts whether or not it is disarmed after firing: its window still shows the
+    /// breach that explains this rule's.
+    fn inhibit(&mut self, candidates: &mut Vec<Candidate>, clock: u64) {
+        let before = candidates.len();
+        let rules = &mut self.rules;
+        candidates.retain(|c| {
+            if !c.up {
+                return true;
+            }
+            let inhibitors = rules[c.rule].rule.inhibited_by.clone();
+            !inhibitors.into_iter().any(|i| {
+                let inhibitor = &mut rules[i];
+                inhibitor.expire(clock);
+                inhibitor.condition_holds()
+            })
+        });
+        self.counters.inhibited += (before - candidates.len()) as u64;
     }
 
     /// Merges the candidates of each target into one decision: the largest scale-up wins, a
@@ -1172,7 +1211,7 @@ fn feed(
                 counters.late += 1;
                 return;
             }
-            if seen.end > time.wall.saturating_add(time.allowed_lateness) {
+            if !time.event_only && seen.end > time.wall.saturating_add(time.allowed_lateness) {
                 counters.early += 1;
                 return;
             }

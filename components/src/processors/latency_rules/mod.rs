@@ -226,6 +226,7 @@ struct Metrics {
     overflow: Counter,
     conflated: Counter,
     held: Counter,
+    inhibited: Counter,
     stale_rules: Gauge,
     operations: Gauge,
     rules: Vec<RuleMetrics>,
@@ -299,6 +300,7 @@ impl Metrics {
             overflow: one("tracescale_latency_rules_operations_overflow_total"),
             conflated: one("tracescale_latency_rules_conflated_total"),
             held: one("tracescale_latency_rules_scale_downs_held_total"),
+            inhibited: one("tracescale_latency_rules_scale_ups_inhibited_total"),
             stale_rules: metrics::gauge!("tracescale_latency_rules_stale_rules", "component" => component.to_string()),
             operations: metrics::gauge!("tracescale_latency_rules_operations", "component" => component.to_string()),
             rules,
@@ -317,6 +319,7 @@ impl Metrics {
             .increment(now.operations_overflow - was.operations_overflow);
         self.conflated.increment(now.conflated - was.conflated);
         self.held.increment(now.held - was.held);
+        self.inhibited.increment(now.inhibited - was.inhibited);
         self.published = now;
 
         let mut stale = 0;

@@ -113,6 +113,7 @@ fn rule(
             max: Some(10),
         },
         scale_down: None,
+        inhibited_by: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ fn settings() -> Settings {
         stale_after: Duration::from_secs(60),
         max_operations: 100,
         max_window_samples: 10_000,
+        event_clock: false,
     }
 }
 
@@ -174,6 +176,57 @@ fn n_minus_one_breaches_do_not_fire_and_n_do() {
     assert_eq!(d[0].evidence.window_count, 25);
     assert_eq!(d[0].limits.max, Some(10));
     assert!(d[0].reason.contains("20 of 25 spans"), "{}", d[0].reason);
+}
+
+#[test]
+fn an_inhibitor_in_breach_keeps_the_inhibited_rule_from_scaling() {
+    // Workers queue because the database is slow: scale the database, not the workers.
+    let mut queue = rule("worker-queue", "worker", "queue", 100, 5, 10);
+    queue.target = target("worker");
+    queue.inhibited_by = vec![1];
+    let mut db = rule("db-slow", "db", "SELECT", 50, 5, 10);
+    db.target = target("db");
+    let mut e = Engine::new(vec![queue, db], settings());
+    let t = T0;
+    let mut both = batch("db", spans("SELECT", 5, t, 80));
+    both.resource_spans
+        .extend(batch("worker", spans("queue", 5, t, 400)).resource_spans);
+    let d = observe(&mut e, &both, t);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].rule, "db-slow");
+    assert_eq!(e.counters().inhibited, 1);
+    // Once the database's window is clear, queueing alone scales the workers.
+    let t = t + 11 * SEC;
+    let d = observe(&mut e, &batch("worker", spans("queue", 5, t, 400)), t);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].rule, "worker-queue");
+    assert_eq!(d[0].target, target("worker"));
+}
+
+#[test]
+fn on_the_event_clock_old_and_future_timestamps_are_just_time() {
+    let s = Settings {
+        event_clock: true,
+        ..settings()
+    };
+    let mut e = Engine::new(vec![rule("slow", "db", "INSERT", 300, 20, 10)], s);
+    // Spans a day ahead of the wall clock (a simulation running fast) are not early.
+    let future = T0 + 86_400 * SEC;
+    assert!(observe(&mut e, &batch("db", spans("INSERT", 19, future, 500)), T0).is_empty());
+    assert_eq!(e.counters().early, 0);
+    assert_eq!(window_count(&e, "slow"), 19);
+    // The wall clock does not slide the windows: a tick much later keeps them.
+    assert!(tick(&mut e, T0 + 3600 * SEC).is_empty());
+    assert_eq!(window_count(&e, "slow"), 19);
+    assert_eq!(
+        observe(
+            &mut e,
+            &batch("db", spans("INSERT", 1, future + SEC, 500)),
+            T0
+        )
+        .len(),
+        1
+    );
 }
 
 #[test]
