@@ -762,7 +762,8 @@ impl Engine {
     fn advance(&mut self, wall_now: u64) {
         self.time.wall = self.time.wall.max(wall_now);
         // On event time the periods start with the first span, not with the first call.
-        if !self.started && !(self.time.event_only && self.time.watermark == 0) {
+        let waiting_for_first_span = self.time.event_only && self.time.watermark == 0;
+        if !self.started && !waiting_for_first_span {
             self.started = true;
             let clock = self.clock();
             for rule in &mut self.rules {
