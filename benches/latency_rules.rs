@@ -78,6 +78,7 @@ fn rules(n: usize) -> Vec<Rule> {
                 period: Duration::from_secs(60),
                 step: 1,
             }),
+            inhibited_by: Vec::new(),
         })
         .collect()
 }

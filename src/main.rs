@@ -10,17 +10,17 @@ use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
 use tracing_subscriber::EnvFilter;
 
-// The components crate is mentioned once, on purpose: a crate nothing mentions is not linked,
-// and its `inventory` registrations would vanish without a sound. `eval` is the one use.
-use tracescale_components::eval;
+// The components crate is mentioned on purpose: a crate nothing mentions is not linked, and its
+// `inventory` registrations would vanish without a sound.
+use tracescale_components::{eval, simulation};
 
 // Spans are decoded on the listener's thread and freed on the exporter's: glibc's allocator
 // pays for every such cross-thread free, mimalloc does not (see docs/adr/0003-allocator.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The pipeline `tracescale demo` runs.
-const DEMO: &str = include_str!("../configs/demo.toml");
+/// The pipeline `tracescale demo` runs: the database scenario, against the CPU baseline.
+const DEMO: &str = include_str!("../configs/scenario-db-bottleneck.toml");
 
 /// A trace-driven autoscaler: an OpenTelemetry-Collector-style pipeline engine.
 #[derive(Parser)]
@@ -50,8 +50,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Runs the built-in demo pipeline; no cluster or client needed.
+    /// Runs the built-in demo: a simulated shop whose database saturates, scaled from its traces
+    /// and, for comparison, by CPU; no cluster or client needed.
     Demo,
+    /// Runs a simulated scenario through its pipeline and reports how well it scaled.
+    Simulate {
+        /// The pipeline file (with a `simulated_traces` receiver).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also run a baseline scaler on the same scenario and seed.
+        #[arg(long, value_name = "BASELINE", value_parser = ["cpu-hpa"])]
+        compare: Option<String>,
+        /// Print one JSON object instead of a table and the live view.
+        #[arg(long)]
+        json: bool,
+        /// Write an SVG chart of p99 latency and replicas over time.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
     /// Replays a labeled span CSV through an `hstree` processor and reports detection quality.
     Eval {
         /// The pipeline file.
@@ -101,7 +117,16 @@ fn main() -> ExitCode {
             Err(err) => config_failed(&err),
         },
         Command::Demo => match config::load_str(Path::new("<demo>"), DEMO) {
-            Ok(loaded) => run(loaded),
+            Ok(loaded) => simulate(loaded, true, false, None),
+            Err(err) => config_failed(&err),
+        },
+        Command::Simulate {
+            config,
+            compare,
+            json,
+            plot,
+        } => match config::load_file(&config) {
+            Ok(loaded) => simulate(loaded, compare.is_some(), json, plot.as_deref()),
             Err(err) => config_failed(&err),
         },
         Command::Validate { files } => validate(&files),
@@ -169,6 +194,58 @@ fn run(config: Config) -> ExitCode {
                     ExitCode::from(exit::RUNTIME)
                 }
             }
+        }
+    }
+}
+
+fn simulate(config: Config, compare: bool, json: bool, plot: Option<&Path>) -> ExitCode {
+    if !config.warnings.is_empty() {
+        eprint!("{}", config.warnings);
+    }
+    init_logging(config.service.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let stop_view = tokio_util::sync::CancellationToken::new();
+    let view = (!json).then(|| runtime.spawn(simulation::live::live_view(stop_view.clone())));
+    let ran = runtime.block_on(service::run(config, service::os_signal()));
+    stop_view.cancel();
+    if let Some(view) = view {
+        let _ = runtime.block_on(view);
+    }
+    if let Err(err) = ran {
+        tracing::error!(error = %error_chain(&err), "tracescale stopped with an error");
+        return ExitCode::from(exit::RUNTIME);
+    }
+    let rendered = simulation::live::outcome()
+        .and_then(|outcome| simulation::live::render(&outcome, compare, json));
+    match rendered {
+        Ok(r) => {
+            if !json {
+                println!();
+            }
+            print!("{}", r.text);
+            if let Some(path) = plot {
+                if let Err(err) = std::fs::write(path, r.svg) {
+                    eprintln!("error: cannot write {}: {err}", path.display());
+                    return ExitCode::from(exit::RUNTIME);
+                }
+                if !json {
+                    println!("chart written to {}", path.display());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(exit::RUNTIME)
         }
     }
 }

@@ -167,7 +167,7 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
                         let got = rx.recv().await;
                         assert!(got.is_some_and(|s| s.item_count() == 60));
                     }
-                    "demo_traces" => {
+                    "demo_traces" | "simulated_traces" => {
                         let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                             .await
                             .unwrap_or_else(|_| panic!("{id} sent no batch"));

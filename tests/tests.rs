@@ -13,4 +13,5 @@ mod diagnostics;
 mod docs;
 mod interop;
 mod run;
+mod simulate;
 mod util;

@@ -5,6 +5,7 @@ pub mod exporters;
 pub mod processors;
 pub mod receivers;
 pub mod scaling;
+pub mod simulation;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
 /// registry, because a factory that is not linked vanishes without a sound.
@@ -14,8 +15,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "kubernetes"),
     ("exporter", "null"),
     ("exporter", "otlp"),
+    ("exporter", "simulated_cluster"),
     ("processor", "hstree"),
     ("processor", "latency_rules"),
     ("receiver", "demo_traces"),
     ("receiver", "otlp"),
+    ("receiver", "simulated_traces"),
 ];

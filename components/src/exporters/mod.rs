@@ -5,3 +5,4 @@ pub mod file;
 pub mod kubernetes;
 pub mod null;
 pub mod otlp;
+pub mod simulated_cluster;

@@ -2,3 +2,4 @@
 
 pub mod demo_traces;
 pub mod otlp;
+pub mod simulated_traces;

@@ -993,9 +993,10 @@ impl Engine {
         self.candidates = candidates;
     }
 
-    /// Drops the scale-ups of rules one of whose inhibitors is breaching now. The inhibitor's
-    /// condition counts whether or not it is disarmed after firing: its window still shows the
-    /// breach that explains this rule's.
+    /// Drops the scale-ups of rules one of whose inhibitors has any breach in its window. Not
+    /// only while the inhibitor fires: a dependency that has just been scaled still drains the
+    /// queues its slowness built up in front of its callers, and a single slow span of it in the
+    /// window is enough to doubt that the callers are the cause.
     fn inhibit(&mut self, candidates: &mut Vec<Candidate>, clock: u64) {
         let before = candidates.len();
         let rules = &mut self.rules;
@@ -1007,7 +1008,7 @@ impl Engine {
             !inhibitors.into_iter().any(|i| {
                 let inhibitor = &mut rules[i];
                 inhibitor.expire(clock);
-                inhibitor.condition_holds()
+                inhibitor.window.breaches > 0
             })
         });
         self.counters.inhibited += (before - candidates.len()) as u64;

@@ -1,0 +1,181 @@
+//! The `simulated_cluster` exporter: the `kubernetes` exporter's allow-list and policy over the
+//! workloads of a `simulated_traces` receiver, on simulated time. For the demo and the scaling
+//! evaluation. See README.md.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tracescale_core::component::{BuildContext, ComponentError, Exporter, ExporterContext};
+use tracescale_core::config::{BuildError, HumanDuration, field_names};
+use tracescale_core::registry::{Build, ComponentFactory};
+use tracescale_core::signal::{Signal, SignalKind, Target};
+use tracing::{debug, info, warn};
+
+use crate::scaling::{
+    Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, Settings, TargetConfig, explain,
+};
+use crate::simulation::cluster;
+
+/// Config of the `simulated_cluster` exporter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedClusterConfig {
+    /// The `cluster` of the `simulated_traces` receiver whose workloads this scales.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The workloads this exporter may scale, as `namespace/kind/name` patterns.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<String>,
+    /// Decisions older than this on simulated time are refused as stale.
+    #[serde(default = "default_max_decision_age")]
+    pub max_decision_age: HumanDuration,
+    /// The scaling policy, as for the `kubernetes` exporter.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Per-target bounds over the policy's.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Most distinct targets kept in memory.
+    #[serde(default = "default_max_targets")]
+    pub max_targets: usize,
+}
+
+fn default_cluster() -> String {
+    "default".to_string()
+}
+fn default_allow() -> Vec<String> {
+    vec!["*/*/*".to_string()]
+}
+fn default_max_decision_age() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_max_targets() -> usize {
+    1000
+}
+
+/// Scales simulated services.
+pub struct SimulatedCluster {
+    cluster: String,
+    scaler: Scaler,
+    metrics: Option<ScaleMetrics>,
+    component: String,
+}
+
+impl SimulatedCluster {
+    fn service_of(&self, target: &Target, namespace: &str) -> Option<String> {
+        (target.namespace == namespace).then(|| target.name.clone())
+    }
+}
+
+#[async_trait]
+impl Exporter for SimulatedCluster {
+    async fn start(&mut self, ctx: &ExporterContext) -> Result<(), ComponentError> {
+        self.component = ctx.id.to_string();
+        self.metrics = Some(ScaleMetrics::new(&self.component));
+        ctx.health.ready(None);
+        Ok(())
+    }
+
+    async fn export(&mut self, signal: Signal) -> Result<(), ComponentError> {
+        let Signal::Decisions(decisions) = signal else {
+            return Ok(());
+        };
+        let handle = cluster(&self.cluster);
+        for d in decisions {
+            let mut state = handle.lock();
+            let metrics = self.metrics.as_ref();
+            if let Err(r) = self.scaler.screen(&d, state.unix_now()) {
+                if let Some(m) = metrics {
+                    m.refused(r);
+                };
+                if r == Refusal::NotAllowed {
+                    warn!(component = %self.component, target = %d.target,
+                        "refused a decision for a target that is not in `allow`");
+                }
+                continue;
+            }
+            let Some(service) = self.service_of(&d.target, &state.namespace) else {
+                if let Some(m) = metrics {
+                    m.failed("not_found");
+                };
+                continue;
+            };
+            let Some(view) = state.services.get(&service).copied() else {
+                if let Some(m) = metrics {
+                    m.failed("not_found");
+                };
+                debug!(component = %self.component, target = %d.target,
+                    "no such simulated service");
+                continue;
+            };
+            // A change asked for but not yet applied counts as the current count.
+            let current = state
+                .requests
+                .iter()
+                .rev()
+                .find(|r| r.0 == service)
+                .map_or(view.desired, |r| r.1);
+            let now = state.now;
+            match self.scaler.plan(&d, now, current) {
+                Err(r) => {
+                    if let Some(m) = metrics {
+                        m.refused(r);
+                    }
+                }
+                Ok(Plan::Hold(h)) => {
+                    if let Some(m) = metrics {
+                        m.held(h);
+                    };
+                    debug!(component = %self.component, target = %d.target,
+                        reason = h.as_str(), "held a decision");
+                }
+                Ok(Plan::Change { from, to, limited }) => {
+                    let message = explain(&d, from, to, limited);
+                    self.scaler.record_change(&d.target, now, from, to);
+                    if let Some(m) = metrics {
+                        m.changed(&d.target, from, to);
+                    };
+                    info!(component = %self.component, target = %d.target, rule = %d.rule,
+                        from, to, simulated_seconds = now / 1_000_000_000, "{message}");
+                    state.requests.push((service, to, d.rule.clone(), message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn accepts_target(&self, target: &Target) -> Option<bool> {
+        Some(self.scaler.settings().allow.allows(target))
+    }
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Exporter>, BuildError> {
+    let config: SimulatedClusterConfig = ctx.parse()?;
+    let settings: Settings = Keys {
+        allow: &config.allow,
+        policy: &config.policy,
+        targets: &config.targets,
+        max_decision_age: config.max_decision_age,
+        max_targets: config.max_targets,
+    }
+    .validate(ctx)?;
+    if config.cluster.trim().is_empty() {
+        return Err(ctx.invalid("cluster", "must not be empty"));
+    }
+    Ok(Box::new(SimulatedCluster {
+        cluster: config.cluster,
+        scaler: Scaler::new(settings),
+        metrics: None,
+        component: String::new(),
+    }))
+}
+
+inventory::submit! {
+    ComponentFactory {
+        type_name: "simulated_cluster",
+        description: "applies scale decisions to a simulated_traces receiver's services, with the kubernetes exporter's policy",
+        takes: &[SignalKind::Decisions],
+        emits: &[],
+        config_keys: field_names::<SimulatedClusterConfig>,
+        build: Build::Exporter(build),
+    }
+}

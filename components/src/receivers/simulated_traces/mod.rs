@@ -1,0 +1,390 @@
+//! The `simulated_traces` receiver: runs a seeded discrete-event simulation of a microservice
+//! shop and emits its traces as OTLP, reading back the replicas the `simulated_cluster` exporter
+//! sets, so that scaling changes latency and the loop closes. See README.md.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracescale_core::component::{BuildContext, ComponentError, Receiver, ReceiverContext};
+use tracescale_core::config::{BuildError, HumanDuration, field_names};
+use tracescale_core::registry::{Build, ComponentFactory};
+use tracescale_core::signal::{Signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::simulation::sim::{NANOS_PER_SEC, Sim, TrafficPattern};
+use crate::simulation::{
+    Action, MAX_ROWS, OtlpBuilder, SCENARIOS, Scenario, ServiceView, cluster, scenario,
+};
+
+/// Config of the `simulated_traces` receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedTracesConfig {
+    /// The built-in scenario: `worker-cap`, `db-bottleneck` or `mixed`.
+    pub scenario: String,
+    /// Seed of every random draw; default: the scenario's own.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Simulated seconds per wall-clock second; 0 runs as fast as the pipeline takes the
+    /// spans.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Simulated time per batch; replica changes apply between batches.
+    #[serde(default = "default_step")]
+    pub step: HumanDuration,
+    /// Simulated length of the run; default: the scenario's.
+    #[serde(default)]
+    pub duration: Option<HumanDuration>,
+    /// The end-to-end p99 objective the report judges by; default: the scenario's (500ms).
+    #[serde(default)]
+    pub slo: Option<HumanDuration>,
+    /// The traffic, instead of the scenario's.
+    #[serde(default)]
+    pub traffic: Option<TrafficConfig>,
+    /// The name a `simulated_cluster` exporter uses to find this simulation.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The namespace of the simulated workloads (`k8s.namespace.name`; decisions must name it).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+/// `traffic`: requests per second at the frontend over time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "pattern", rename_all = "snake_case")]
+pub enum TrafficConfig {
+    /// A constant rate.
+    Steady {
+        /// Requests per second.
+        rps: f64,
+    },
+    /// A linear change from `from_rps` to `to_rps` over `over`, then flat.
+    Ramp {
+        /// Rate at the start.
+        from_rps: f64,
+        /// Rate at the end of the ramp.
+        to_rps: f64,
+        /// Length of the ramp.
+        over: HumanDuration,
+    },
+    /// `base_rps`, with `peak_rps` from `at` for `duration`.
+    Spike {
+        /// Rate outside the spike.
+        base_rps: f64,
+        /// Rate during the spike.
+        peak_rps: f64,
+        /// Start of the spike.
+        at: HumanDuration,
+        /// Length of the spike.
+        duration: HumanDuration,
+    },
+    /// A sine around `mean_rps`, `amplitude` a share of the mean, over `period`.
+    Diurnal {
+        /// Mean rate.
+        mean_rps: f64,
+        /// Relative amplitude in [0, 1].
+        amplitude: f64,
+        /// Length of one cycle.
+        period: HumanDuration,
+    },
+}
+
+fn default_speed() -> f64 {
+    60.0
+}
+fn default_step() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_cluster() -> String {
+    "default".to_string()
+}
+fn default_namespace() -> String {
+    "shop".to_string()
+}
+
+fn ns(d: HumanDuration) -> u64 {
+    u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl TrafficConfig {
+    fn pattern(&self) -> TrafficPattern {
+        match *self {
+            TrafficConfig::Steady { rps } => TrafficPattern::Steady { rps },
+            TrafficConfig::Ramp {
+                from_rps,
+                to_rps,
+                over,
+            } => TrafficPattern::Ramp {
+                from_rps,
+                to_rps,
+                over: ns(over),
+            },
+            TrafficConfig::Spike {
+                base_rps,
+                peak_rps,
+                at,
+                duration,
+            } => TrafficPattern::Spike {
+                base_rps,
+                peak_rps,
+                at: ns(at),
+                duration: ns(duration),
+            },
+            TrafficConfig::Diurnal {
+                mean_rps,
+                amplitude,
+                period,
+            } => TrafficPattern::Diurnal {
+                mean_rps,
+                amplitude,
+                period: ns(period),
+            },
+        }
+    }
+
+    fn rates(&self) -> Vec<f64> {
+        match *self {
+            TrafficConfig::Steady { rps } => vec![rps],
+            TrafficConfig::Ramp {
+                from_rps, to_rps, ..
+            } => vec![from_rps, to_rps],
+            TrafficConfig::Spike {
+                base_rps, peak_rps, ..
+            } => vec![base_rps, peak_rps],
+            TrafficConfig::Diurnal { mean_rps, .. } => vec![mean_rps],
+        }
+    }
+}
+
+impl SimulatedTracesConfig {
+    /// The scenario this config runs, with its overrides applied.
+    pub fn scenario(&self) -> Option<Scenario> {
+        let mut s = scenario(&self.scenario)?;
+        if let Some(seed) = self.seed {
+            s.sim.seed = seed;
+        }
+        if let Some(d) = self.duration {
+            s.duration_ns = ns(d);
+        }
+        if let Some(slo) = self.slo {
+            s.slo_latency_ns = ns(slo);
+        }
+        if let Some(t) = &self.traffic {
+            s.sim.traffic = t.pattern();
+        }
+        Some(s)
+    }
+}
+
+/// Most spans one step may emit before the receiver splits the batch.
+const MAX_BATCH_SPANS: usize = 8192;
+
+/// Runs the simulation and emits its spans.
+pub struct SimulatedTraces {
+    config: SimulatedTracesConfig,
+    scenario: Scenario,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+#[async_trait]
+impl Receiver for SimulatedTraces {
+    async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
+        let mut sim = Sim::new(&self.scenario.sim).map_err(ComponentError::other)?;
+        let handle = cluster(&self.config.cluster);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0));
+        {
+            let mut state = handle.lock();
+            *state = Default::default();
+            state.scenario = Some(self.scenario.clone());
+            state.namespace = self.config.namespace.clone();
+            state.epoch_unix_nano = epoch;
+            publish(&sim, &mut state.services);
+        }
+        let step = ns(self.config.step);
+        let speed = self.config.speed;
+        let duration = self.scenario.duration_ns;
+        let namespace = self.config.namespace.clone();
+        let stop = self.stop.clone();
+        let ReceiverContext {
+            output,
+            telemetry,
+            id,
+            ..
+        } = ctx;
+        info!(component = %id, scenario = %self.scenario.name, seed = self.scenario.sim.seed,
+            simulated_seconds = duration / NANOS_PER_SEC, speed, "simulation started");
+        self.task = Some(tokio::spawn(async move {
+            let wall_start = Instant::now();
+            let mut builder = OtlpBuilder::new(&namespace, epoch);
+            let mut t = 0u64;
+            'run: while t < duration {
+                // Replica changes the exporter asked for since the last step.
+                let requests = std::mem::take(&mut handle.lock().requests);
+                for (service, n, rule, reason) in requests {
+                    match sim.scale(&service, n) {
+                        Ok(Some(action)) => handle.lock().actions.push(Action {
+                            action,
+                            rule,
+                            reason,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => warn!(component = %id, %service, error = %e,
+                            "cannot scale the simulated service"),
+                    }
+                }
+                t = t.saturating_add(step).min(duration);
+                let mut batches = Vec::new();
+                let mut in_batch = 0usize;
+                let rows = sim.advance_to(t, &mut |span| {
+                    builder.push(span);
+                    in_batch += 1;
+                    if in_batch >= MAX_BATCH_SPANS {
+                        batches.push(builder.take());
+                        in_batch = 0;
+                    }
+                });
+                if !builder.is_empty() {
+                    batches.push(builder.take());
+                }
+                {
+                    let mut state = handle.lock();
+                    state.now = sim.now();
+                    state.spans = sim.spans_emitted();
+                    publish(&sim, &mut state.services);
+                    state.rows.extend(rows);
+                    let excess = state.rows.len().saturating_sub(MAX_ROWS);
+                    state.rows.drain(..excess);
+                }
+                for traces in batches {
+                    let items = traces.span_count();
+                    telemetry.received(SignalKind::Traces, items);
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            telemetry.dropped(SignalKind::Traces, "shutdown", items);
+                            break 'run;
+                        }
+                        result = output.send(Signal::Traces(traces)) => if result.is_err() {
+                            telemetry.dropped(SignalKind::Traces, "pipeline_closed", items);
+                            break 'run;
+                        }
+                    }
+                }
+                if speed > 0.0 {
+                    let due = wall_start + Duration::from_secs_f64(t as f64 / 1e9 / speed);
+                    tokio::select! {
+                        () = stop.cancelled() => break 'run,
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+            }
+            let finished = t >= duration;
+            handle.lock().finished = finished;
+            info!(component = %id, finished, simulated_seconds = t / NANOS_PER_SEC,
+                "simulation stopped");
+            // Dropping `output` lets the pipeline drain and the engine stop by itself.
+            drop(output);
+        }));
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, deadline: Instant) -> Result<(), ComponentError> {
+        self.stop.cancel();
+        if let Some(task) = self.task.take()
+            && tokio::time::timeout_at(deadline, task).await.is_err()
+        {
+            return Err(ComponentError::Deadline("simulated_traces"));
+        }
+        Ok(())
+    }
+}
+
+fn publish(sim: &Sim, services: &mut std::collections::BTreeMap<String, ServiceView>) {
+    for name in sim.service_names() {
+        if let (Some(desired), Some(ready)) = (sim.replicas(name), sim.ready_replicas(name)) {
+            services.insert(name.clone(), ServiceView { desired, ready });
+        }
+    }
+}
+
+fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
+    let config: SimulatedTracesConfig = ctx.parse()?;
+    let mut errors = Vec::new();
+    let Some(scenario) = config.scenario() else {
+        return Err(ctx.invalid(
+            "scenario",
+            format!(
+                "unknown scenario {:?} (scenarios: {})",
+                config.scenario,
+                SCENARIOS.join(", ")
+            ),
+        ));
+    };
+    if !(config.speed >= 0.0 && config.speed.is_finite()) {
+        errors.push(ctx.invalid(
+            "speed",
+            "must be a finite number ≥ 0 (0: as fast as possible)",
+        ));
+    }
+    if config.step.get() < Duration::from_millis(10) || config.step.get() > Duration::from_secs(60)
+    {
+        errors.push(ctx.invalid("step", "must be between 10ms and 60s"));
+    }
+    if config.duration.is_some_and(|d| d.get().is_zero()) {
+        errors.push(ctx.invalid("duration", "must be longer than 0s"));
+    }
+    if config.slo.is_some_and(|d| d.get().is_zero()) {
+        errors.push(ctx.invalid("slo", "must be longer than 0s"));
+    }
+    if let Some(t) = &config.traffic {
+        if t.rates()
+            .iter()
+            .any(|r| !(r.is_finite() && *r >= 0.0 && *r <= 100_000.0))
+        {
+            errors.push(ctx.invalid(
+                "traffic",
+                "rates must be between 0 and 100000 requests per second",
+            ));
+        }
+        if let TrafficConfig::Diurnal { amplitude, .. } = t
+            && !(0.0..=1.0).contains(amplitude)
+        {
+            errors.push(ctx.invalid("traffic.amplitude", "must be between 0 and 1"));
+        }
+    }
+    if config.cluster.trim().is_empty() {
+        errors.push(ctx.invalid("cluster", "must not be empty"));
+    }
+    if config.namespace.trim().is_empty() {
+        errors.push(ctx.invalid("namespace", "must not be empty"));
+    }
+    if let Err(e) = Sim::new(&scenario.sim) {
+        errors.push(ctx.invalid("scenario", e));
+    }
+    if !errors.is_empty() {
+        return Err(BuildContext::errors(errors));
+    }
+    Ok(Box::new(SimulatedTraces {
+        config,
+        scenario,
+        stop: CancellationToken::new(),
+        task: None,
+    }))
+}
+
+inventory::submit! {
+    ComponentFactory {
+        type_name: "simulated_traces",
+        description: "simulates a microservice shop (queues, replicas, a shared database) and emits its traces",
+        takes: &[],
+        emits: &[SignalKind::Traces],
+        config_keys: field_names::<SimulatedTracesConfig>,
+        build: Build::Receiver(build),
+    }
+}

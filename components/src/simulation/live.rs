@@ -1,0 +1,184 @@
+//! What `tracescale demo` and `tracescale simulate` show while a scenario runs, and the results
+//! they collect once it has.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::report::{Series, Summary, run_baseline, svg, table};
+use super::sim::{IntervalStats, NANOS_PER_SEC, Report, ScaleAction, Scenario};
+use super::{Action, started_clusters};
+
+/// Prints, about once a second, the simulated time, the end-to-end p99 and each service's
+/// replicas, and every replica change with its reason as it happens, until `stop`.
+pub async fn live_view(stop: CancellationToken) {
+    let mut shown_actions = 0usize;
+    let mut last_second = u64::MAX;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some((_, cluster)) = started_clusters().into_iter().next() else {
+            continue;
+        };
+        let mut out = String::new();
+        {
+            let state = cluster.lock();
+            for a in state.actions.iter().skip(shown_actions) {
+                let arrow = if a.action.to > a.action.from {
+                    "▲"
+                } else {
+                    "▼"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {arrow} t={:>4}s  {} {} → {}  {}",
+                    a.action.time / NANOS_PER_SEC,
+                    a.action.service,
+                    a.action.from,
+                    a.action.to,
+                    a.reason
+                );
+            }
+            shown_actions = state.actions.len();
+            if let Some(row) = state.rows.last() {
+                let second = row.end / NANOS_PER_SEC;
+                // One status line per ten simulated seconds keeps the view readable.
+                if second / 10 != last_second / 10 || last_second == u64::MAX {
+                    last_second = second;
+                    let slo = state
+                        .scenario
+                        .as_ref()
+                        .map_or(u64::MAX, |s| s.slo_latency_ns);
+                    let _ = writeln!(out, "{}", status_line(row, slo));
+                }
+            }
+        }
+        if !out.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(out.as_bytes());
+            let _ = stdout.flush();
+        }
+    }
+}
+
+fn status_line(row: &IntervalStats, slo_ns: u64) -> String {
+    let p99 = match row.e2e_p99_ns {
+        None => "   -   ".to_string(),
+        Some(u64::MAX) => "failing".to_string(),
+        Some(ns) => format!("{:>5.0}ms", ns as f64 / 1e6),
+    };
+    let mark = if row.violates(slo_ns) { "✗" } else { "✓" };
+    let mut s = format!("t={:>4}s  p99 {p99} {mark} ", row.end / NANOS_PER_SEC);
+    for svc in &row.services {
+        let svc_p99 = svc
+            .p99_ns
+            .map_or_else(|| "-".to_string(), |ns| format!("{:.0}ms", ns as f64 / 1e6));
+        let _ = write!(
+            s,
+            " | {} {}×{} p99 {svc_p99}",
+            svc.service,
+            svc.desired_replicas,
+            if svc.ready_replicas < svc.desired_replicas {
+                format!(" ({} ready)", svc.ready_replicas)
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
+}
+
+/// What a finished simulated run produced.
+pub struct Outcome {
+    /// The scenario, as run.
+    pub scenario: Scenario,
+    /// The pipeline's figures.
+    pub pipeline: Summary,
+    /// Its rows, for the chart.
+    pub rows: Vec<IntervalStats>,
+    /// Its replica changes.
+    pub actions: Vec<Action>,
+}
+
+/// Collects the run of the only simulated cluster that was started.
+pub fn outcome() -> Result<Outcome, String> {
+    let clusters = started_clusters();
+    let (name, cluster) = match clusters.as_slice() {
+        [] => return Err("the pipeline has no simulated_traces receiver".to_string()),
+        [one] => one.clone(),
+        _ => return Err("the pipeline runs more than one simulation; run one per file".into()),
+    };
+    let state = cluster.lock();
+    let Some(scenario) = state.scenario.clone() else {
+        return Err(format!("simulation {name:?} never started"));
+    };
+    if !state.finished {
+        return Err(format!(
+            "simulation {name:?} stopped at {} s of {} s",
+            state.now / NANOS_PER_SEC,
+            scenario.duration_ns / NANOS_PER_SEC
+        ));
+    }
+    let actions: Vec<ScaleAction> = state.actions.iter().map(|a| a.action.clone()).collect();
+    let report = Report::compute(&scenario, &state.rows, &actions);
+    Ok(Outcome {
+        pipeline: Summary::new(&report, actions.len()),
+        rows: state.rows.clone(),
+        actions: state.actions.clone(),
+        scenario,
+    })
+}
+
+/// The comparison, rendered: a table, or one JSON object, and the chart when asked for.
+pub struct Rendered {
+    /// Printed on stdout.
+    pub text: String,
+    /// The SVG chart, when a baseline or a plot was asked for.
+    pub svg: String,
+}
+
+/// Runs the baseline (when `compare`) and renders the comparison.
+pub fn render(outcome: &Outcome, compare: bool, json: bool) -> Result<Rendered, String> {
+    let baseline = if compare {
+        Some(run_baseline(&outcome.scenario).map_err(|e| format!("baseline: {e}"))?)
+    } else {
+        None
+    };
+    let base_summary = baseline
+        .as_ref()
+        .map(|b| Summary::new(&b.report, b.actions.len()));
+    let text = if json {
+        let mut v = serde_json::json!({
+            "scenario": outcome.scenario.name,
+            "seed": outcome.scenario.sim.seed,
+            "pipeline": outcome.pipeline,
+        });
+        if let Some(b) = &base_summary {
+            v["baseline"] = serde_json::json!(b);
+        }
+        format!("{v}\n")
+    } else {
+        table(&outcome.scenario, &outcome.pipeline, base_summary.as_ref())
+    };
+    let mut series = vec![Series {
+        label: "trace-driven",
+        rows: &outcome.rows,
+        color: "#1f77b4",
+    }];
+    if let Some(b) = &baseline {
+        series.push(Series {
+            label: "cpu-hpa",
+            rows: &b.rows,
+            color: "#d62728",
+        });
+    }
+    Ok(Rendered {
+        text,
+        svg: svg(&outcome.scenario, &series),
+    })
+}

@@ -1,0 +1,286 @@
+//! The simulated shop behind `tracescale demo` and `tracescale simulate`: a seeded
+//! discrete-event simulation ([`sim`]), the state its receiver and exporter share
+//! ([`SimCluster`]), the spans it turns into OTLP, and the comparison report ([`report`]).
+//!
+//! The `simulated_traces` receiver owns the simulation and advances it; the `simulated_cluster`
+//! exporter plans decisions with the same policy code as the `kubernetes` exporter and hands the
+//! replica changes to the receiver through a [`SimCluster`] found by name. Both look it up with
+//! [`cluster`], so a pipeline file wires them by giving both the same `cluster` key.
+
+pub mod live;
+pub mod report;
+pub mod sim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use tracescale_core::signal::Traces;
+
+pub use sim::{IntervalStats, Report, RunResult, ScaleAction, Scenario, SimSpan};
+
+/// The names of the built-in scenarios, in the order the README lists them.
+pub const SCENARIOS: &[&str] = &["worker-cap", "db-bottleneck", "mixed"];
+
+/// A built-in scenario by name.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    match name {
+        "worker-cap" => Some(sim::worker_cap()),
+        "db-bottleneck" => Some(sim::db_bottleneck()),
+        "mixed" => Some(sim::mixed()),
+        _ => None,
+    }
+}
+
+/// Most statistics rows a [`SimCluster`] keeps (one per simulated second): a day.
+pub const MAX_ROWS: usize = 86_400;
+
+/// A replica change the simulation applied, with the decision that asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// What changed, when (simulated time).
+    pub action: ScaleAction,
+    /// The rule that asked for it.
+    pub rule: String,
+    /// The exporter's explanation.
+    pub reason: String,
+}
+
+/// One service as the exporter sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceView {
+    /// Replicas asked for.
+    pub desired: u32,
+    /// Replicas serving.
+    pub ready: u32,
+}
+
+/// What the receiver and the exporters of one simulated cluster share.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    /// The scenario being run; `None` until a receiver starts.
+    pub scenario: Option<Scenario>,
+    /// The namespace the workloads live in.
+    pub namespace: String,
+    /// Unix time of simulated time zero, in nanoseconds: spans are stamped from it.
+    pub epoch_unix_nano: u64,
+    /// Simulated time, in nanoseconds since the start.
+    pub now: u64,
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceView>,
+    /// Replica counts asked for since the last step, applied by the receiver in order.
+    pub requests: Vec<(String, u32, String, String)>,
+    /// Changes applied so far.
+    pub actions: Vec<Action>,
+    /// One row per simulated second, oldest first (at most [`MAX_ROWS`]).
+    pub rows: Vec<IntervalStats>,
+    /// Spans emitted so far.
+    pub spans: u64,
+    /// The run reached the end of its scenario.
+    pub finished: bool,
+}
+
+impl ClusterState {
+    /// Simulated time as Unix nanoseconds (the clock the spans and decisions carry).
+    pub fn unix_now(&self) -> u64 {
+        self.epoch_unix_nano.saturating_add(self.now)
+    }
+}
+
+/// The shared state of one simulated cluster.
+#[derive(Debug, Default)]
+pub struct SimCluster {
+    state: Mutex<ClusterState>,
+}
+
+impl SimCluster {
+    /// Locks the state. Holders never block while holding it.
+    pub fn lock(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+static CLUSTERS: OnceLock<Mutex<HashMap<String, Arc<SimCluster>>>> = OnceLock::new();
+
+/// The simulated cluster named `name`, created on first use. The registry lives as long as the
+/// process: a pipeline file names its cluster, and the CLI reads the results from it.
+pub fn cluster(name: &str) -> Arc<SimCluster> {
+    let registry = CLUSTERS.get_or_init(Default::default);
+    registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Every simulated cluster a receiver has started in this process, by name.
+pub fn started_clusters() -> Vec<(String, Arc<SimCluster>)> {
+    let registry = CLUSTERS.get_or_init(Default::default);
+    let map = registry.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out: Vec<_> = map
+        .iter()
+        .filter(|(_, c)| c.lock().scenario.is_some())
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// Turns simulated spans into OTLP, one `ResourceSpans` per service.
+///
+/// Each service visit becomes a SERVER span named after the operation, from the request's
+/// arrival at the service to its completion (so the queueing is inside it, as a caller sees
+/// it), and, for every visit that got a slot, an INTERNAL child span named `queue` over the wait
+/// for it (zero long when a slot was free): the signal a rule needs to tell a saturated pool
+/// from a slow dependency.
+#[derive(Debug)]
+pub struct OtlpBuilder {
+    namespace: String,
+    epoch_unix_nano: u64,
+    by_service: BTreeMap<String, Vec<Span>>,
+}
+
+impl OtlpBuilder {
+    /// A builder stamping spans from `epoch_unix_nano`.
+    pub fn new(namespace: &str, epoch_unix_nano: u64) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            epoch_unix_nano,
+            by_service: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one visit.
+    pub fn push(&mut self, s: &SimSpan<'_>) {
+        let at = |t: u64| self.epoch_unix_nano.saturating_add(t);
+        let status = s.error.then(|| Status {
+            code: StatusCode::Error as i32,
+            message: "rejected: queue full".to_string(),
+        });
+        let server = Span {
+            trace_id: s.trace_id.to_vec(),
+            span_id: s.span_id.to_vec(),
+            parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            name: s.operation.to_string(),
+            kind: SpanKind::Server as i32,
+            start_time_unix_nano: at(s.start),
+            end_time_unix_nano: at(s.end),
+            status,
+            ..Span::default()
+        };
+        let spans = self.by_service.entry(s.service.to_string()).or_default();
+        if !s.error {
+            // A distinct id derived from the visit's: ids stay a function of the seed.
+            let mut id = s.span_id;
+            id[0] ^= 0x5a;
+            id[7] ^= 0xa5;
+            spans.push(Span {
+                trace_id: s.trace_id.to_vec(),
+                span_id: id.to_vec(),
+                parent_span_id: s.span_id.to_vec(),
+                name: "queue".to_string(),
+                kind: SpanKind::Internal as i32,
+                start_time_unix_nano: at(s.start),
+                end_time_unix_nano: at(s.started),
+                ..Span::default()
+            });
+        }
+        spans.push(server);
+    }
+
+    /// True when no span was pushed since the last [`OtlpBuilder::take`].
+    pub fn is_empty(&self) -> bool {
+        self.by_service.is_empty()
+    }
+
+    /// The batch so far; the builder starts over.
+    pub fn take(&mut self) -> Traces {
+        let by_service = std::mem::take(&mut self.by_service);
+        let resource_spans = by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        string_kv("service.name", &service),
+                        string_kv("k8s.namespace.name", &self.namespace),
+                        string_kv("k8s.deployment.name", &service),
+                    ],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "tracescale.simulation".to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        ..InstrumentationScope::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect();
+        Traces::new(resource_spans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_is_named() {
+        for name in SCENARIOS {
+            assert!(scenario(name).is_some(), "{name}");
+        }
+        assert!(scenario("nope").is_none());
+    }
+
+    #[test]
+    fn queueing_becomes_a_child_span_inside_the_visit() {
+        let mut b = OtlpBuilder::new("shop", 1_000);
+        b.push(&SimSpan {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: Some([3; 8]),
+            service: "worker",
+            operation: "CartService/GetCart",
+            start: 10,
+            started: 30,
+            end: 100,
+            error: false,
+        });
+        let t = b.take();
+        assert!(b.is_empty());
+        assert_eq!(t.span_count(), 2);
+        let spans = &t.resource_spans[0].scope_spans[0].spans;
+        let queue = &spans[0];
+        let server = &spans[1];
+        assert_eq!(queue.name, "queue");
+        assert_eq!(queue.parent_span_id, server.span_id);
+        assert_eq!(
+            (queue.start_time_unix_nano, queue.end_time_unix_nano),
+            (1_010, 1_030)
+        );
+        assert_eq!(
+            (server.start_time_unix_nano, server.end_time_unix_nano),
+            (1_010, 1_100)
+        );
+        assert_eq!(server.parent_span_id, vec![3; 8]);
+        assert_ne!(queue.span_id, server.span_id);
+    }
+}
