@@ -55,3 +55,55 @@ fn every_config_key_is_documented_in_the_readme() {
         }
     }
 }
+
+#[test]
+fn the_kubernetes_example_runs_the_kubernetes_config() {
+    let repo = crate::util::repo();
+    let manifest =
+        std::fs::read_to_string(repo.join("examples/kubernetes/tracescale.yaml")).unwrap();
+    let block = manifest
+        .split("pipeline.toml: |\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n---").next())
+        .unwrap();
+    let embedded: Vec<&str> = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    let config = std::fs::read_to_string(repo.join("configs/kubernetes.toml")).unwrap();
+    let file: Vec<&str> = config
+        .lines()
+        .skip_while(|l| l.starts_with('#') || l.is_empty())
+        .collect();
+    assert_eq!(
+        embedded.join("\n").trim_end(),
+        file.join("\n").trim_end(),
+        "examples/kubernetes/tracescale.yaml and configs/kubernetes.toml differ"
+    );
+}
+
+#[test]
+fn the_rbac_example_grants_only_what_the_exporter_uses() {
+    let rbac =
+        std::fs::read_to_string(crate::util::repo().join("examples/kubernetes/rbac.yaml")).unwrap();
+    let rules: Vec<&str> = rbac
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("- apiGroups") || l.starts_with("resources") || l.starts_with("verbs")
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            r#"- apiGroups: ["apps"]"#,
+            r#"resources: ["deployments/scale", "statefulsets/scale"]"#,
+            r#"verbs: ["get", "patch", "update"]"#,
+            r#"- apiGroups: [""]"#,
+            r#"resources: ["events"]"#,
+            r#"verbs: ["create"]"#,
+        ]
+    );
+    assert!(!rbac.contains("ClusterRole"), "namespaced only");
+    assert!(!rbac.contains('*'), "no wildcards");
+}

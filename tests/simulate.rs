@@ -21,7 +21,9 @@ fn demo_runs_to_completion_with_a_live_view_and_the_comparison() {
     assert!(stdout.contains("t=   1s"), "{stdout}");
     assert!(stdout.contains("t= 720s"), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.contains('▲') && l.contains("rule \"")),
+        stdout
+            .lines()
+            .any(|l| l.contains('▲') && l.contains("rule \"")),
         "no scale-up with its rule in the live view:\n{stdout}"
     );
     for row in [
@@ -70,18 +72,31 @@ fn simulate_prints_json_for_both_scalers_and_writes_the_chart() {
             assert!(v[run].get(key).is_some(), "{run}.{key} missing: {v}");
         }
         // Twelve minutes of three services with at least one replica each.
-        assert!(v[run]["replica_seconds"].as_f64().unwrap() >= 3.0 * 720.0, "{v}");
+        assert!(
+            v[run]["replica_seconds"].as_f64().unwrap() >= 3.0 * 720.0,
+            "{v}"
+        );
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg"), "{chart}");
     assert!(chart.contains("trace-driven") && chart.contains("cpu-hpa"));
-    assert_eq!(chart.matches("<polyline").count(), 2 * 4, "p99 and three services, twice");
+    assert_eq!(
+        chart.matches("<polyline").count(),
+        2 * 4,
+        "p99 and three services, twice"
+    );
 }
 
 #[test]
 fn simulate_refuses_a_file_without_a_simulation() {
     let out = run_to_end(
-        bin().args(["simulate", "-c", "configs/demo.toml", "--compare", "cpu-hpa"]),
+        bin().args([
+            "simulate",
+            "-c",
+            "configs/demo.toml",
+            "--compare",
+            "cpu-hpa",
+        ]),
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(1));
