@@ -79,6 +79,7 @@ fn rules(n: usize) -> Vec<Rule> {
                 step: 1,
             }),
             inhibited_by: Vec::new(),
+            resources: None,
         })
         .collect()
 }

@@ -96,6 +96,7 @@ fn decision() -> Decision {
         rule: "conformance".into(),
         reason: "one decision".into(),
         evidence: Evidence::default(),
+        resources: None,
         timestamp_unix_nano: u64::try_from(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -32,6 +32,7 @@ fn decision(name: &str) -> Decision {
         rule: "bench".into(),
         reason: "bench".into(),
         evidence: Evidence::default(),
+        resources: None,
         timestamp_unix_nano: u64::try_from(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)

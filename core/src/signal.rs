@@ -3,6 +3,7 @@
 //! Traces stay in the OTLP protobuf types from `opentelemetry-proto` from the receiver to the
 //! exporter; nothing converts them to maps or JSON on the way.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -193,6 +194,20 @@ pub struct Evidence {
     pub anomaly_score: Option<f64>,
 }
 
+/// Requests and limits for one container of a workload's pod template, as Kubernetes
+/// quantities (`"500m"`, `"256Mi"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerResources {
+    /// The container's name in the pod template.
+    pub container: String,
+    /// `resources.requests`, by resource name (`cpu`, `memory`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// `resources.limits`, by resource name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
 /// The most exemplar trace ids a decision carries.
 pub const MAX_EXEMPLARS: usize = 5;
 
@@ -212,6 +227,10 @@ pub struct Decision {
     pub reason: String,
     /// What the rule saw.
     pub evidence: Evidence,
+    /// For a vertical decision: the container resources to set in the workload's pod template
+    /// (`change` is then `Step(0)`, and the replicas are left alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ContainerResources>,
     /// When the decision was made, in nanoseconds since the Unix epoch (event time).
     pub timestamp_unix_nano: u64,
 }

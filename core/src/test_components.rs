@@ -106,6 +106,7 @@ fn decision(rule: &str) -> Decision {
         rule: rule.into(),
         reason: "test".into(),
         evidence: Default::default(),
+        resources: None,
         timestamp_unix_nano: 0,
     }
 }

@@ -336,6 +336,27 @@ impl Scaler {
         }
     }
 
+    /// True while `target` is within the cooldown of its last change, at `now`.
+    pub fn cooling_down(&self, target: &Target, now: u64) -> bool {
+        let cooldown = policy::nanos(self.policy_for(target).cooldown);
+        self.states
+            .get(target)
+            .and_then(TargetState::last_change)
+            .is_some_and(|at| now.saturating_sub(at) < cooldown)
+    }
+
+    /// Remembers a vertical change: it starts the cooldown like any other change. A target new
+    /// to the scaler is added unless `max_targets` is reached.
+    pub fn record_vertical(&mut self, target: &Target, now: u64) {
+        if !self.states.contains_key(target) && self.states.len() >= self.settings.max_targets {
+            return;
+        }
+        self.states
+            .entry(target.clone())
+            .or_default()
+            .record_change(now, 0, 0);
+    }
+
     /// The policy for one target: the default with its `[[targets]]` bounds, if any.
     pub fn policy_for(&self, target: &Target) -> Policy {
         let mut policy = self.settings.policy;
@@ -436,6 +457,15 @@ impl ScaleMetrics {
             self.changes_down.increment(1);
         }
         self.replicas(target, to, to);
+    }
+
+    /// Counts a vertical change (container resources set).
+    pub fn resized(&self) {
+        metrics::counter!(
+            "tracescale_scale_resizes_total",
+            "component" => self.component.clone()
+        )
+        .increment(1);
     }
 
     /// Counts a decision replaced by a newer one for the same target before it was applied.
@@ -539,6 +569,7 @@ mod tests {
             rule: "r".into(),
             reason: "p99 above 300ms".into(),
             evidence: Evidence::default(),
+            resources: None,
             timestamp_unix_nano: at,
         }
     }

@@ -41,6 +41,7 @@ fn decision() -> Decision {
         rule: "checkout-slow".into(),
         reason: "20 of 25 spans above 300ms within 10s".into(),
         evidence: Evidence::default(),
+        resources: None,
         timestamp_unix_nano: 1,
     }
 }

@@ -12,7 +12,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
-use tracescale_core::signal::Target;
+use tracescale_core::signal::{ContainerResources, Target};
 
 use super::config::ApiSettings;
 
@@ -94,6 +94,31 @@ impl fmt::Display for ApiError {
             ),
             ApiError::Rejected(m) => write!(f, "refused by the API server: {m}"),
         }
+    }
+}
+
+/// The Event reason of a vertical change.
+pub const RESIZE_EVENT_REASON: &str = "TracescaleResized";
+
+/// A container's requests and limits, as read from a pod template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    /// `resources.requests`.
+    pub requests: std::collections::BTreeMap<String, String>,
+    /// `resources.limits`.
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+impl ContainerState {
+    /// True when every quantity `want` sets is already set to the same text.
+    pub fn satisfies(&self, want: &ContainerResources) -> bool {
+        want.requests
+            .iter()
+            .all(|(k, v)| self.requests.get(k) == Some(v))
+            && want
+                .limits
+                .iter()
+                .all(|(k, v)| self.limits.get(k) == Some(v))
     }
 }
 
@@ -270,11 +295,139 @@ impl KubeApi {
             .unwrap_or(replicas))
     }
 
+    /// Reads the named container's `resources` in the workload's pod template, with the
+    /// workload's `resourceVersion` and `uid`. Only the built-in workload kinds, whose pod
+    /// templates take a strategic merge patch.
+    pub async fn get_container_resources(
+        &mut self,
+        t: &Target,
+        container: &str,
+    ) -> Result<(ContainerState, Option<String>, Option<String>), ApiError> {
+        let (api, r) = self.workload_api(t).await?;
+        let obj = self
+            .bounded(api.get(&t.name))
+            .await
+            .and_then(|r| r.map_err(Failure::Kube))
+            .map_err(|e| {
+                classify(
+                    e,
+                    "get",
+                    &r.resource.plural,
+                    &r.resource.group,
+                    &t.namespace,
+                )
+            })?;
+        let containers = obj
+            .data
+            .pointer("/spec/template/spec/containers")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let Some(c) = containers
+            .iter()
+            .find(|c| c.get("name").and_then(serde_json::Value::as_str) == Some(container))
+        else {
+            return Err(ApiError::NotFound(format!(
+                "{} {}/{} has no container {container:?} in its pod template",
+                t.kind, t.namespace, t.name
+            )));
+        };
+        let read = |what: &str| -> std::collections::BTreeMap<String, String> {
+            c.pointer(&format!("/resources/{what}"))
+                .and_then(serde_json::Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((
+            ContainerState {
+                requests: read("requests"),
+                limits: read("limits"),
+            },
+            obj.metadata.resource_version,
+            obj.metadata.uid,
+        ))
+    }
+
+    /// Sets the container's requests and limits in the pod template with a strategic merge
+    /// patch conditional on `resource_version`; the workload rolls out new pods.
+    pub async fn patch_container_resources(
+        &mut self,
+        t: &Target,
+        want: &ContainerResources,
+        resource_version: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let (api, r) = self.workload_api(t).await?;
+        let mut resources = serde_json::Map::new();
+        if !want.requests.is_empty() {
+            resources.insert("requests".into(), json!(want.requests));
+        }
+        if !want.limits.is_empty() {
+            resources.insert("limits".into(), json!(want.limits));
+        }
+        let mut body = json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": want.container, "resources": resources }
+        ] } } } });
+        if let Some(rv) = resource_version {
+            body["metadata"] = json!({ "resourceVersion": rv });
+        }
+        let params = PatchParams {
+            field_manager: Some("tracescale".to_string()),
+            ..PatchParams::default()
+        };
+        self.bounded(api.patch(&t.name, &params, &Patch::Strategic(&body)))
+            .await
+            .and_then(|r| r.map_err(Failure::Kube))
+            .map(|_| ())
+            .map_err(|e| {
+                classify(
+                    e,
+                    "patch",
+                    &r.resource.plural,
+                    &r.resource.group,
+                    &t.namespace,
+                )
+            })
+    }
+
+    async fn workload_api(
+        &mut self,
+        t: &Target,
+    ) -> Result<(Api<DynamicObject>, Resolved), ApiError> {
+        if t.api_version != "apps/v1"
+            || !["Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"].contains(&t.kind.as_str())
+        {
+            return Err(ApiError::Rejected(format!(
+                "vertical scaling needs an apps/v1 Deployment, StatefulSet, ReplicaSet or DaemonSet, whose pod template takes a strategic merge patch; {} {} does not",
+                t.kind, t.api_version
+            )));
+        }
+        let r = self.resolve(t).await?;
+        Ok((
+            Api::namespaced_with(self.client.clone(), &t.namespace, &r.resource),
+            r,
+        ))
+    }
+
     /// Records a Normal Event on the workload.
     pub async fn event(
         &mut self,
         t: &Target,
         uid: Option<String>,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.event_with_reason(t, uid, EVENT_REASON, message).await
+    }
+
+    /// Records a Normal Event on the workload with `reason`.
+    pub async fn event_with_reason(
+        &mut self,
+        t: &Target,
+        uid: Option<String>,
+        reason: &str,
         message: &str,
     ) -> Result<(), ApiError> {
         let now = k8s_openapi::jiff::Timestamp::now();
@@ -292,7 +445,7 @@ impl KubeApi {
                 uid,
                 ..ObjectReference::default()
             },
-            reason: Some(EVENT_REASON.to_string()),
+            reason: Some(reason.to_string()),
             // The API server caps Event messages at 1 KiB.
             message: Some(truncate(message, 1024)),
             type_: Some("Normal".to_string()),

@@ -53,6 +53,10 @@ pub struct KubernetesConfig {
     /// Record a Kubernetes Event (reason `TracescaleScaled`) on each changed workload.
     #[serde(default = "default_events")]
     pub events: bool,
+    /// Carry out vertical decisions (rules with `scale.resources`): set container requests and
+    /// limits in the workload's pod template. Off: such decisions are refused and counted.
+    #[serde(default)]
+    pub vertical: bool,
 }
 
 fn default_max_decision_age() -> HumanDuration {
@@ -96,6 +100,8 @@ pub struct ApiSettings {
     pub conflict_retries: u32,
     /// `events`.
     pub events: bool,
+    /// `vertical`.
+    pub vertical: bool,
 }
 
 impl KubernetesConfig {
@@ -153,6 +159,7 @@ impl KubernetesConfig {
                 max_backoff: self.max_backoff.get(),
                 conflict_retries: self.conflict_retries,
                 events: self.events,
+                vertical: self.vertical,
             },
         ))
     }

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tracescale_core::component::{ComponentError, Exporter, ExporterContext, HealthHandle};
 use tracescale_core::config::field_names;
 use tracescale_core::registry::{Build, ComponentFactory};
-use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
+use tracescale_core::signal::{ContainerResources, Decision, Signal, SignalKind, Target};
 use tracing::{debug, error, info, warn};
 
-use crate::scaling::{Plan, Refusal, ScaleMetrics, Scaler, Settings, explain};
+use crate::scaling::{Hold, Plan, Refusal, ScaleMetrics, Scaler, Settings, explain};
 use api::{ApiError, KubeApi};
 pub use config::{ApiSettings, KubernetesConfig};
 
@@ -287,6 +287,9 @@ impl Worker {
     }
 
     async fn apply(&mut self, d: &Decision) -> Result<(), ApiError> {
+        if let Some(want) = &d.resources {
+            return self.apply_vertical(d, want).await;
+        }
         let t = &d.target;
         for _ in 0..=self.settings.conflict_retries {
             let state = self.api.get_scale(t).await?;
@@ -350,6 +353,100 @@ impl Worker {
             "still conflicting after {} re-reads",
             self.settings.conflict_retries
         )))
+    }
+}
+
+impl Worker {
+    /// A vertical decision: the same rails (allow-list and age were checked on the way in;
+    /// cooldown, dry run, conditional patch, Event), applied to the pod template.
+    async fn apply_vertical(
+        &mut self,
+        d: &Decision,
+        want: &ContainerResources,
+    ) -> Result<(), ApiError> {
+        let t = &d.target;
+        if !self.settings.vertical {
+            self.metrics.failed("vertical_disabled");
+            if self.reported.insert((t.clone(), "vertical_disabled")) {
+                warn!(component = %self.component, target = %t, rule = %d.rule,
+                    "refused a vertical decision: set `vertical = true` to allow resource changes");
+            }
+            return Ok(());
+        }
+        for _ in 0..=self.settings.conflict_retries {
+            let (current, rv, uid) = self.api.get_container_resources(t, &want.container).await?;
+            let now = self.now();
+            if current.satisfies(want) {
+                self.metrics.held(Hold::NoChange);
+                return Ok(());
+            }
+            if self.scaler.cooling_down(t, now) {
+                self.metrics.held(Hold::Cooldown);
+                return Ok(());
+            }
+            let message = format!(
+                "set container {:?} resources to {} (was {}): rule {:?}: {}",
+                want.container,
+                describe(&want.requests, &want.limits),
+                describe(&current.requests, &current.limits),
+                d.rule,
+                d.reason
+            );
+            if self.settings.dry_run {
+                self.scaler.record_vertical(t, now);
+                info!(component = %self.component, target = %t, rule = %d.rule, dry_run = true,
+                    "{message}");
+                return Ok(());
+            }
+            match self
+                .api
+                .patch_container_resources(t, want, rv.as_deref())
+                .await
+            {
+                Ok(()) => {
+                    self.scaler.record_vertical(t, now);
+                    self.metrics.resized();
+                    info!(component = %self.component, target = %t, rule = %d.rule, "{message}");
+                    if self.settings.events
+                        && let Err(e) = self
+                            .api
+                            .event_with_reason(t, uid, api::RESIZE_EVENT_REASON, &message)
+                            .await
+                    {
+                        self.metrics.failed_event();
+                        if self.reported.insert((t.clone(), "event")) {
+                            warn!(component = %self.component, target = %t, error = %e,
+                                "resized, but could not record the Event");
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(ApiError::Conflict) => self.metrics.retried("conflict"),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Rejected(format!(
+            "still conflicting after {} re-reads",
+            self.settings.conflict_retries
+        )))
+    }
+}
+
+fn describe(
+    requests: &std::collections::BTreeMap<String, String>,
+    limits: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let part = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (requests.is_empty(), limits.is_empty()) {
+        (true, true) => "nothing".to_string(),
+        (false, true) => format!("requests {}", part(requests)),
+        (true, false) => format!("limits {}", part(limits)),
+        (false, false) => format!("requests {}; limits {}", part(requests), part(limits)),
     }
 }
 

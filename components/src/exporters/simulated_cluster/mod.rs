@@ -93,6 +93,13 @@ impl Exporter for SimulatedCluster {
                 }
                 continue;
             }
+            if d.resources.is_some() {
+                // The simulation models replicas, not container sizes.
+                if let Some(m) = metrics {
+                    m.failed("vertical_unsupported");
+                }
+                continue;
+            }
             let Some(service) = self.service_of(&d.target, &state.namespace) else {
                 if let Some(m) = metrics {
                     m.failed("not_found");

@@ -1136,6 +1136,7 @@ async fn decisions_pass_through_untouched() {
         rule: "checkout-slow".into(),
         reason: "slow".into(),
         evidence: Default::default(),
+        resources: None,
         timestamp_unix_nano: 1,
     };
     let mut p = build("mode = \"drop\"");

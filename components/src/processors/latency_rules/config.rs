@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde::Deserialize;
 use tracescale_core::component::{BuildContext, Processor};
 use tracescale_core::config::{BuildError, HumanDuration};
-use tracescale_core::signal::{ReplicaLimits, ScaleChange, Target};
+use tracescale_core::signal::{ContainerResources, ReplicaLimits, ScaleChange, Target};
 
 use super::LatencyRules;
 use super::engine::{Condition, OperationMatcher, Rule, ScaleDown, Settings};
@@ -143,6 +143,10 @@ pub struct ScaleConfig {
     /// Never above this many replicas.
     #[serde(default)]
     pub max: Option<u32>,
+    /// A vertical action instead: set this container's requests and limits in the workload's
+    /// pod template (the exporter must have `vertical = true`).
+    #[serde(default)]
+    pub resources: Option<ContainerResources>,
 }
 
 fn default_min() -> u32 {
@@ -359,6 +363,12 @@ impl LatencyRulesConfig {
         }
         let condition = self.condition(at, r, p);
         let (target, change, limits) = scale(at, &r.scale, p);
+        if r.scale.resources.is_some() && r.scale_down.is_some() {
+            p.add(
+                &format!("{at}.scale_down"),
+                "a vertical action (`scale.resources`) has no way down; drop `scale_down`",
+            );
+        }
         let scale_down = r.scale_down.as_ref().map(|d| {
             let below = d.below.get();
             if below.is_zero() {
@@ -408,6 +418,7 @@ impl LatencyRulesConfig {
             limits,
             scale_down,
             inhibited_by: Vec::new(),
+            resources: r.scale.resources.clone(),
         })
     }
 
@@ -546,6 +557,20 @@ fn scale(
             None
         }
     };
+    if let Some(r) = &s.resources {
+        check_resources(&format!("{at}.resources"), r, p);
+        if s.step.is_some() || s.to.is_some() {
+            p.add(
+                &format!("{at}.resources"),
+                "a vertical action sets resources and leaves the replicas alone: drop `step` and `to`",
+            );
+        }
+        let limits = ReplicaLimits {
+            min: Some(s.min),
+            max: s.max,
+        };
+        return (target, Some(ScaleChange::Step(0)), limits);
+    }
     let change = match (s.step, s.to) {
         (Some(_), Some(_)) => {
             p.add(&format!("{at}.to"), "set either `step` or `to`, not both");
@@ -587,6 +612,49 @@ fn scale(
         max: s.max,
     };
     (target, change, limits)
+}
+
+/// A Kubernetes quantity as the API accepts it: a decimal number with an optional suffix.
+fn is_quantity(q: &str) -> bool {
+    const SUFFIXES: [&str; 14] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|s| q.strip_suffix(s))
+        .or_else(|| q.strip_suffix('E'))
+        .unwrap_or(q);
+    !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.chars().filter(|&c| c == '.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit())
+}
+
+fn check_resources(at: &str, r: &ContainerResources, p: &mut Problems<'_, '_>) {
+    if r.container.trim().is_empty() {
+        p.add(
+            &format!("{at}.container"),
+            "must name a container of the pod template",
+        );
+    }
+    if r.requests.is_empty() && r.limits.is_empty() {
+        p.add(at, "set `requests`, `limits` or both");
+    }
+    for (what, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in map {
+            if name.trim().is_empty() {
+                p.add(&format!("{at}.{what}"), "resource names must not be empty");
+            }
+            if !is_quantity(q) {
+                p.add(
+                    &format!("{at}.{what}.{name}"),
+                    format!(
+                        "{q:?} is not a Kubernetes quantity (such as \"500m\", \"1\" or \"256Mi\")"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Resolves `kind/name` with the short kinds.

@@ -183,6 +183,8 @@ pub struct Rule {
     pub limits: ReplicaLimits,
     /// The way back down, if the rule has one.
     pub scale_down: Option<ScaleDown>,
+    /// For a vertical rule: the container resources its decisions set.
+    pub resources: Option<tracescale_core::signal::ContainerResources>,
     /// Rules (indexes into the engine's list) whose condition, while it holds, keeps this rule
     /// from scaling up: "scale the workers on queueing only while the database is healthy".
     pub inhibited_by: Vec<usize>,
@@ -1121,6 +1123,7 @@ impl Engine {
             rule: rule.rule.name.clone(),
             reason,
             evidence,
+            resources: rule.rule.resources.clone(),
             timestamp_unix_nano: clock,
         }
     }

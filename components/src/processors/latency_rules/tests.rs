@@ -114,6 +114,7 @@ fn rule(
         },
         scale_down: None,
         inhibited_by: Vec::new(),
+        resources: None,
     }
 }
 
@@ -1194,6 +1195,7 @@ async fn decisions_batches_pass_through_untouched() {
         rule: "upstream".into(),
         reason: "test".into(),
         evidence: Default::default(),
+        resources: None,
         timestamp_unix_nano: 1,
     };
     p.process(Signal::Decisions(vec![d.clone()]), &mut out)
@@ -1344,4 +1346,63 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_vertical_rule_carries_its_resources_and_needs_valid_quantities() {
+    let ok = r#"
+[[rules]]
+name = "checkout-cpu"
+service = "checkout"
+operation = "PlaceOrder"
+above = "300ms"
+count = 5
+window = "10s"
+scale = { target = "deployment/checkout", namespace = "shop", resources = { container = "app", requests = { cpu = "500m", memory = "256Mi" } } }
+"#;
+    let built = build_from_toml(factory(), "latency_rules", ok);
+    assert!(
+        built.is_ok(),
+        "{}",
+        built.err().map(|e| e.render(false)).unwrap_or_default()
+    );
+    let bad = r#"
+[[rules]]
+name = "checkout-cpu"
+service = "checkout"
+operation = "PlaceOrder"
+above = "300ms"
+count = 5
+window = "10s"
+scale = { target = "deployment/checkout", namespace = "shop", step = 2, resources = { container = "", requests = { cpu = "half" } } }
+scale_down = { below = "100ms", for = "1m" }
+"#;
+    let Err(e) = build_from_toml(factory(), "latency_rules", bad) else {
+        panic!("built");
+    };
+    let text = e.render(false);
+    for needle in [
+        "is not a Kubernetes quantity",
+        "must name a container",
+        "drop `step` and `to`",
+        "has no way down",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+#[test]
+fn a_vertical_rule_decides_with_its_resources() {
+    let mut r = rule("cpu", "db", "INSERT", 300, 2, 10);
+    r.change = ScaleChange::Step(0);
+    r.resources = Some(tracescale_core::signal::ContainerResources {
+        container: "app".into(),
+        requests: [("cpu".to_string(), "1".to_string())].into(),
+        limits: Default::default(),
+    });
+    let mut e = Engine::new(vec![r], settings());
+    let d = observe(&mut e, &batch("db", spans("INSERT", 2, T0, 400)), T0);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].change, ScaleChange::Step(0));
+    assert_eq!(d[0].resources.as_ref().unwrap().requests["cpu"], "1");
 }
