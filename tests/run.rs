@@ -178,8 +178,8 @@ telemetry_address = "127.0.0.1:{port}"
 }
 
 #[test]
-fn the_demo_runs_to_completion() {
-    let out = run_to_end(bin().arg("demo"), LIMIT);
+fn the_demo_traces_pipeline_runs_to_completion() {
+    let out = run_to_end(bin().args(["run", "-c", "configs/demo.toml"]), LIMIT);
     assert!(
         out.status.success(),
         "{}",

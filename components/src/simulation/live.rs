@@ -18,11 +18,15 @@ pub async fn live_view(stop: CancellationToken) {
     let mut last_second = u64::MAX;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+        // After `stop`, one last round shows the end of the run.
+        let last = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
         let Some((_, cluster)) = started_clusters().into_iter().next() else {
+            if last {
+                return;
+            }
             continue;
         };
         let mut out = String::new();
@@ -48,7 +52,10 @@ pub async fn live_view(stop: CancellationToken) {
             if let Some(row) = state.rows.last() {
                 let second = row.end / NANOS_PER_SEC;
                 // One status line per ten simulated seconds keeps the view readable.
-                if second / 10 != last_second / 10 || last_second == u64::MAX {
+                if second / 10 != last_second / 10
+                    || last_second == u64::MAX
+                    || (last && second != last_second)
+                {
                     last_second = second;
                     let slo = state
                         .scenario
@@ -62,6 +69,9 @@ pub async fn live_view(stop: CancellationToken) {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(out.as_bytes());
             let _ = stdout.flush();
+        }
+        if last {
+            return;
         }
     }
 }
