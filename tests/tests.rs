@@ -12,6 +12,7 @@ mod conformance;
 mod diagnostics;
 mod docs;
 mod interop;
+mod reliability;
 mod run;
 mod simulate;
 mod util;
