@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod diagnostics;
 mod docs;
+mod fuzz_regressions;
 mod interop;
 mod reliability;
 mod run;

@@ -1,11 +1,10 @@
 //! The OTLP/HTTP listener (axum): `POST /v1/traces`, protobuf or JSON, gzip or zstd.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use tokio::net::TcpListener;
+
+use super::body::{Decompress, decompress};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracescale_core::component::ComponentError;
@@ -281,40 +282,6 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             shared,
         ),
     }
-}
-
-enum Decompress {
-    Unsupported(String),
-    TooLarge,
-    Corrupt(std::io::Error),
-}
-
-/// Inflates at most `limit` bytes: reading one byte more proves the body is larger.
-fn decompress(encoding: Option<&str>, raw: Bytes, limit: usize) -> Result<Bytes, Decompress> {
-    let reader: Box<dyn Read> = match encoding {
-        None | Some("identity") | Some("") => {
-            return if raw.len() > limit {
-                Err(Decompress::TooLarge)
-            } else {
-                Ok(raw)
-            };
-        }
-        Some("gzip") => Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(raw))),
-        Some("zstd") => Box::new(
-            zstd::stream::read::Decoder::new(std::io::Cursor::new(raw))
-                .map_err(Decompress::Corrupt)?,
-        ),
-        Some(other) => return Err(Decompress::Unsupported(other.to_string())),
-    };
-    let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Decompress::Corrupt)?;
-    if out.len() > limit {
-        return Err(Decompress::TooLarge);
-    }
-    Ok(Bytes::from(out))
 }
 
 async fn not_found() -> Response {

@@ -5,6 +5,7 @@
 //! A full pipeline is answered with back-off (gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429
 //! with Retry-After), never buffered here.
 
+pub mod body;
 mod config;
 mod grpc;
 mod http;
