@@ -1,6 +1,7 @@
 //! Config of the `otlp` receiver.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 use tracescale_core::component::BuildContext;
@@ -27,6 +28,22 @@ pub struct OtlpReceiverConfig {
     pub bearer_token: Option<String>,
     /// The back-off a refused client is told to wait (gRPC RetryInfo, HTTP Retry-After).
     pub retry_after: HumanDuration,
+    /// TLS on both listeners; unset serves plain text.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls`: the listeners' certificate, and optionally the CA that client certificates must be
+/// signed by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate signed by it (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -39,6 +56,7 @@ impl Default for OtlpReceiverConfig {
             max_concurrent_requests: 64,
             bearer_token: None,
             retry_after: HumanDuration::from_secs(1),
+            tls: None,
         }
     }
 }

@@ -90,6 +90,7 @@ pub(super) fn serve(
     address: SocketAddr,
     shared: Arc<Shared>,
     config: &OtlpReceiverConfig,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ComponentError> {
     let bind_error = |source| ComponentError::Bind {
@@ -108,8 +109,14 @@ pub(super) fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ComponentError::other(format!("tls: {e}")))?;
+    }
     let task = tokio::spawn(async move {
-        let result = Server::builder()
+        let result = builder
             .layer(tower::util::MapResponseLayer::new(
                 malformed_is_invalid_argument,
             ))

@@ -298,6 +298,7 @@ pub(super) async fn serve(
     address: SocketAddr,
     shared: Arc<Shared>,
     config: &OtlpReceiverConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ComponentError> {
     let bind_error = |source| ComponentError::Bind {
@@ -314,6 +315,19 @@ pub(super) async fn serve(
         .route("/v1/traces", post(export))
         .fallback(not_found)
         .with_state(state);
+    if let Some(tls) = tls {
+        let listener =
+            super::tls::TlsListener::new(listener, tls, stop.clone()).map_err(bind_error)?;
+        let task = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "OTLP/HTTP listener failed");
+            }
+        });
+        return Ok((bound, task));
+    }
     let listener = listener.tap_io(|tcp| {
         // See the gRPC listener: without it, each response waits on a delayed ACK.
         let _ = tcp.set_nodelay(true);

@@ -9,6 +9,7 @@ pub mod body;
 mod config;
 mod grpc;
 mod http;
+mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -191,16 +192,31 @@ impl Receiver for OtlpReceiver {
             decompressed_limit: self.config.max_decompressed_size.as_usize(),
         });
         self.shared = Some(shared.clone());
+        let tls = match &self.config.tls {
+            Some(t) => Some(tls::Loaded::load(t).map_err(ComponentError::other)?),
+            None => None,
+        };
         if let Some(address) = self.config.grpc {
-            let (bound, task) =
-                grpc::serve(address, shared.clone(), &self.config, self.stop.clone())?;
+            let (bound, task) = grpc::serve(
+                address,
+                shared.clone(),
+                &self.config,
+                tls.as_ref().map(tls::Loaded::tonic),
+                self.stop.clone(),
+            )?;
             tracing::info!(receiver = %ctx.id, address = %bound, "OTLP/gRPC listening");
             self.bound.push(("grpc", bound));
             self.servers.push(task);
         }
         if let Some(address) = self.config.http {
-            let (bound, task) =
-                http::serve(address, shared.clone(), &self.config, self.stop.clone()).await?;
+            let (bound, task) = http::serve(
+                address,
+                shared.clone(),
+                &self.config,
+                tls.as_ref().map(|t| t.rustls.clone()),
+                self.stop.clone(),
+            )
+            .await?;
             tracing::info!(receiver = %ctx.id, address = %bound, "OTLP/HTTP listening");
             self.bound.push(("http", bound));
             self.servers.push(task);

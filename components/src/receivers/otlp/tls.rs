@@ -1,0 +1,182 @@
+//! TLS for the listeners: the PEM files read at start, a rustls config for the HTTP listener,
+//! tonic's for the gRPC one, and a listener that completes handshakes off the accept loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use super::config::TlsConfig;
+
+/// Handshakes that may be in progress at once; more connections wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 256;
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PEM files, read once at start.
+#[derive(Clone)]
+pub(super) struct Loaded {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    client_ca_pem: Option<Vec<u8>>,
+    /// For the HTTP listener.
+    pub(super) rustls: Arc<rustls::ServerConfig>,
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("tls.{key}: cannot read {}: {e}", path.display()))
+}
+
+impl Loaded {
+    /// Reads and checks the files: a missing file, a key that does not match, or a file with
+    /// no PEM block is an error naming the key.
+    pub(super) fn load(config: &TlsConfig) -> Result<Self, String> {
+        let cert_pem = read("cert_file", &config.cert_file)?;
+        let key_pem = read("key_file", &config.key_file)?;
+        let client_ca_pem = config
+            .client_ca_file
+            .as_ref()
+            .map(|p| read("client_ca_file", p))
+            .transpose()?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("tls.cert_file: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "tls.cert_file: no PEM certificate in {}",
+                config.cert_file.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            format!(
+                "tls.key_file: no PEM private key in {}: {e}",
+                config.key_file.display()
+            )
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?;
+        let builder = match &client_ca_pem {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| format!("tls.client_ca_file: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("tls.client_ca_file: {e}"))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| format!("tls.client_ca_file: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut server = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("tls: the key does not fit the certificate: {e}"))?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            client_ca_pem,
+            rustls: Arc::new(server),
+        })
+    }
+
+    /// The same identity for tonic.
+    pub(super) fn tonic(&self) -> tonic::transport::ServerTlsConfig {
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
+        );
+        if let Some(ca) = &self.client_ca_pem {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        config
+    }
+}
+
+/// A listener whose `accept` yields connections that completed their TLS handshake.
+/// Handshakes run in their own tasks, bounded and timed out, so a slow or silent client cannot
+/// hold up the others.
+pub(super) struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub(super) fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        stop: CancellationToken,
+    ) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = TlsAcceptor::from(config);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "OTLP/HTTP accept failed");
+                            continue;
+                        }
+                    },
+                };
+                // See the plain listener: without it, each response waits on a delayed ACK.
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { rx, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept task ended (shutdown): wait for the server's own shutdown signal.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
