@@ -40,6 +40,11 @@ struct Collector {
 
 impl Collector {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts with extra keys in `[receivers.otlp]`.
+    fn start_with(receiver_keys: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("spans.jsonl");
         let (grpc, http) = (free_port(), free_port());
@@ -51,6 +56,7 @@ impl Collector {
 [receivers.otlp]
 grpc = "127.0.0.1:{grpc}"
 http = "127.0.0.1:{http}"
+{receiver_keys}
 [exporters.file]
 path = "{}"
 when_full = "block"
@@ -134,9 +140,27 @@ impl Drop for Collector {
 
 /// Runs the SDK script; returns the spans it says it sent.
 fn send_with_sdk(python: &Path, protocol: &str, endpoint: &str, traces: usize) -> Vec<Value> {
+    send_with_sdk_env(python, protocol, endpoint, traces, &[])
+}
+
+fn send_with_sdk_env(
+    python: &Path,
+    protocol: &str,
+    endpoint: &str,
+    traces: usize,
+    env: &[(&str, String)],
+) -> Vec<Value> {
     let script = crate::util::repo().join("tests/interop/send_spans.py");
+    let mut command = Command::new(python);
+    if !env.is_empty() {
+        // requests lets these override a session's own CA file; the test sets the CA explicitly.
+        command
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE");
+    }
     let out = run_to_end(
-        Command::new(python)
+        command
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(script)
             .arg(protocol)
             .arg(endpoint)
@@ -262,6 +286,69 @@ fn the_python_sdk_sends_intact_spans_over_grpc_and_http() {
     assert_eq!(received.len(), 80);
     assert_intact(&over_grpc, &received);
     assert_intact(&over_http, &received);
+    collector.stop();
+}
+
+#[test]
+fn the_python_sdk_sends_over_tls_with_a_ca_file_and_a_bearer_header() {
+    let Some(python) = peer("TRACESCALE_INTEROP_PYTHON") else {
+        return;
+    };
+    let tls = crate::util::repo().join("tests/fixtures/tls");
+    let collector = Collector::start_with(&format!(
+        "bearer_token = \"s3cret\"\ntls = {{ cert_file = {:?}, key_file = {:?} }}",
+        tls.join("server.pem").display().to_string(),
+        tls.join("server.key").display().to_string()
+    ));
+    let env = [
+        (
+            "TRACESCALE_CA_FILE",
+            tls.join("ca.pem").display().to_string(),
+        ),
+        ("TRACESCALE_TOKEN", "s3cret".to_string()),
+    ];
+    let over_grpc = send_with_sdk_env(
+        &python,
+        "grpc",
+        &format!("https://localhost:{}", collector.grpc),
+        10,
+        &env,
+    );
+    let over_http = send_with_sdk_env(
+        &python,
+        "http",
+        &format!("https://localhost:{}", collector.http),
+        10,
+        &env,
+    );
+    let received = eventually(Duration::from_secs(30), "40 spans in the file", || {
+        let spans = collector.spans();
+        (spans.len() >= 40).then_some(spans)
+    });
+    assert_eq!(received.len(), 40);
+    assert_intact(&over_grpc, &received);
+    assert_intact(&over_http, &received);
+
+    // The wrong token over TLS: the SDK's export fails, nothing more arrives.
+    let script = crate::util::repo().join("tests/interop/send_spans.py");
+    let out = run_to_end(
+        Command::new(&python)
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .env("TRACESCALE_CA_FILE", tls.join("ca.pem"))
+            .env("TRACESCALE_TOKEN", "wrong")
+            .arg(script)
+            .args([
+                "http",
+                &format!("https://localhost:{}", collector.http),
+                "3",
+            ]),
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("401") || !out.status.success(), "{stderr}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(collector.spans().len(), 40);
     collector.stop();
 }
 

@@ -8,6 +8,7 @@ compare it field by field with what tracescale wrote.
 """
 
 import json
+import os
 import sys
 
 from opentelemetry.sdk.resources import Resource
@@ -19,14 +20,27 @@ from opentelemetry.trace import SpanKind
 
 def main() -> int:
     protocol, endpoint, traces = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # TLS and auth, as an application would configure them: a CA file and a bearer header.
+    ca_file = os.environ.get("TRACESCALE_CA_FILE")
+    token = os.environ.get("TRACESCALE_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else None
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        if ca_file:
+            import grpc
+
+            with open(ca_file, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            exporter = OTLPSpanExporter(endpoint=endpoint, credentials=credentials, headers=headers)
+        else:
+            exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint + "/v1/traces")
+        exporter = OTLPSpanExporter(
+            endpoint=endpoint + "/v1/traces", certificate_file=ca_file or None, headers=headers
+        )
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"interop-{protocol}"}))
     sent = InMemorySpanExporter()
