@@ -2,12 +2,12 @@
 //! exporter runs with.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, HumanDuration};
 
@@ -45,9 +45,28 @@ pub struct OtlpExporterConfig {
     /// Retries of failed requests.
     #[serde(default)]
     pub retry_on_failure: RetryConfig,
-    /// Reserved: TLS is not supported yet, and any value is a config error saying so.
+    /// TLS for an `https://` endpoint: the CA to trust instead of the system's, a client
+    /// certificate, a server name.
     #[serde(default)]
-    pub tls: Option<IgnoredAny>,
+    pub tls: Option<ExporterTlsConfig>,
+}
+
+/// `tls` of the `otlp` exporter.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterTlsConfig {
+    /// PEM CA bundle to verify the server with, instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that require one (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name to verify the server's certificate against, instead of the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_send_batch_size() -> usize {
@@ -141,6 +160,8 @@ pub(super) struct Settings {
     pub(super) timeout: Duration,
     pub(super) timeout_per_request: Duration,
     pub(super) retry: RetryPolicy,
+    /// TLS, for an `https://` endpoint (the system's roots when no `tls` table is given).
+    pub(super) tls: Option<ExporterTlsConfig>,
 }
 
 impl Settings {
@@ -195,12 +216,27 @@ impl OtlpExporterConfig {
     /// Checks the config, collecting every problem.
     pub(super) fn check(self, warnings: &mut Vec<Problem>) -> Result<Settings, Vec<Problem>> {
         let mut errors = Vec::new();
-        if self.tls.is_some() {
-            errors.push(Problem::new(
-                "tls",
-                "TLS is not supported yet: remove `tls`, use an http:// endpoint and terminate \
-                 TLS in a sidecar proxy",
-            ));
+        let https = self.endpoint.trim_start().starts_with("https://");
+        if let Some(tls) = &self.tls {
+            if !https {
+                errors.push(Problem::new(
+                    "tls",
+                    "`tls` is set but the endpoint is not https://: write it like \"https://tempo:4317\"",
+                ));
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                errors.push(Problem::new(
+                    "tls",
+                    "a client certificate needs both `cert_file` and `key_file`",
+                ));
+            }
+            if tls
+                .server_name
+                .as_deref()
+                .is_some_and(|n| n.trim().is_empty())
+            {
+                errors.push(Problem::new("tls.server_name", "must not be empty"));
+            }
         }
         let target = match check_endpoint(&self.endpoint, self.protocol) {
             Ok(target) => {
@@ -276,6 +312,11 @@ impl OtlpExporterConfig {
                 timeout: self.timeout.get(),
                 timeout_per_request: self.timeout_per_request.get(),
                 retry: RetryPolicy::from(&self.retry_on_failure),
+                tls: if https {
+                    Some(self.tls.unwrap_or_default())
+                } else {
+                    None
+                },
             }),
             _ => Err(errors),
         }
@@ -290,15 +331,10 @@ fn check_endpoint(endpoint: &str, protocol: Protocol) -> Result<Target, String> 
     })?;
     match uri.scheme() {
         Some(s) if *s == Scheme::HTTP => {}
-        Some(s) if *s == Scheme::HTTPS => {
-            return Err(format!(
-                "{endpoint:?}: TLS is not supported yet; use an http:// endpoint and terminate \
-                 TLS in a sidecar proxy"
-            ));
-        }
+        Some(s) if *s == Scheme::HTTPS => {}
         Some(s) => {
             return Err(format!(
-                "{endpoint:?}: unsupported scheme `{s}`; use http://"
+                "{endpoint:?}: unsupported scheme `{s}`; use http:// or https://"
             ));
         }
         None => {

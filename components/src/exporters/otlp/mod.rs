@@ -122,7 +122,7 @@ impl Exporter for OtlpExporter {
         let sender = Sender::new(
             ctx.id.to_string(),
             Arc::clone(&self.settings),
-            Transport::new(&self.settings),
+            Transport::new(&self.settings).map_err(ComponentError::other)?,
             rx,
             Arc::clone(&room),
             deadline_rx,

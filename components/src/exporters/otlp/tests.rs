@@ -26,7 +26,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use tracescale_core::component::ComponentKind;
+use tracescale_core::component::{ComponentKind, Receiver as _};
 use tracescale_core::config::{Built, build_from_toml};
 use tracescale_core::registry;
 use tracescale_core::signal::Traces;
@@ -927,8 +927,12 @@ fn bad_configs_are_refused_with_the_key() {
         ("endpoint = \"not a url\"", "exporters.otlp.endpoint:"),
         ("endpoint = \"ftp://tempo:4317\"", "unsupported scheme"),
         (
-            "endpoint = \"https://tempo:4317\"",
-            "TLS is not supported yet",
+            "endpoint = \"http://tempo:4317\"\ntls = { ca_file = \"/ca.pem\" }",
+            "`tls` is set but the endpoint is not https://",
+        ),
+        (
+            "endpoint = \"https://tempo:4317\"\ntls = { cert_file = \"/c.pem\" }",
+            "needs both `cert_file` and `key_file`",
         ),
         ("endpoint = \"http://tempo:4317/v1\"", "gRPC does not use"),
         (
@@ -972,8 +976,8 @@ fn bad_configs_are_refused_with_the_key() {
             "unknown key `max_elapsed`",
         ),
         (
-            "endpoint = \"http://tempo:4317\"\ntls = { insecure = false }",
-            "exporters.otlp.tls: TLS is not supported yet",
+            "endpoint = \"https://tempo:4317\"\ntls = { insecure = true }",
+            "unknown key `insecure`",
         ),
         (
             "endpoint = \"http://tempo:4317\"\nheaders = { \"content-type\" = \"text/plain\" }",
@@ -1005,7 +1009,7 @@ fn bad_configs_are_refused_with_the_key() {
 #[test]
 fn every_problem_is_reported_at_once() {
     let errors = build_errors(
-        "endpoint = \"https://tempo:4317\"\nsend_batch_size = 0\ntimeout = \"0s\"\ntls = {}",
+        "endpoint = \"http://tempo:4317/v1\"\nsend_batch_size = 0\ntimeout = \"0s\"\ntls = {}",
     );
     assert_eq!(errors.len(), 4, "{errors:#?}");
 }
@@ -1143,4 +1147,109 @@ async fn the_readme_examples_build_and_the_first_starts_and_stops_by_its_deadlin
         .unwrap();
     assert!(began.elapsed() < Duration::from_secs(2));
     exporter.shutdown(in_secs(1)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: the exporter into a tracescale receiver that serves TLS
+
+fn tls_fixture(name: &str) -> String {
+    format!(
+        "{}/../tests/fixtures/tls/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+async fn tls_receiver(
+    mutual: bool,
+) -> (
+    crate::receivers::otlp::OtlpReceiver,
+    tokio::sync::mpsc::Receiver<Signal>,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let mut text = format!(
+        "grpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        tls_fixture("server.pem"),
+        tls_fixture("server.key")
+    );
+    if mutual {
+        text.push_str(&format!("client_ca_file = {:?}\n", tls_fixture("ca.pem")));
+    }
+    let config: crate::receivers::otlp::OtlpReceiverConfig = toml::from_str(&text).unwrap();
+    let mut receiver = crate::receivers::otlp::OtlpReceiver::new(config);
+    let (output, rx) = tracescale_core::testing::output("otlp", 16);
+    receiver
+        .start(tracescale_core::testing::receiver_context("otlp", output))
+        .await
+        .unwrap();
+    let addr = |name| {
+        receiver
+            .local_addresses()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    };
+    let (grpc, http) = (addr("grpc"), addr("http"));
+    (receiver, rx, grpc, http)
+}
+
+#[tokio::test]
+async fn exports_over_tls_with_a_ca_file_and_a_client_certificate() {
+    let (mut receiver, mut rx, grpc, http) = tls_receiver(true).await;
+    for (protocol, port) in [("grpc", grpc.port()), ("http/protobuf", http.port())] {
+        let table = format!(
+            "endpoint = \"https://localhost:{port}\"\nprotocol = \"{protocol}\"\ntimeout = \"10ms\"\n[tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+            tls_fixture("ca.pem"),
+            tls_fixture("client.pem"),
+            tls_fixture("client.key")
+        );
+        let Ok(Built::Exporter(mut exporter)) = build_from_toml(factory(), "otlp", &table) else {
+            panic!("{table} did not build");
+        };
+        exporter
+            .start(&tracescale_core::testing::exporter_context("otlp"))
+            .await
+            .unwrap();
+        exporter
+            .export(Signal::Traces(Traces::new(vec![resource("checkout", 3)])))
+            .await
+            .unwrap();
+        exporter.shutdown(in_secs(10)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("nothing arrived over {protocol}"))
+            .unwrap();
+        assert_eq!(got.item_count(), 3, "{protocol}");
+    }
+    receiver.shutdown(in_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_refused() {
+    let (mut receiver, mut rx, grpc, _) = tls_receiver(false).await;
+    // No `ca_file`: the system's roots, which do not include the test CA.
+    let table = format!(
+        "endpoint = \"https://localhost:{}\"\ntimeout = \"10ms\"\nretry_on_failure = {{ enabled = false }}\n",
+        grpc.port()
+    );
+    let Ok(Built::Exporter(mut exporter)) = build_from_toml(factory(), "otlp", &table) else {
+        panic!("did not build");
+    };
+    exporter
+        .start(&tracescale_core::testing::exporter_context("otlp"))
+        .await
+        .unwrap();
+    exporter
+        .export(Signal::Traces(Traces::new(vec![resource("checkout", 3)])))
+        .await
+        .unwrap();
+    exporter.shutdown(in_secs(10)).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "spans crossed an unverified connection"
+    );
+    receiver.shutdown(in_secs(5)).await.unwrap();
 }
