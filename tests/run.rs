@@ -676,3 +676,134 @@ fn synth_writes_a_labeled_csv_that_eval_scores() {
     assert!(ratio("auc") > 0.7, "{report}");
     assert!(ratio("fpr") < 0.05, "{report}");
 }
+
+/// Sends already-encoded bytes as the request message, as a broken client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[test]
+fn every_refused_grpc_request_is_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let (grpc, telemetry) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "127.0.0.1:{grpc}"
+http = "off"
+bearer_token = "s3cret"
+max_request_size = "1KiB"
+[exporters.null]
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+"#
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "the listener", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let codes = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        let call = |body: Vec<u8>, token: Option<&str>| {
+            let mut client = tonic::client::Grpc::new(channel.clone());
+            let path = path.clone();
+            let mut request = tonic::Request::new(body);
+            if let Some(t) = token {
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            async move {
+                client.ready().await.unwrap();
+                client
+                    .unary::<Vec<u8>, Vec<u8>, _>(request, path, RawCodec)
+                    .await
+                    .map_or_else(|s| s.code(), |_| tonic::Code::Ok)
+            }
+        };
+        let unauthenticated = call(Vec::new(), None).await;
+        let malformed = call(b"\x0a\xff\xff\xff\xff".to_vec(), Some("s3cret")).await;
+        let too_large = call(vec![0u8; 4096], Some("s3cret")).await;
+        let fine = call(Vec::new(), Some("s3cret")).await;
+        (unauthenticated, malformed, too_large, fine)
+    });
+    assert_eq!(codes.0, tonic::Code::Unauthenticated);
+    assert_eq!(codes.1, tonic::Code::InvalidArgument);
+    assert_ne!(codes.2, tonic::Code::Ok);
+    assert_eq!(codes.3, tonic::Code::Ok, "still serving after the refusals");
+    let metrics = eventually(Duration::from_secs(10), "refusal counters", || {
+        http_get(telemetry, "/metrics")
+            .map(|(_, body)| body)
+            .filter(|b| b.contains("transport=\"grpc\",reason=\"too_large\""))
+    });
+    for reason in ["malformed", "too_large", "unauthenticated"] {
+        let line = format!(
+            "tracescale_receiver_otlp_refused_requests_total{{component=\"otlp\",transport=\"grpc\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(out.status.success());
+}

@@ -69,10 +69,23 @@ fn back_off(shared: &Shared, message: &str) -> Status {
 /// The codec answers a request it cannot decode with INTERNAL, which clients may retry; the
 /// OTLP specification says INVALID_ARGUMENT, which they must not. The answer is
 /// trailers-only, so the status is in the response headers and can be rewritten there.
+/// These refusals happen in the codec, before the service sees the request, so they are
+/// counted here.
 fn malformed_is_invalid_argument(
     mut response: http::Response<tonic::body::Body>,
+    shared: &Shared,
 ) -> http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
+    let too_large = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+        && headers.get("grpc-message").is_some_and(|v| {
+            const NEEDLE: &[u8] = b"too%20large";
+            v.as_bytes().windows(NEEDLE.len()).any(|w| w == NEEDLE)
+        });
+    if too_large {
+        shared.refused(Transport::Grpc, "too_large");
+    }
     let internal = headers
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() == b"13");
@@ -81,6 +94,7 @@ fn malformed_is_invalid_argument(
         .is_some_and(|v| v.as_bytes().starts_with(b"failed%20to%20decode"));
     if internal && decode_error {
         headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        shared.refused(Transport::Grpc, "malformed");
     }
     response
 }
@@ -103,6 +117,7 @@ pub(super) fn serve(
         .map_err(bind_error)?
         .with_nodelay(Some(true));
     let bound = incoming.local_addr().map_err(bind_error)?;
+    let counted = Arc::clone(&shared);
     let service = TraceServiceServer::new(Service { shared })
         // The limit applies after decompression too, so a bomb is refused, not inflated.
         .max_decoding_message_size(config.grpc_limit())
@@ -117,9 +132,9 @@ pub(super) fn serve(
     }
     let task = tokio::spawn(async move {
         let result = builder
-            .layer(tower::util::MapResponseLayer::new(
-                malformed_is_invalid_argument,
-            ))
+            .layer(tower::util::MapResponseLayer::new(move |response| {
+                malformed_is_invalid_argument(response, &counted)
+            }))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;
