@@ -218,3 +218,75 @@ fn the_hstree_model_survives_kill_9_and_a_truncated_state_file() {
     let stderr = run_briefly(&config);
     assert!(stderr.contains("loaded the saved hstree model"), "{stderr}");
 }
+
+#[test]
+fn above_the_memory_limit_receivers_back_off_and_readyz_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let (http, telemetry) = (free_port(), free_port());
+    // A limit every process is above: refusals and an unready service from the start.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+[exporters.null]
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+memory_limit = "16MiB"
+memory_spike_limit = "8MiB"
+"#
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, body) = eventually(Duration::from_secs(20), "readyz to fail on memory", || {
+        http_get(telemetry, "/readyz").filter(|(s, b)| *s == 503 && b.contains("memory_limit"))
+    });
+    assert!(body.contains("service/memory_limiter"), "{body}");
+    let span = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
+    let response = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{span}",
+            span.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("retry-after: "),
+        "{response}"
+    );
+    let metrics = eventually(Duration::from_secs(10), "the refusal counted", || {
+        http_get(telemetry, "/metrics")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains("reason=\"refused_memory_limit\"} 1"))
+    });
+    assert!(metrics.contains("tracescale_process_resident_memory_bytes"));
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

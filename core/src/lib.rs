@@ -3,6 +3,7 @@
 pub mod component;
 pub mod config;
 pub mod health;
+pub mod memory;
 pub mod registry;
 pub mod service;
 pub mod signal;

@@ -48,7 +48,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         None => None,
     };
     let path = config.path.clone();
+    let limiter_stop = tokio_util::sync::CancellationToken::new();
+    let limiter = config.service.memory_limits().map(|limits| {
+        tokio::spawn(crate::memory::run(
+            limits,
+            health.handle("service/memory_limiter"),
+            limiter_stop.clone(),
+        ))
+    });
     let result = run_topology(config, health, shutdown).await;
+    limiter_stop.cancel();
+    if let Some(limiter) = limiter {
+        let _ = limiter.await;
+    }
     if let Some(server) = telemetry {
         server.stop().await;
     }

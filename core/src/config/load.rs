@@ -209,7 +209,24 @@ impl Loader {
 
         let service = match top.get("service") {
             Some(value) => match ServiceConfig::deserialize(value.clone().into_deserializer()) {
-                Ok(s) => s,
+                Ok(s) => {
+                    if let (Some(limit), Some(spike)) = (s.memory_limit, s.memory_spike_limit)
+                        && spike.bytes() >= limit.bytes()
+                    {
+                        let span = super::build::span_of(value, "memory_spike_limit")
+                            .unwrap_or_else(|| value.span());
+                        self.error(
+                            span,
+                            "service.memory_spike_limit: must be less than `memory_limit`: the soft limit is their difference",
+                        );
+                    }
+                    if s.memory_limit.is_some_and(|l| l.bytes() < 16 * 1024 * 1024) {
+                        let span = super::build::span_of(value, "memory_limit")
+                            .unwrap_or_else(|| value.span());
+                        self.error(span, "service.memory_limit: must be at least 16MiB");
+                    }
+                    s
+                }
                 Err(err) => {
                     self.diags.push(de_error(&err, value, "service"));
                     ServiceConfig::default()

@@ -135,6 +135,26 @@ pub struct ServiceConfig {
     pub telemetry_address: Option<SocketAddr>,
     /// How long an orderly shutdown may take before what is left is dropped (and counted).
     pub shutdown_deadline: HumanDuration,
+    /// Resident memory at which `/readyz` fails; receivers refuse new data from
+    /// `memory_limit − memory_spike_limit` on. Unset: no limit.
+    pub memory_limit: Option<ByteSize>,
+    /// The allowance between the soft and the hard limit; default a fifth of `memory_limit`.
+    pub memory_spike_limit: Option<ByteSize>,
+}
+
+impl ServiceConfig {
+    /// The memory limiter's levels, if a limit is set.
+    pub fn memory_limits(&self) -> Option<crate::memory::Limits> {
+        let hard = self.memory_limit?.bytes();
+        let spike = self
+            .memory_spike_limit
+            .map_or(hard / 5, ByteSize::bytes)
+            .min(hard);
+        Some(crate::memory::Limits {
+            soft: hard - spike,
+            hard,
+        })
+    }
 }
 
 impl Default for ServiceConfig {
@@ -143,6 +163,8 @@ impl Default for ServiceConfig {
             log_level: LogLevel::Info,
             telemetry_address: Some(SocketAddr::from(([127, 0, 0, 1], 8888))),
             shutdown_deadline: HumanDuration::from_secs(10),
+            memory_limit: None,
+            memory_spike_limit: None,
         }
     }
 }

@@ -94,6 +94,12 @@ impl Shared {
         if rejected.kept == 0 {
             return Accepted::Ok(partial);
         }
+        if tracescale_core::memory::pressure() != tracescale_core::memory::Pressure::Normal {
+            // Above the soft memory limit: the same back-off answer as a full pipeline.
+            self.telemetry
+                .dropped(SignalKind::Traces, "refused_memory_limit", rejected.kept);
+            return Accepted::Full;
+        }
         let output = self
             .output
             .read()
