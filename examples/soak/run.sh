@@ -15,8 +15,8 @@ cargo build --release --quiet --bin tracescale --example otlp_load
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/pipeline.toml" <<TOML
-# A deliberately slow pipeline (a large forest per span), so that the offered load is several
-# times what it can process.
+# A deliberately slow pipeline (a large forest per span, every span written as OTLP/JSON), so
+# that the offered load is several times what it can process.
 [receivers.otlp]
 grpc = "127.0.0.1:$port"
 http = "off"
@@ -24,11 +24,13 @@ http = "off"
 trees = 25
 height = 15
 train_size = 1000
-[exporters.null]
+[exporters.file]
+path = "/dev/null"
+when_full = "block"
 [pipelines.traces]
 receivers = ["otlp"]
 processors = ["hstree"]
-exporters = ["null"]
+exporters = ["file"]
 [service]
 log_level = "warn"
 telemetry_address = "127.0.0.1:$tport"
