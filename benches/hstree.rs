@@ -7,11 +7,16 @@
 //! whose medians run from 50 µs to 2 s, and 1 % of spans 10× slow. Throughput is in spans, so
 //! criterion's time per element is the time per span.
 //!
+//! A third group replays the synthetic generator's labeled traces through the detector with its
+//! defaults, from a fresh model each iteration (training included), as `tracescale eval` does.
+//!
 //! Run: `cargo bench --bench hstree -- --warm-up-time 1 --measurement-time 3`.
 
 use std::hint::black_box;
+use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tracescale_components::eval::{self, synth, synth::SynthConfig};
 use tracescale_components::processors::hstree::features::{
     LogStats, log_duration, operation_feature,
 };
@@ -158,5 +163,30 @@ fn detector(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forest, detector);
+/// The detector with its defaults replaying the synthetic generator's labeled traces (the
+/// shop of `tracescale synth`, six injected faults), as `tracescale eval` does: operation
+/// lookup by name, judging, calibration and feedback, per span.
+fn replay_synth(c: &mut Criterion) {
+    let mut csv = Vec::new();
+    let config = SynthConfig {
+        traces: 5_000,
+        ..SynthConfig::default()
+    };
+    synth::generate(&config, &mut csv).unwrap_or_else(|e| panic!("{e}"));
+    let spans = eval::parse_csv(Path::new("synth.csv"), csv.as_slice(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("hstree/replay_synth");
+    group.throughput(Throughput::Elements(spans.rows.len() as u64));
+    group.sample_size(10);
+    group.bench_function("defaults", |b| {
+        b.iter(|| {
+            let mut detector =
+                Detector::new(&HsTreeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+            black_box(eval::replay(&mut detector, &spans))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forest, detector, replay_synth);
 criterion_main!(benches);

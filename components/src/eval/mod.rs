@@ -86,12 +86,17 @@ pub fn detector_from_str(path: &Path, text: &str, id: &str) -> Result<Detector, 
         path: path.to_path_buf(),
         message,
     };
-    let root = toml::from_str::<toml::Table>(text).map_err(|e| fail(e.to_string()))?;
-    let processors = root.get("processors").and_then(toml::Value::as_table);
-    let Some(table) = processors
-        .and_then(|p| p.get(id))
-        .and_then(toml::Value::as_table)
-    else {
+    // The engine's own reading: `${env:…}` expands as it does for `tracescale run`.
+    let expanded = tracescale_core::config::component_table(
+        path,
+        text,
+        tracescale_core::component::ComponentKind::Processor,
+        id,
+    )
+    .map_err(|e| fail(e.render(false)))?;
+    let Some(table) = expanded else {
+        let root = toml::from_str::<toml::Table>(text).map_err(|e| fail(e.to_string()))?;
+        let processors = root.get("processors").and_then(toml::Value::as_table);
         let known: Vec<&str> = processors
             .map(|p| p.keys().map(String::as_str).collect())
             .unwrap_or_default();
@@ -104,7 +109,7 @@ pub fn detector_from_str(path: &Path, text: &str, id: &str) -> Result<Detector, 
             }
         )));
     };
-    let mut table = table.clone();
+    let mut table = table;
     let type_name = match table.remove("type") {
         Some(toml::Value::String(t)) => t,
         Some(_) => return Err(fail(format!("processor `{id}`: `type` must be a string"))),
@@ -645,5 +650,28 @@ mod tests {
         assert!(err.to_string().contains("needs an `hstree`"), "{err}");
         let err = detector_from_str(path, text, "b").unwrap_err();
         assert!(err.to_string().contains("`trees`"), "{err}");
+    }
+
+    #[test]
+    fn env_references_expand_as_for_a_run() {
+        let path = Path::new("p.toml");
+        // A default makes the test independent of the environment it runs in.
+        let text = "[processors.hstree]
+trees = \"${env:TRACESCALE_EVAL_TEST_UNSET_TREES:-0}\"\n";
+        let err = detector_from_str(path, text, "hstree").unwrap_err();
+        assert!(
+            err.to_string().contains("`trees`"),
+            "expanded to 0 and refused: {err}"
+        );
+        let text = "[processors.hstree]
+trees = \"${env:TRACESCALE_EVAL_TEST_UNSET_TREES:-8}\"\n";
+        assert!(detector_from_str(path, text, "hstree").is_ok());
+        let text = "[processors.hstree]
+trees = \"${env:TRACESCALE_EVAL_TEST_UNSET_TREES}\"\n";
+        let err = detector_from_str(path, text, "hstree").unwrap_err();
+        assert!(
+            err.to_string().contains("TRACESCALE_EVAL_TEST_UNSET_TREES"),
+            "{err}"
+        );
     }
 }

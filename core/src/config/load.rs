@@ -79,6 +79,46 @@ pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Co
     }
 }
 
+/// The table of one component of a pipeline file, `${env:…}` expanded, without building
+/// anything: for tools that run one component outside a pipeline (`tracescale eval`). `None`
+/// when the file has no such component.
+pub fn component_table(
+    path: &Path,
+    text: &str,
+    kind: ComponentKind,
+    id: &str,
+) -> Result<Option<toml::Table>, ConfigError> {
+    let fail = |diags| ConfigError::new(path, text.to_string(), diags);
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(fail(errors.iter().map(syntax_error).collect()));
+    }
+    let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let mut diags = Vec::new();
+    env::expand(&mut root, &ProcessEnv, &mut diags);
+    if !diags.is_empty() {
+        return Err(fail(diags));
+    }
+    let Some(value) = root
+        .get_ref()
+        .as_table()
+        .and_then(|t| t.get(kind.section()))
+        .and_then(|s| s.get_ref().as_table())
+        .and_then(|s| s.get(id))
+    else {
+        return Ok(None);
+    };
+    toml::Table::deserialize(value.clone().into_deserializer())
+        .map(Some)
+        .map_err(|e| {
+            fail(vec![de_error(
+                &e,
+                value,
+                &format!("{}.{id}", kind.section()),
+            )])
+        })
+}
+
 /// Builds one component from a TOML table.
 pub(crate) fn build_one(
     factory: &'static ComponentFactory,
