@@ -290,3 +290,79 @@ memory_spike_limit = "8MiB"
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let (grpc, http, upstream) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "127.0.0.1:{grpc}"
+http = "127.0.0.1:{http}"
+bearer_token = "${{env:TRACESCALE_TEST_TOKEN}}"
+[exporters.otlp]
+endpoint = "http://127.0.0.1:{upstream}"
+headers = {{ authorization = "Bearer ${{env:TRACESCALE_TEST_UPSTREAM}}" }}
+timeout = "10ms"
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["otlp"]
+[service]
+log_level = "trace"
+telemetry_address = "off"
+"#
+        ),
+    )
+    .unwrap();
+    let child = bin()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .env("TRACESCALE_TEST_TOKEN", "receiver-secret-31337")
+        .env("TRACESCALE_TEST_UPSTREAM", "upstream-secret-42424")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "the listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", http)).ok()
+    });
+    let post = |auth: &str| {
+        use std::io::{Read, Write};
+        let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    // A wrong token, a right one (whose spans the exporter then fails to forward upstream).
+    assert!(post("Authorization: Bearer wrong-guess\r\n").starts_with("HTTP/1.1 401"));
+    assert!(post("Authorization: Bearer receiver-secret-31337\r\n").starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "logs at trace level"
+    );
+    for secret in [
+        "receiver-secret-31337",
+        "upstream-secret-42424",
+        "wrong-guess",
+    ] {
+        assert!(!stderr.contains(secret), "{secret} was logged:\n{stderr}");
+    }
+}

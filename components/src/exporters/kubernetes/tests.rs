@@ -642,3 +642,51 @@ async fn vertical_dry_run_reads_but_never_writes() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_conflict_storm_is_retried_then_given_up_without_a_blind_write() {
+    let mut h = harness("conflict_retries = 3").await;
+    h.server.add("shop", "deployments", "checkout", 2);
+    h.server.add("shop", "deployments", "cart", 2);
+    // Three writers in a row race the first target: the fourth attempt goes through.
+    h.server.fault(
+        Method::PATCH,
+        "/deployments/checkout/scale",
+        3,
+        Fault::ConcurrentWrite { replicas: 4 },
+    );
+    // A storm that never ends on the other: it fails after the retries, never overwriting.
+    h.server.fault(
+        Method::PATCH,
+        "/deployments/cart/scale",
+        100,
+        Fault::ConcurrentWrite { replicas: 7 },
+    );
+    send(&mut h, vec![deploy("checkout", 1), deploy("cart", 1)]).await;
+    drain(&mut h).await;
+    assert_eq!(
+        h.server
+            .workload("shop", "deployments", "checkout")
+            .unwrap()
+            .replicas,
+        5
+    );
+    assert_eq!(
+        h.server
+            .workload("shop", "deployments", "cart")
+            .unwrap()
+            .replicas,
+        7
+    );
+    let requests = h.server.requests();
+    assert_eq!(
+        count(&requests, &Method::PATCH, "/deployments/cart/scale"),
+        4
+    );
+    assert!(
+        h.server
+            .writes()
+            .iter()
+            .all(|w| w.object != "shop/deployments/cart")
+    );
+}
