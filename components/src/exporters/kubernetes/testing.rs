@@ -249,6 +249,43 @@ fn status(code: StatusCode, reason: &str, message: String, details: Value) -> Re
         .into_response()
 }
 
+fn json(code: StatusCode, body: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn not_found(res: &str, group: &str, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{res}.{group} {name:?} not found"),
+        json!({ "name": name, "group": group, "kind": res }),
+    )
+}
+
+fn bad_body() -> Response {
+    status(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "the body of the request was in an unknown format".into(),
+        json!({}),
+    )
+}
+
+/// 409 when the patch carries a `resourceVersion` other than the object's.
+fn stale(patch: &Value, current: u64, res: &str, group: &str, name: &str) -> Option<Response> {
+    let rv = patch.pointer("/metadata/resourceVersion")?.as_str()?;
+    (rv != current.to_string()).then(|| {
+        status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {res}.{group} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+            ),
+            json!({ "name": name, "group": group, "kind": res }),
+        )
+    })
+}
+
 fn resource_list(group_version: &str, resources: &[(&str, &str, bool, &[&str])]) -> Value {
     let mut list = Vec::new();
     for (name, kind, scale, verbs) in resources {
@@ -318,12 +355,7 @@ fn scale_body(ns: &str, name: &str, w: &Workload) -> Response {
         "spec": { "replicas": w.replicas },
         "status": { "replicas": w.replicas, "selector": format!("app={name}") },
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json(StatusCode::OK, body.to_string())
 }
 
 /// `(group, namespace, resource, name)` of a `…/scale` path.
@@ -432,12 +464,7 @@ async fn handle(
         let key = format!("{ns}/{res}/{name}");
         let mut s = lock(&state);
         let Some(w) = s.objects.get(&key).cloned() else {
-            return status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{res}.{group} {name:?} not found"),
-                json!({ "name": name, "group": group, "kind": res }),
-            );
+            return not_found(&res, &group, &name);
         };
         match method {
             Method::GET => return scale_body(&ns, &name, &w),
@@ -448,12 +475,7 @@ async fn handle(
                     .unwrap_or_default()
                     .to_string();
                 let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-                    return status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "the body of the request was in an unknown format".into(),
-                        json!({}),
-                    );
+                    return bad_body();
                 };
                 if method == Method::PATCH && content_type != "application/merge-patch+json" {
                     return status(
@@ -465,19 +487,8 @@ async fn handle(
                         json!({}),
                     );
                 }
-                if let Some(rv) = patch
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    && rv != w.resource_version.to_string()
-                {
-                    return status(
-                        StatusCode::CONFLICT,
-                        "Conflict",
-                        format!(
-                            "Operation cannot be fulfilled on {res}.{group} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
-                        ),
-                        json!({ "name": name, "group": group, "kind": res }),
-                    );
+                if let Some(conflict) = stale(&patch, w.resource_version, &res, &group, &name) {
+                    return conflict;
                 }
                 let Some(replicas) = patch
                     .pointer("/spec/replicas")
@@ -521,12 +532,7 @@ async fn handle(
     if method == Method::GET
         && let Some(doc) = discovery(&path)
     {
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            doc.to_string(),
-        )
-            .into_response();
+        return json(StatusCode::OK, doc.to_string());
     }
 
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -549,12 +555,7 @@ async fn handle(
             );
         }
         let Ok(mut event) = serde_json::from_slice::<Value>(&body) else {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body of the request was in an unknown format".into(),
-                json!({}),
-            );
+            return bad_body();
         };
         let mut s = lock(&state);
         let n = s.events.len();
@@ -566,12 +567,7 @@ async fn handle(
             event["metadata"]["name"] = json!(format!("{prefix}{n:05x}"));
         }
         s.events.push(event.clone());
-        return (
-            StatusCode::CREATED,
-            [(header::CONTENT_TYPE, "application/json")],
-            event.to_string(),
-        )
-            .into_response();
+        return json(StatusCode::CREATED, event.to_string());
     }
 
     status(
@@ -609,12 +605,7 @@ fn workload(
     let key = format!("{ns}/{res}/{name}");
     let mut s = lock(state);
     let Some(w) = s.objects.get(&key).cloned() else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{res}.{group} {name:?} not found"),
-            json!({ "name": name, "group": group, "kind": res }),
-        );
+        return not_found(res, group, name);
     };
     let kind = match res {
         "deployments" => "Deployment",
@@ -638,14 +629,7 @@ fn workload(
         })
         .to_string()
     };
-    let ok = |text: String| {
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            text,
-        )
-            .into_response()
-    };
+    let ok = |text: String| json(StatusCode::OK, text);
     match *method {
         Method::GET => ok(object(&w)),
         Method::PATCH => {
@@ -665,26 +649,10 @@ fn workload(
                 );
             }
             let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "the body of the request was in an unknown format".into(),
-                    json!({}),
-                );
+                return bad_body();
             };
-            if let Some(rv) = patch
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                && rv != w.resource_version.to_string()
-            {
-                return status(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {res}.{group} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
-                    ),
-                    json!({ "name": name, "group": group, "kind": res }),
-                );
+            if let Some(conflict) = stale(&patch, w.resource_version, res, group, name) {
+                return conflict;
             }
             let mut updated = w.clone();
             // Containers merge by name; `resources.requests` and `.limits` merge by key.
