@@ -235,6 +235,14 @@ pub struct Decision {
     pub timestamp_unix_nano: u64,
 }
 
+/// The wall clock in nanoseconds since the Unix epoch, the clock decisions are stamped with
+/// (0 before the epoch, saturating far after it).
+pub fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Durations serialised as fractional milliseconds, the unit people read latencies in.
 mod duration_ms {
     use std::time::Duration;

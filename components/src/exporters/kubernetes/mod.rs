@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracescale_core::component::{ComponentError, Exporter, ExporterContext, HealthHandle};
 use tracescale_core::config::field_names;
 use tracescale_core::registry::{Build, ComponentFactory};
-use tracescale_core::signal::{ContainerResources, Decision, Signal, SignalKind, Target};
+use tracescale_core::signal::{
+    ContainerResources, Decision, Signal, SignalKind, Target, now_unix_nano,
+};
 use tracing::{debug, error, info, warn};
 
 use crate::scaling::{Hold, Plan, Refusal, ScaleMetrics, Scaler, Settings, explain};
@@ -76,12 +78,6 @@ impl KubernetesExporter {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 #[async_trait]
 impl Exporter for KubernetesExporter {
     async fn start(&mut self, ctx: &ExporterContext) -> Result<(), ComponentError> {
@@ -116,7 +112,7 @@ impl Exporter for KubernetesExporter {
         let Signal::Decisions(decisions) = signal else {
             return Ok(());
         };
-        let now = unix_now();
+        let now = now_unix_nano();
         let mut pending = self.shared.lock();
         for d in decisions {
             if let Err(r) = self.settings.screen(&d, now) {
@@ -247,7 +243,7 @@ impl Worker {
         let batch: Vec<Decision> = self.shared.lock().drain().map(|(_, d)| d).collect();
         let mut batch = batch.into_iter();
         while let Some(d) = batch.next() {
-            if let Err(r) = self.scaler.screen(&d, unix_now()) {
+            if let Err(r) = self.scaler.screen(&d, now_unix_nano()) {
                 self.metrics.refused(r);
                 continue;
             }

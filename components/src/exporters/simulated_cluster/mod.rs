@@ -2,6 +2,8 @@
 //! workloads of a `simulated_traces` receiver, on simulated time. For the demo and the scaling
 //! evaluation. See README.md.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use tracescale_core::component::{BuildContext, ComponentError, Exporter, ExporterContext};
@@ -13,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::scaling::{
     Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, Settings, TargetConfig, explain,
 };
-use crate::simulation::cluster;
+use crate::simulation::{SimCluster, cluster};
 
 /// Config of the `simulated_cluster` exporter.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +56,8 @@ fn default_max_targets() -> usize {
 
 /// Scales simulated services.
 pub struct SimulatedCluster {
-    cluster: String,
+    /// The shared state, looked up once: the registry is process-wide and locked.
+    cluster: Arc<SimCluster>,
     scaler: Scaler,
     metrics: Option<ScaleMetrics>,
     component: String,
@@ -79,9 +82,8 @@ impl Exporter for SimulatedCluster {
         let Signal::Decisions(decisions) = signal else {
             return Ok(());
         };
-        let handle = cluster(&self.cluster);
         for d in decisions {
-            let mut state = handle.lock();
+            let mut state = self.cluster.lock();
             let metrics = self.metrics.as_ref();
             if let Err(r) = self.scaler.screen(&d, state.unix_now()) {
                 if let Some(m) = metrics {
@@ -169,7 +171,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Exporter>, BuildError> {
         return Err(ctx.invalid("cluster", "must not be empty"));
     }
     Ok(Box::new(SimulatedCluster {
-        cluster: config.cluster,
+        cluster: cluster(&config.cluster),
         scaler: Scaler::new(settings),
         metrics: None,
         component: String::new(),

@@ -10,7 +10,7 @@
 pub mod config;
 pub mod engine;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use metrics::{Counter, Gauge};
@@ -53,9 +53,7 @@ struct WallClock {
 
 impl WallClock {
     fn now() -> Self {
-        let unix_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let unix_nanos = tracescale_core::signal::now_unix_nano();
         Self {
             unix_nanos,
             at: Instant::now(),

@@ -2,7 +2,7 @@
 //! shop and emits its traces as OTLP, reading back the replicas the `simulated_cluster` exporter
 //! sets, so that scaling changes latency and the loop closes. See README.md.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -196,9 +196,7 @@ impl Receiver for SimulatedTraces {
     async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
         let mut sim = Sim::new(&self.scenario.sim).map_err(ComponentError::other)?;
         let handle = cluster(&self.config.cluster);
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0));
+        let epoch = tracescale_core::signal::now_unix_nano();
         {
             let mut state = handle.lock();
             *state = Default::default();
