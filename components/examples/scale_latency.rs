@@ -6,10 +6,9 @@
 //! cargo run --release -p tracescale-components --example scale_latency [-- DECISIONS]
 //! ```
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::error::Error;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracescale_components::exporters::kubernetes::testing::FakeApiServer;
@@ -33,13 +32,7 @@ fn decision(name: &str) -> Decision {
         reason: "bench".into(),
         evidence: Evidence::default(),
         resources: None,
-        timestamp_unix_nano: u64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        )
-        .unwrap(),
+        timestamp_unix_nano: tracescale_core::signal::now_unix_nano(),
     }
 }
 
@@ -47,30 +40,31 @@ async fn exporter(
     server: &FakeApiServer,
     dir: &tempfile::TempDir,
     policy: &str,
-) -> Box<dyn Exporter> {
+) -> Result<Box<dyn Exporter>, Box<dyn Error>> {
     let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, "token").unwrap();
+    server.write_kubeconfig(&kubeconfig, "token")?;
     let text = format!(
         "kubeconfig = {:?}\nallow = [\"shop/deployment/*\"]\nevents = false\n[policy]\nmax_replicas = 1000\n{policy}\n",
         kubeconfig.display().to_string()
     );
-    let factory = registry::lookup(ComponentKind::Exporter, "kubernetes").unwrap();
-    let Built::Exporter(mut e) = build_from_toml(factory, "kubernetes", &text).unwrap() else {
-        unreachable!()
+    let factory = registry::lookup(ComponentKind::Exporter, "kubernetes")
+        .ok_or("the kubernetes exporter is not registered")?;
+    let Built::Exporter(mut e) =
+        build_from_toml(factory, "kubernetes", &text).map_err(|e| e.render(false))?
+    else {
+        return Err("not an exporter".into());
     };
-    e.start(&testing::exporter_context("kubernetes"))
-        .await
-        .unwrap();
-    e
+    e.start(&testing::exporter_context("kubernetes")).await?;
+    Ok(e)
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i]
+    sorted.get(i).copied().unwrap_or_default()
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> Result<(), Box<dyn Error>> {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -78,16 +72,14 @@ async fn main() {
 
     // 1. Decision → PATCH latency: one decision at a time, each for a fresh target (a GET of
     //    the scale and a PATCH; discovery is cached after the first).
-    let server = FakeApiServer::start().await.unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
+    let server = FakeApiServer::start().await?;
+    let dir = tempfile::TempDir::new()?;
     for i in 0..n {
         server.add("shop", "deployments", &format!("svc-{i}"), 1);
     }
-    let mut e = exporter(&server, &dir, "cooldown = \"0s\"").await;
+    let mut e = exporter(&server, &dir, "cooldown = \"0s\"").await?;
     // Warm up: discovery and the connection.
-    e.export(Signal::Decisions(vec![decision("svc-0")]))
-        .await
-        .unwrap();
+    e.export(Signal::Decisions(vec![decision("svc-0")])).await?;
     while server.writes().is_empty() {
         tokio::time::sleep(Duration::from_micros(50)).await;
     }
@@ -95,8 +87,7 @@ async fn main() {
     for i in 1..n {
         let sent = Instant::now();
         e.export(Signal::Decisions(vec![decision(&format!("svc-{i}"))]))
-            .await
-            .unwrap();
+            .await?;
         loop {
             if let Some(w) = server.writes().get(i) {
                 latencies.push(w.at - sent);
@@ -105,25 +96,23 @@ async fn main() {
             tokio::time::sleep(Duration::from_micros(20)).await;
         }
     }
-    e.shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    e.shutdown(Instant::now() + Duration::from_secs(5)).await?;
     latencies.sort();
     println!(
         "decision → PATCH over {} decisions: median {:?}, p99 {:?}, max {:?}",
         latencies.len(),
         quantile(&latencies, 0.5),
         quantile(&latencies, 0.99),
-        latencies.last().unwrap()
+        latencies.last().copied().unwrap_or_default()
     );
 
     // 2. A flood: 1000 decisions per second over 50 targets for 10 s, cooldown 5 s.
-    let server = FakeApiServer::start().await.unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
+    let server = FakeApiServer::start().await?;
+    let dir = tempfile::TempDir::new()?;
     for i in 0..50 {
         server.add("shop", "deployments", &format!("svc-{i}"), 1);
     }
-    let mut e = exporter(&server, &dir, "cooldown = \"5s\"").await;
+    let mut e = exporter(&server, &dir, "cooldown = \"5s\"").await?;
     let start = Instant::now();
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -133,11 +122,9 @@ async fn main() {
             .map(|k| decision(&format!("svc-{}", (sent + k) % 50)))
             .collect();
         sent += 10;
-        e.export(Signal::Decisions(batch)).await.unwrap();
+        e.export(Signal::Decisions(batch)).await?;
     }
-    e.shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    e.shutdown(Instant::now() + Duration::from_secs(5)).await?;
     let mut per_target: HashMap<String, usize> = HashMap::new();
     for w in server.writes() {
         *per_target.entry(w.object).or_default() += 1;
@@ -148,4 +135,5 @@ async fn main() {
         "flood: {sent} decisions in {:?} over 50 targets, cooldown 5s → {total} PATCHes, at most {max} per target (allowed by the cooldown: 2)",
         start.elapsed()
     );
+    Ok(())
 }
