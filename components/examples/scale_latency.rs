@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut e = exporter(&server, &dir, "cooldown = \"0s\"").await?;
     // Warm up: discovery and the connection.
     e.export(Signal::Decisions(vec![decision("svc-0")])).await?;
-    while server.writes().is_empty() {
+    while server.write(0).is_none() {
         tokio::time::sleep(Duration::from_micros(50)).await;
     }
     let mut latencies = Vec::with_capacity(n);
@@ -89,7 +89,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         e.export(Signal::Decisions(vec![decision(&format!("svc-{i}"))]))
             .await?;
         loop {
-            if let Some(w) = server.writes().get(i) {
+            if let Some(w) = server.write(i) {
                 latencies.push(w.at - sent);
                 break;
             }

@@ -214,6 +214,12 @@ impl FakeApiServer {
         lock(&self.state).writes.clone()
     }
 
+    /// The `i`-th patch or replace, if there is one yet (cheap to poll, unlike
+    /// [`FakeApiServer::writes`]).
+    pub fn write(&self, i: usize) -> Option<Write> {
+        lock(&self.state).writes.get(i).cloned()
+    }
+
     /// Every Event created so far.
     pub fn events(&self) -> Vec<Value> {
         lock(&self.state).events.clone()
