@@ -10,7 +10,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tracescale_components::receivers::demo_traces::Generator;
 
-use crate::util::{bin, count_spans, eventually, free_port, http_get, signal, wait_with_limit};
+use crate::util::{
+    bin, count_spans, eventually, free_port, http_get, post_traces, signal, spawn_run,
+    wait_with_limit,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -42,14 +45,7 @@ shutdown_deadline = "30s"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     eventually(Duration::from_secs(20), "/readyz", || {
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });
@@ -149,14 +145,7 @@ telemetry_address = "off"
 
 /// Runs the pipeline for a moment and stops it with SIGTERM; returns its stderr.
 fn run_briefly(config: &std::path::Path) -> String {
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(config);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "TERM");
     let out = wait_with_limit(child, LIMIT);
@@ -244,33 +233,13 @@ memory_spike_limit = "8MiB"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     let (_, body) = eventually(Duration::from_secs(20), "readyz to fail on memory", || {
         http_get(telemetry, "/readyz").filter(|(s, b)| *s == 503 && b.contains("memory_limit"))
     });
     assert!(body.contains("service/memory_limiter"), "{body}");
     let span = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
-    let response = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{span}",
-            span.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    };
+    let response = post_traces(http, "Content-Type: application/json", span.as_bytes());
     assert!(response.starts_with("HTTP/1.1 429"), "{response}");
     assert!(
         response.to_ascii_lowercase().contains("retry-after: "),
@@ -332,20 +301,13 @@ telemetry_address = "off"
     eventually(Duration::from_secs(20), "the listener", || {
         std::net::TcpStream::connect(("127.0.0.1", http)).ok()
     });
+    let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
     let post = |auth: &str| {
-        use std::io::{Read, Write};
-        let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "POST /v1/traces HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        post_traces(
+            http,
+            &format!("{auth}Content-Type: application/json"),
+            body.as_bytes(),
         )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
     };
     // A wrong token, a right one (whose spans the exporter then fails to forward upstream).
     assert!(post("Authorization: Bearer wrong-guess\r\n").starts_with("HTTP/1.1 401"));

@@ -1,10 +1,10 @@
 //! `tracescale run`: real processes, the file exporter, signals, self-telemetry.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::util::{
-    bin, count_spans, eventually, free_port, http_get, run_to_end, signal, wait_with_limit,
+    bin, count_spans, eventually, free_port, http_get, post_traces, run_to_end, signal, spawn_run,
+    wait_with_limit,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -71,14 +71,7 @@ shutdown_deadline = "20s"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
 
     let (status, body) = eventually(Duration::from_secs(20), "/readyz", || {
         http_get(port, "/readyz").filter(|(s, _)| *s == 200)
@@ -270,14 +263,7 @@ shutdown_deadline = "60s"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     std::thread::sleep(Duration::from_secs(2));
     signal(&child, "TERM");
     std::thread::sleep(Duration::from_millis(500));
@@ -337,14 +323,7 @@ telemetry_address = "off"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     let decision = eventually(Duration::from_secs(30), "a decision line", || {
         let text = std::fs::read_to_string(&out_path).ok()?;
         text.lines()
@@ -505,20 +484,7 @@ fn eval_with_an_unknown_processor_exits_2() {
 
 /// Sends one raw HTTP/1.1 request and returns the status code.
 fn raw_post(port: u16, headers: &str, body: &[u8]) -> u16 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /v1/traces HTTP/1.1\r\nHost: t\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
+    let response = post_traces(port, headers, body);
     response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -546,14 +512,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     eventually(Duration::from_secs(20), "the listeners", || {
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });
@@ -744,14 +703,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    let child = bin()
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     eventually(Duration::from_secs(20), "the listener", || {
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });

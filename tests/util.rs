@@ -149,3 +149,40 @@ pub(crate) fn count_spans(path: &Path) -> (usize, usize) {
     }
     (lines, spans)
 }
+
+/// Starts `tracescale run -c CONFIG` with stdout discarded and stderr captured.
+pub(crate) fn spawn_run(config: &Path) -> Child {
+    bin()
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// One raw HTTP/1.1 `POST /v1/traces` on 127.0.0.1:`port`; `headers` are whole lines without
+/// the final CRLF (may be empty). Returns the whole response.
+pub(crate) fn post_traces(port: u16, headers: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let headers = if headers.is_empty() {
+        String::new()
+    } else {
+        format!("{headers}\r\n")
+    };
+    write!(
+        stream,
+        "POST /v1/traces HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
