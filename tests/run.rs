@@ -759,3 +759,47 @@ telemetry_address = "127.0.0.1:{telemetry}"
     let out = wait_with_limit(child, LIMIT);
     assert!(out.status.success());
 }
+
+#[test]
+fn a_failed_tls_handshake_is_counted_and_the_listener_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let (http, telemetry) = (free_port(), free_port());
+    let tls = crate::util::repo().join("tests/fixtures/tls");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+tls = {{ cert_file = {:?}, key_file = {:?} }}
+[exporters.null]
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+"#,
+            tls.join("server.pem").display().to_string(),
+            tls.join("server.key").display().to_string()
+        ),
+    )
+    .unwrap();
+    let child = spawn_run(&config);
+    eventually(Duration::from_secs(20), "the listener", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    // Plain text to a TLS listener: no HTTP answer, one counted refusal.
+    let response = post_traces(http, "Content-Type: application/json", b"{}");
+    assert!(!response.starts_with("HTTP/1.1"), "{response}");
+    let metrics = eventually(Duration::from_secs(10), "the refusal counted", || {
+        http_get(telemetry, "/metrics")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains("transport=\"http\",reason=\"tls_handshake\"} 1"))
+    });
+    assert!(metrics.contains("tls_handshake"));
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(out.status.success());
+}

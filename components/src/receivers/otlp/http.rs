@@ -308,7 +308,7 @@ pub(super) async fn serve(
     let listener = TcpListener::bind(address).await.map_err(bind_error)?;
     let bound = listener.local_addr().map_err(bind_error)?;
     let state = HttpState {
-        shared,
+        shared: Arc::clone(&shared),
         body_limit: config.http_limit(),
     };
     let app = Router::new()
@@ -316,8 +316,8 @@ pub(super) async fn serve(
         .fallback(not_found)
         .with_state(state);
     if let Some(tls) = tls {
-        let listener =
-            super::tls::TlsListener::new(listener, tls, stop.clone()).map_err(bind_error)?;
+        let listener = super::tls::TlsListener::new(listener, tls, shared, stop.clone())
+            .map_err(bind_error)?;
         let task = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())

@@ -16,6 +16,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::config::TlsConfig;
+use super::{Shared, Transport};
 
 /// Handshakes that may be in progress at once; more connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 256;
@@ -118,9 +119,11 @@ pub(super) struct TlsListener {
 }
 
 impl TlsListener {
+    /// Failed and timed-out handshakes are counted as refused requests (`tls_handshake`).
     pub(super) fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        shared: Arc<Shared>,
         stop: CancellationToken,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
@@ -146,6 +149,7 @@ impl TlsListener {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
+                let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -153,9 +157,13 @@ impl TlsListener {
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(err)) => {
+                            shared.refused(Transport::Http, "tls_handshake");
                             tracing::debug!(%peer, error = %err, "TLS handshake failed");
                         }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            shared.refused(Transport::Http, "tls_handshake");
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }
