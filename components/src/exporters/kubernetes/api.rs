@@ -412,16 +412,6 @@ impl KubeApi {
         ))
     }
 
-    /// Records a Normal Event on the workload.
-    pub async fn event(
-        &mut self,
-        t: &Target,
-        uid: Option<String>,
-        message: &str,
-    ) -> Result<(), ApiError> {
-        self.event_with_reason(t, uid, EVENT_REASON, message).await
-    }
-
     /// Records a Normal Event on the workload with `reason`.
     pub async fn event_with_reason(
         &mut self,

@@ -326,15 +326,8 @@ impl Worker {
                     self.metrics.changed(t, from, applied);
                     info!(component = %self.component, target = %t, rule = %d.rule, from,
                         to = applied, "{message}");
-                    if self.settings.events
-                        && let Err(e) = self.api.event(t, state.uid, &message).await
-                    {
-                        self.metrics.failed_event();
-                        if self.reported.insert((t.clone(), "event")) {
-                            warn!(component = %self.component, target = %t, error = %e,
-                                "scaled, but could not record the Event");
-                        }
-                    }
+                    self.record_event(t, state.uid, api::EVENT_REASON, &message)
+                        .await;
                     return Ok(());
                 }
                 Err(ApiError::Conflict) => {
@@ -353,6 +346,21 @@ impl Worker {
 }
 
 impl Worker {
+    /// Records the Event of an applied change, if `events` is on. A refusal leaves the change
+    /// standing: it is counted and said once per target.
+    async fn record_event(&mut self, t: &Target, uid: Option<String>, reason: &str, message: &str) {
+        if !self.settings.events {
+            return;
+        }
+        if let Err(e) = self.api.event_with_reason(t, uid, reason, message).await {
+            self.metrics.failed_event();
+            if self.reported.insert((t.clone(), "event")) {
+                warn!(component = %self.component, target = %t, error = %e,
+                    "changed the workload, but could not record the Event");
+            }
+        }
+    }
+
     /// A vertical decision: the same rails (allow-list and age were checked on the way in;
     /// cooldown, dry run, conditional patch, Event), applied to the pod template.
     async fn apply_vertical(
@@ -403,18 +411,8 @@ impl Worker {
                     self.scaler.record_vertical(t, now);
                     self.metrics.resized();
                     info!(component = %self.component, target = %t, rule = %d.rule, "{message}");
-                    if self.settings.events
-                        && let Err(e) = self
-                            .api
-                            .event_with_reason(t, uid, api::RESIZE_EVENT_REASON, &message)
-                            .await
-                    {
-                        self.metrics.failed_event();
-                        if self.reported.insert((t.clone(), "event")) {
-                            warn!(component = %self.component, target = %t, error = %e,
-                                "resized, but could not record the Event");
-                        }
-                    }
+                    self.record_event(t, uid, api::RESIZE_EVENT_REASON, &message)
+                        .await;
                     return Ok(());
                 }
                 Err(ApiError::Conflict) => self.metrics.retried("conflict"),
