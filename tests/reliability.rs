@@ -1,5 +1,6 @@
-//! Reliability under signals and crashes: acknowledged spans survive SIGTERM under load, and the
-//! hstree model survives `kill -9` and a truncated state file.
+//! Reliability under signals, crashes and overload: acknowledged spans survive SIGTERM under
+//! load, the hstree model survives `kill -9` and a truncated state file, and the rules still see
+//! the spans that memory pressure makes the receivers refuse.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -251,6 +252,115 @@ memory_spike_limit = "8MiB"
             .filter(|b| b.contains("reason=\"refused_memory_limit\"} 1"))
     });
     assert!(metrics.contains("tracescale_process_resident_memory_bytes"));
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One OTLP/JSON request holding one `INSERT payments` span of payments-db that lasted 500 ms
+/// and ended now, in trace `n`.
+fn slow_db_span(n: u8) -> String {
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let start = end - 500_000_000;
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"payments-db"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{n:02x}02030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"INSERT payments","kind":3,"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}"}}]}}]}}]}}"#
+    )
+}
+
+#[test]
+fn spans_refused_under_memory_pressure_still_reach_the_rules_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let decisions = dir.path().join("decisions.jsonl");
+    let (http, telemetry) = (free_port(), free_port());
+    // A limit every process is above: every request is refused, none is queued.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+[processors.latency_rules]
+passthrough = false
+[[processors.latency_rules.rules]]
+name = "db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "300ms"
+count = 5
+window = "1m"
+scale = {{ target = "statefulset/payments-db", namespace = "shop", max = 5 }}
+[exporters."file/decisions"]
+path = "{}"
+[pipelines.scaling]
+receivers = ["otlp"]
+processors = ["latency_rules"]
+exporters = ["file/decisions"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+memory_limit = "16MiB"
+memory_spike_limit = "8MiB"
+"#,
+            decisions.display()
+        ),
+    )
+    .unwrap();
+    let child = spawn_run(&config);
+    eventually(Duration::from_secs(20), "readyz to fail on memory", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 503)
+    });
+    // Four slow spans, each sent twice as a client that is told to back off retries: four
+    // breaches, not eight, so the rule (count = 5) holds.
+    for n in 1..=4 {
+        for _ in 0..2 {
+            let response = post_traces(
+                http,
+                "Content-Type: application/json",
+                slow_db_span(n).as_bytes(),
+            );
+            assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+        }
+    }
+    let metrics = eventually(Duration::from_secs(10), "the repeats counted", || {
+        http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
+            b.contains("tracescale_latency_rules_repeated_spans_skipped_total{component=\"latency_rules\"} 4")
+        })
+    });
+    assert!(
+        metrics.contains(
+            "tracescale_latency_rules_refused_spans_observed_total{component=\"latency_rules\"} 4"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        std::fs::read_to_string(&decisions)
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // The fifth breach fires the rule, though not one of these spans was ever queued.
+    let response = post_traces(
+        http,
+        "Content-Type: application/json",
+        slow_db_span(5).as_bytes(),
+    );
+    assert!(response.starts_with("HTTP/1.1 429"), "{response}");
+    let line = eventually(Duration::from_secs(10), "a decision", || {
+        std::fs::read_to_string(&decisions)
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string))
+    });
+    let decision: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(decision["target"]["name"], "payments-db", "{line}");
+    assert_eq!(decision["rule"], "db-slow", "{line}");
+    assert_eq!(decision["evidence"]["breaches"], 5, "{line}");
     signal(&child, "TERM");
     let out = wait_with_limit(child, LIMIT);
     assert!(

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::component::{
-    BuildContext, ComponentError, Emitter, Exporter, Processor, Receiver, ReceiverContext,
+    BuildContext, ComponentError, Emitter, Exporter, Processor, Receiver, ReceiverContext, Tap,
 };
 use crate::config::{BuildError, field_names};
 use crate::registry::{Build, ComponentFactory};
@@ -84,6 +84,23 @@ struct RulesConfig {
     /// Emit a decision on every tick of this period.
     #[serde(default)]
     tick_ms: u64,
+    /// Offer a tap that adds the spans of refused batches to `tapped()[tap]`.
+    #[serde(default)]
+    tap: Option<String>,
+}
+
+/// Spans the taps of `t_rules` processors saw, by their `tap` key.
+pub(crate) fn tapped() -> &'static Mutex<HashMap<String, usize>> {
+    static T: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+struct CountingTap(String);
+
+impl Tap for CountingTap {
+    fn refused(&self, signal: &Signal) {
+        *tapped().lock().unwrap().entry(self.0.clone()).or_default() += signal.item_count();
+    }
 }
 
 /// Passes traces on; optionally turns them into decisions and ticks.
@@ -126,6 +143,10 @@ impl Processor for Rules {
         }
         out.emit(signal);
         Ok(())
+    }
+    fn tap(&self) -> Option<Arc<dyn Tap>> {
+        let key = self.config.tap.clone()?;
+        Some(Arc::new(CountingTap(key)))
     }
     fn tick_interval(&self) -> Option<Duration> {
         (self.config.tick_ms > 0).then(|| Duration::from_millis(self.config.tick_ms))

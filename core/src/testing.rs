@@ -17,9 +17,18 @@ fn id(id: &str) -> ComponentId {
 
 /// An output feeding one queue of `capacity` batches, and the queue's receiving end.
 pub fn output(receiver_id: &str, capacity: usize) -> (Output, mpsc::Receiver<Signal>) {
+    output_with_taps(receiver_id, capacity, Vec::new())
+}
+
+/// Like [`output`], with `taps` that see what the queue had no room for.
+pub fn output_with_taps(
+    receiver_id: &str,
+    capacity: usize,
+    taps: Vec<std::sync::Arc<dyn crate::component::Tap>>,
+) -> (Output, mpsc::Receiver<Signal>) {
     let (tx, rx) = mpsc::channel(capacity);
     let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &id(receiver_id));
-    (Output::new(vec![tx], telemetry), rx)
+    (Output::new(vec![tx], taps, telemetry), rx)
 }
 
 /// The context a receiver gets at start, around `output`.

@@ -23,7 +23,9 @@
 mod context;
 mod emitter;
 mod error;
+mod tap;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ use tokio::time::Instant;
 pub use context::{BuildContext, ExporterContext, ProcessorContext, ReceiverContext};
 pub use emitter::Emitter;
 pub use error::{BoxError, ComponentError};
+pub use tap::Tap;
 
 pub use crate::health::HealthHandle;
 pub use crate::telemetry::ComponentTelemetry;
@@ -130,6 +133,13 @@ pub trait Processor: Send {
     /// when no exporter of the pipeline would act on one of them.
     fn scale_targets(&self) -> Vec<(String, Target)> {
         Vec::new()
+    }
+
+    /// A look at the batches receivers refuse while this processor's pipeline is full or the
+    /// process is over its memory limit (see [`Tap`]). Asked once, after a successful
+    /// [`Processor::start`]. `None`, the default, means refused batches are not seen.
+    fn tap(&self) -> Option<Arc<dyn Tap>> {
+        None
     }
 
     /// Flushes whatever the processor holds into `out` and saves its state, by `deadline`.

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::component::{
     ComponentError, ComponentKind, Emitter, Exporter, ExporterContext, Processor, ProcessorContext,
-    Receiver, ReceiverContext,
+    Receiver, ReceiverContext, Tap,
 };
 use crate::config::{ComponentId, Config, WhenFull};
 use crate::health::{Health, Phase};
@@ -98,6 +98,13 @@ struct ExporterInput {
     when_full: WhenFull,
     takes: &'static [SignalKind],
     telemetry: ComponentTelemetry,
+}
+
+/// Where the receivers of one pipeline send, and what sees the batches they refuse.
+struct PipelineInput {
+    receivers: Vec<ComponentId>,
+    tx: mpsc::Sender<Signal>,
+    taps: Vec<Arc<dyn Tap>>,
 }
 
 /// The end of a pipeline: hands each batch to every exporter that takes its signal.
@@ -252,7 +259,7 @@ impl RunningTopology {
             debug!(exporter = %ctx.id, "exporter started");
         }
 
-        let mut pipeline_inputs: Vec<(Vec<ComponentId>, mpsc::Sender<Signal>)> = Vec::new();
+        let mut pipeline_inputs: Vec<PipelineInput> = Vec::new();
         for pipeline in pipelines {
             let fanout = Fanout {
                 exporters: pipeline
@@ -270,6 +277,7 @@ impl RunningTopology {
             // Build the chain from its end: each processor's input queue is the previous
             // stage's downstream.
             let mut downstream = Downstream::Fanout(fanout);
+            let mut taps = Vec::new();
             let mut stage_name = format!("pipelines.{}.exporters", pipeline.name);
             for spec in pipeline.processors.into_iter().rev() {
                 let telemetry = ComponentTelemetry::new(ComponentKind::Processor, &spec.id);
@@ -287,6 +295,7 @@ impl RunningTopology {
                     id: spec.id.clone(),
                     source,
                 })?;
+                taps.extend(processor.tap());
                 let (tx, rx) = mpsc::channel(pipeline.queue_size);
                 probes.push(QueueProbe {
                     name: format!("pipelines.{}.processors.{}", pipeline.name, spec.id),
@@ -318,21 +327,26 @@ impl RunningTopology {
                 }
             };
             info!(pipeline = %pipeline.name, signals = ?pipeline.signals, "pipeline started");
-            pipeline_inputs.push((pipeline.receivers, entry));
+            pipeline_inputs.push(PipelineInput {
+                receivers: pipeline.receivers,
+                tx: entry,
+                taps,
+            });
         }
         // The fan-outs hold their own clones; these would keep exporter queues open forever.
         drop(exporter_inputs);
 
         for spec in receivers {
-            let targets = pipeline_inputs
+            let feeds: Vec<&PipelineInput> = pipeline_inputs
                 .iter()
-                .filter(|(ids, _)| ids.contains(&spec.id))
-                .map(|(_, tx)| tx.clone())
+                .filter(|p| p.receivers.contains(&spec.id))
                 .collect();
+            let targets = feeds.iter().map(|p| p.tx.clone()).collect();
+            let taps = feeds.iter().flat_map(|p| p.taps.iter().cloned()).collect();
             let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &spec.id);
             let ctx = ReceiverContext {
                 id: spec.id.clone(),
-                output: Output::new(targets, telemetry.clone()),
+                output: Output::new(targets, taps, telemetry.clone()),
                 telemetry,
                 health: self.health.handle(format!("receiver/{}", spec.id)),
             };

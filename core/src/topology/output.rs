@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::component::Tap;
 use crate::signal::Signal;
 use crate::telemetry::ComponentTelemetry;
 
@@ -18,6 +19,8 @@ pub struct Output {
 
 struct Inner {
     pipelines: Vec<mpsc::Sender<Signal>>,
+    /// The taps of the processors of those pipelines: they see what is refused.
+    taps: Vec<Arc<dyn Tap>>,
     telemetry: ComponentTelemetry,
 }
 
@@ -47,10 +50,15 @@ impl TrySendError {
 }
 
 impl Output {
-    pub(crate) fn new(pipelines: Vec<mpsc::Sender<Signal>>, telemetry: ComponentTelemetry) -> Self {
+    pub(crate) fn new(
+        pipelines: Vec<mpsc::Sender<Signal>>,
+        taps: Vec<Arc<dyn Tap>>,
+        telemetry: ComponentTelemetry,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pipelines,
+                taps,
                 telemetry,
             }),
         }
@@ -71,14 +79,19 @@ impl Output {
         Ok(())
     }
 
-    /// Sends a batch to every pipeline if all of them have room now; otherwise none gets it.
+    /// Sends a batch to every pipeline if all of them have room now; otherwise none gets it,
+    /// and the pipelines' taps see it (see [`Tap`]).
     pub fn try_send(&self, signal: Signal) -> Result<(), TrySendError> {
         let pipelines = &self.inner.pipelines;
         let mut permits = Vec::with_capacity(pipelines.len());
         for tx in pipelines {
             match tx.try_reserve() {
                 Ok(p) => permits.push(p),
-                Err(mpsc::error::TrySendError::Full(())) => return Err(TrySendError::Full(signal)),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    drop(permits);
+                    self.shed(&signal);
+                    return Err(TrySendError::Full(signal));
+                }
                 Err(mpsc::error::TrySendError::Closed(())) => {
                     return Err(TrySendError::Closed(signal));
                 }
@@ -86,6 +99,14 @@ impl Output {
         }
         self.deliver(permits, signal);
         Ok(())
+    }
+
+    /// Shows a batch the receiver refuses for a reason of its own, such as the memory limit, to
+    /// the pipelines' taps. [`Output::try_send`] does this itself when a pipeline is full.
+    pub fn shed(&self, signal: &Signal) {
+        for tap in &self.inner.taps {
+            tap.refused(signal);
+        }
     }
 
     /// True when some pipeline has no room for another batch now.

@@ -150,6 +150,64 @@ queue_size = 1
 }
 
 #[tokio::test(start_paused = true)]
+async fn taps_see_exactly_the_batches_receivers_refuse() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "taps"
+[processors.t_rules]
+tap = "taps"
+delay_ms = 1000
+[exporters.t_sink]
+key = "taps"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+queue_size = 1
+[pipelines.other]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    let tapped = || {
+        crate::test_components::tapped()
+            .lock()
+            .unwrap()
+            .get("taps")
+            .copied()
+    };
+    let out = output("taps");
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..20 {
+        match out.try_send(batch(3)) {
+            Ok(()) => accepted += 3,
+            Err(TrySendError::Full(_)) => refused += 3,
+            Err(e) => panic!("{e}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(refused > 0, "the slow processor never filled its queue");
+    assert_eq!(
+        tapped(),
+        Some(refused),
+        "the tap sees every refused span, and only those"
+    );
+    // A refusal of the receiver's own, such as the memory limit, reaches the taps too.
+    out.shed(&batch(2));
+    assert_eq!(tapped(), Some(refused + 2));
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert_eq!(
+        sink("taps").0,
+        2 * accepted,
+        "both pipelines deliver what was accepted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_dropping_exporter_does_not_stall_the_others() {
     let t = start(
         r#"

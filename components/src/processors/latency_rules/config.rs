@@ -19,6 +19,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_OPERATIONS: usize = 100_000;
 /// Most samples per rule window (`max_window_samples`).
 const MAX_WINDOW_SAMPLES: usize = 1_000_000;
+/// Most ids of refused spans remembered (`max_refused_ids`): 16 bytes or so each.
+const MAX_REFUSED_IDS: usize = 10_000_000;
 
 /// Config of the `latency_rules` processor.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,12 @@ pub struct LatencyRulesConfig {
     /// time is the latest span end alone, for replays and simulations whose timestamps are not
     /// now.
     pub clock: ClockConfig,
+    /// Count the spans of batches the receivers refused (pipeline full, memory limit), so that
+    /// shedding load does not blind the rules.
+    pub observe_refused: bool,
+    /// Ids of refused spans remembered, so that a client's retry of them is not counted
+    /// twice; the oldest is forgotten first.
+    pub max_refused_ids: usize,
 }
 
 /// Which clock the windows follow.
@@ -70,6 +78,8 @@ impl Default for LatencyRulesConfig {
             max_operations: 1000,
             max_window_samples: 10_000,
             clock: ClockConfig::Wall,
+            observe_refused: true,
+            max_refused_ids: 100_000,
         }
     }
 }
@@ -250,6 +260,12 @@ impl LatencyRulesConfig {
             p.add(
                 "max_window_samples",
                 format!("must be between 1 and {MAX_WINDOW_SAMPLES}"),
+            );
+        }
+        if !(1..=MAX_REFUSED_IDS).contains(&self.max_refused_ids) {
+            p.add(
+                "max_refused_ids",
+                format!("must be between 1 and {MAX_REFUSED_IDS}"),
             );
         }
         if self.rules.is_empty() {

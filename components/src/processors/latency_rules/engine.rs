@@ -779,14 +779,30 @@ impl Engine {
     /// engine's wall clock in nanoseconds since the Unix epoch. Decisions are appended to `out`,
     /// at most one per target.
     pub fn observe(&mut self, traces: &Traces, wall_now: u64, out: &mut Vec<Decision>) {
+        self.observe_where(traces, wall_now, out, |_| true);
+    }
+
+    /// [`Engine::observe`] for the spans `keep` accepts; the others are passed over as if the
+    /// batch did not hold them (the processor uses it to count a retried span once).
+    pub fn observe_where(
+        &mut self,
+        traces: &Traces,
+        wall_now: u64,
+        out: &mut Vec<Decision>,
+        mut keep: impl FnMut(&Span) -> bool,
+    ) {
         self.advance(wall_now);
         for resource_spans in &traces.resource_spans {
-            self.observe_resource(resource_spans);
+            self.observe_resource(resource_spans, &mut keep);
         }
         self.evaluate(false, out);
     }
 
-    fn observe_resource(&mut self, resource_spans: &ResourceSpans) {
+    fn observe_resource(
+        &mut self,
+        resource_spans: &ResourceSpans,
+        keep: &mut impl FnMut(&Span) -> bool,
+    ) {
         let name = resource_spans
             .resource
             .as_ref()
@@ -794,7 +810,7 @@ impl Engine {
             .unwrap_or(UNKNOWN_SERVICE);
         let mut service = self.services.get(name).copied();
         for scope_spans in &resource_spans.scope_spans {
-            for span in &scope_spans.spans {
+            for span in scope_spans.spans.iter().filter(|span| keep(span)) {
                 service = self.observe_span(service, name, span);
             }
         }

@@ -9,14 +9,16 @@
 
 pub mod config;
 pub mod engine;
+mod refused;
 
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 use tracescale_core::component::{
-    ComponentError, Emitter, HealthHandle, Processor, ProcessorContext,
+    ComponentError, Emitter, HealthHandle, Processor, ProcessorContext, Tap,
 };
 use tracescale_core::config::field_names;
 use tracescale_core::registry::{Build, ComponentFactory};
@@ -24,22 +26,40 @@ use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
 
 pub use config::LatencyRulesConfig;
 use engine::{Counters, Engine, LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_SECONDS, Rule, Settings};
+use refused::{RefusedSpans, RulesTap};
 
 /// Most rule names `/readyz` lists as stale before it says "and N more".
 const MAX_STALE_LISTED: usize = 10;
 
-/// The processor: an [`Engine`], a clock, and the metric handles.
+/// The processor: an [`Engine`] it shares with its tap, and the metric handles.
 pub struct LatencyRules {
-    engine: Engine,
+    shared: Arc<Mutex<Shared>>,
     interval: Duration,
     passthrough: bool,
-    clock: Option<WallClock>,
+    observe_refused: bool,
     metrics: Option<Metrics>,
     health: Option<HealthHandle>,
     component: String,
-    decisions: Vec<Decision>,
     /// `(rules[i].scale, target)` of every rule, for the config loader's allow-list check.
     targets: Vec<(String, Target)>,
+}
+
+/// What the processor's task and the receivers' calls of its tap both touch. Each holds the
+/// lock for one batch's worth of synchronous work, never across an `.await`.
+struct Shared {
+    engine: Engine,
+    clock: Option<WallClock>,
+    /// Decisions made and not emitted yet: the tap cannot emit, so what it makes leaves with
+    /// the next batch or tick.
+    decisions: Vec<Decision>,
+    refused: RefusedSpans,
+}
+
+impl Shared {
+    /// The engine's wall clock in Unix nanoseconds; anchored on first use if `start` did not.
+    fn wall_now(&mut self) -> u64 {
+        self.clock.get_or_insert_with(WallClock::now).read()
+    }
 }
 
 /// Maps tokio's clock onto Unix time: the wall time at an anchor plus tokio's elapsed time
@@ -76,27 +96,31 @@ impl LatencyRules {
             .collect();
         Self {
             targets,
-            engine: Engine::new(rules, settings),
+            shared: Arc::new(Mutex::new(Shared {
+                engine: Engine::new(rules, settings),
+                clock: None,
+                decisions: Vec::new(),
+                refused: RefusedSpans::new(config.max_refused_ids),
+            })),
             interval: config.interval.get(),
             passthrough: config.passthrough,
-            clock: None,
+            observe_refused: config.observe_refused,
             metrics: None,
             health: None,
             component: String::new(),
-            decisions: Vec::new(),
         }
     }
 
-    /// The engine's wall clock in Unix nanoseconds; anchored on first use if `start` did not.
-    fn wall_now(&mut self) -> u64 {
-        self.clock.get_or_insert_with(WallClock::now).read()
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic under the lock leaves counts, not broken invariants: carry on.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn emit_decisions(&mut self, out: &mut Emitter) {
-        if self.decisions.is_empty() {
+    fn emit_decisions(&self, decisions: Vec<Decision>, out: &mut Emitter) {
+        if decisions.is_empty() {
             return;
         }
-        for d in &self.decisions {
+        for d in &decisions {
             tracing::info!(
                 component = %self.component,
                 rule = %d.rule,
@@ -106,17 +130,19 @@ impl LatencyRules {
                 "scale decision"
             );
         }
-        out.emit(Signal::Decisions(std::mem::take(&mut self.decisions)));
+        out.emit(Signal::Decisions(decisions));
     }
 
     /// Publishes what the engine counted since the last call, and the stale rules.
     fn publish(&mut self) {
-        let stale_changed = self.engine.take_stale_change();
+        let mut guard = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = &mut *guard;
+        let stale_changed = shared.engine.take_stale_change();
         if let Some(metrics) = self.metrics.as_mut() {
-            metrics.publish(&mut self.engine);
+            metrics.publish(&mut shared.engine, &shared.refused);
         }
         if stale_changed && let Some(health) = &self.health {
-            let stale: Vec<&str> = self
+            let stale: Vec<&str> = shared
                 .engine
                 .rules()
                 .filter(|r| r.stale)
@@ -164,20 +190,44 @@ impl Processor for LatencyRules {
 
     async fn start(&mut self, ctx: &ProcessorContext) -> Result<(), ComponentError> {
         self.component = ctx.id.to_string();
-        self.clock = Some(WallClock::now());
-        self.metrics = Some(Metrics::new(&self.component, &self.engine));
+        let metrics = {
+            let mut shared = self.lock();
+            shared.clock = Some(WallClock::now());
+            Metrics::new(&self.component, &shared.engine)
+        };
+        self.metrics = Some(metrics);
         ctx.health.ready(None);
         self.health = Some(ctx.health.clone());
         Ok(())
     }
 
+    fn tap(&self) -> Option<Arc<dyn Tap>> {
+        self.observe_refused
+            .then(|| Arc::new(RulesTap(self.shared.clone())) as Arc<dyn Tap>)
+    }
+
     async fn process(&mut self, signal: Signal, out: &mut Emitter) -> Result<(), ComponentError> {
         match signal {
             Signal::Traces(traces) => {
-                let now = self.wall_now();
-                self.engine.observe(&traces, now, &mut self.decisions);
+                let decisions = {
+                    let mut guard = self.lock();
+                    let shared = &mut *guard;
+                    let now = shared.wall_now();
+                    if shared.refused.is_empty() {
+                        shared.engine.observe(&traces, now, &mut shared.decisions);
+                    } else {
+                        // A retry of a batch the tap counted when it was refused.
+                        let refused = &mut shared.refused;
+                        shared
+                            .engine
+                            .observe_where(&traces, now, &mut shared.decisions, |span| {
+                                !refused.take(span)
+                            });
+                    }
+                    std::mem::take(&mut shared.decisions)
+                };
                 // Decisions first: they are small and time-sensitive, the batch may be large.
-                self.emit_decisions(out);
+                self.emit_decisions(decisions, out);
                 if self.passthrough {
                     out.emit(Signal::Traces(traces));
                 }
@@ -194,9 +244,14 @@ impl Processor for LatencyRules {
     }
 
     async fn tick(&mut self, out: &mut Emitter) -> Result<(), ComponentError> {
-        let now = self.wall_now();
-        self.engine.tick(now, &mut self.decisions);
-        self.emit_decisions(out);
+        let decisions = {
+            let mut guard = self.lock();
+            let shared = &mut *guard;
+            let now = shared.wall_now();
+            shared.engine.tick(now, &mut shared.decisions);
+            std::mem::take(&mut shared.decisions)
+        };
+        self.emit_decisions(decisions, out);
         self.publish();
         Ok(())
     }
@@ -225,6 +280,11 @@ struct Metrics {
     conflated: Counter,
     held: Counter,
     inhibited: Counter,
+    refused_observed: Counter,
+    refused_repeats: Counter,
+    refused_forgotten: Counter,
+    /// `(observed, repeats, forgotten)` of the refused spans, already published.
+    refused_published: (u64, u64, u64),
     stale_rules: Gauge,
     operations: Gauge,
     rules: Vec<RuleMetrics>,
@@ -299,6 +359,10 @@ impl Metrics {
             conflated: one("tracescale_latency_rules_conflated_total"),
             held: one("tracescale_latency_rules_scale_downs_held_total"),
             inhibited: one("tracescale_latency_rules_scale_ups_inhibited_total"),
+            refused_observed: one("tracescale_latency_rules_refused_spans_observed_total"),
+            refused_repeats: one("tracescale_latency_rules_repeated_spans_skipped_total"),
+            refused_forgotten: one("tracescale_latency_rules_refused_ids_forgotten_total"),
+            refused_published: (0, 0, 0),
             stale_rules: metrics::gauge!("tracescale_latency_rules_stale_rules", "component" => component.to_string()),
             operations: metrics::gauge!("tracescale_latency_rules_operations", "component" => component.to_string()),
             rules,
@@ -307,7 +371,14 @@ impl Metrics {
         }
     }
 
-    fn publish(&mut self, engine: &mut Engine) {
+    fn publish(&mut self, engine: &mut Engine, refused: &RefusedSpans) {
+        let (observed, repeats, forgotten) = self.refused_published;
+        self.refused_observed.increment(refused.observed - observed);
+        self.refused_repeats.increment(refused.repeats - repeats);
+        self.refused_forgotten
+            .increment(refused.forgotten - forgotten);
+        self.refused_published = (refused.observed, refused.repeats, refused.forgotten);
+
         let now = engine.counters();
         let was = self.published;
         self.late.increment(now.late - was.late);

@@ -1102,6 +1102,47 @@ async fn the_processor_fires_on_arrival_and_passes_traces_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refused_spans_count_through_the_tap_and_a_retry_counts_once() {
+    let mut p = build(PROCESSOR).unwrap();
+    p.start(&context(&Health::new())).await.unwrap();
+    let tap = p.tap().expect("the processor offers a tap by default");
+    let base = unix_now();
+    let batch_of_two = db_batch(base, 2, 500);
+    tap.refused(&batch_of_two);
+    // The client retries: refused again, then let in.
+    tap.refused(&batch_of_two);
+    let mut out = Emitter::new();
+    p.process(batch_of_two, &mut out).await.unwrap();
+    let (d, spans) = decisions(&mut out);
+    assert!(
+        d.is_empty(),
+        "two breaches counted once each stay below count = 3"
+    );
+    assert_eq!(spans, 2, "the accepted batch still passes on");
+
+    // A third breach that is only ever refused: the rule fires, and since a tap cannot emit,
+    // the decision leaves with the next tick.
+    let third = Signal::Traces(batch(
+        "payments-db",
+        vec![span_in("INSERT payments", base, 500, 9)],
+    ));
+    tap.refused(&third);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    p.tick(&mut out).await.unwrap();
+    let (d, _) = decisions(&mut out);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].target.to_string(), "shop/statefulset/payments-db");
+    assert_eq!(d[0].evidence.breaches, 3);
+}
+
+#[tokio::test]
+async fn observe_refused_false_offers_no_tap() {
+    let p = build(&format!("observe_refused = false\n{PROCESSOR}")).unwrap();
+    assert!(p.tap().is_none());
+    assert!(build_error("max_refused_ids = 0").contains("max_refused_ids"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_passthrough_only_decisions_leave() {
     let mut p = build(&format!("passthrough = false\n{PROCESSOR}")).unwrap();
     p.start(&context(&Health::new())).await.unwrap();

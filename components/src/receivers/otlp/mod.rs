@@ -94,12 +94,6 @@ impl Shared {
         if rejected.kept == 0 {
             return Accepted::Ok(partial);
         }
-        if tracescale_core::memory::pressure() != tracescale_core::memory::Pressure::Normal {
-            // Above the soft memory limit: the same back-off answer as a full pipeline.
-            self.telemetry
-                .dropped(SignalKind::Traces, "refused_memory_limit", rejected.kept);
-            return Accepted::Full;
-        }
         let output = self
             .output
             .read()
@@ -110,7 +104,16 @@ impl Shared {
                 .dropped(SignalKind::Traces, "refused_shutting_down", rejected.kept);
             return Accepted::Closed;
         };
-        match output.try_send(Signal::Traces(Traces::new(resource_spans))) {
+        let signal = Signal::Traces(Traces::new(resource_spans));
+        if tracescale_core::memory::pressure() != tracescale_core::memory::Pressure::Normal {
+            // Above the soft memory limit: the same back-off answer as a full pipeline, and the
+            // pipeline's taps still see the spans (the latency rules must not go blind).
+            output.shed(&signal);
+            self.telemetry
+                .dropped(SignalKind::Traces, "refused_memory_limit", rejected.kept);
+            return Accepted::Full;
+        }
+        match output.try_send(signal) {
             Ok(()) => Accepted::Ok(partial),
             Err(TrySendError::Full(_)) => {
                 self.telemetry
