@@ -13,6 +13,7 @@ mod diagnostics;
 mod docs;
 mod fuzz_regressions;
 mod interop;
+mod kubernetes;
 mod reliability;
 mod run;
 mod simulate;

@@ -72,7 +72,9 @@ fn default_initial_backoff() -> HumanDuration {
     HumanDuration::from_secs(1)
 }
 fn default_max_backoff() -> HumanDuration {
-    HumanDuration::from_secs(60)
+    // The HPA's sync period: an API that comes back is used again within it, and one request
+    // per 15 s is no load on a recovering API server.
+    HumanDuration::from_secs(15)
 }
 fn default_conflict_retries() -> u32 {
     5

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,9 +21,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// One workload with a scale subresource.
 #[derive(Debug, Clone)]
@@ -112,13 +116,89 @@ pub struct FakeApiServer {
     addr: SocketAddr,
     state: Shared,
     task: Option<JoinHandle<()>>,
+    /// Cancelled by [`FakeApiServer::stop`]: closes the connections already open too.
+    down: CancellationToken,
 }
 
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
+        self.stop();
+    }
+}
+
+/// The listener: its connections fail as soon as the server is stopped, so a client's pooled
+/// keep-alive connection cannot outlive an outage.
+struct Listener {
+    inner: TcpListener,
+    down: CancellationToken,
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            if let Ok((stream, addr)) = self.inner.accept().await {
+                let down = Box::pin(self.down.clone().cancelled_owned());
+                return (Connection { stream, down }, addr);
+            }
         }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One accepted connection, cut when the server stops.
+struct Connection {
+    stream: TcpStream,
+    down: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Connection {
+    fn cut(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+        self.down.as_mut().poll(cx).is_ready().then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the API server stopped",
+            )
+        })
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -134,14 +214,20 @@ impl FakeApiServer {
             addr,
             state: Arc::new(Mutex::new(Inner::default())),
             task: None,
+            down: CancellationToken::new(),
         };
         server.serve().await?;
         Ok(server)
     }
 
     async fn serve(&mut self) -> std::io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
-        self.addr = listener.local_addr()?;
+        let inner = TcpListener::bind(self.addr).await?;
+        self.addr = inner.local_addr()?;
+        self.down = CancellationToken::new();
+        let listener = Listener {
+            inner,
+            down: self.down.clone(),
+        };
         let app = Router::new()
             .fallback(handle)
             .with_state(self.state.clone());
@@ -151,9 +237,10 @@ impl FakeApiServer {
         Ok(())
     }
 
-    /// Stops listening: the API is unreachable (connections are refused) until
-    /// [`FakeApiServer::resume`]. The objects are kept.
+    /// Stops listening and cuts the open connections: the API is unreachable (connections are
+    /// refused) until [`FakeApiServer::resume`]. The objects are kept.
     pub fn stop(&mut self) {
+        self.down.cancel();
         if let Some(t) = self.task.take() {
             t.abort();
         }

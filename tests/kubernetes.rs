@@ -1,0 +1,292 @@
+//! The whole scaling path against an in-process Kubernetes API server: OTLP spans in, the
+//! latency rules, the `kubernetes` exporter through a kubeconfig. An outage of the API during a
+//! breach, and spans whose attributes name workloads the exporter may not touch.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracescale_components::exporters::kubernetes::testing::FakeApiServer;
+
+use crate::util::{
+    bin, eventually, free_port, http_get, post_traces, signal, spawn_run, wait_with_limit,
+};
+
+/// How long the API stays down during the breach.
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// One OTLP/JSON request of one `INSERT payments` span that lasted `ms` and ended now, with
+/// `resource` and `span` attributes given as JSON key-value arrays' contents.
+fn request(service: &str, n: u32, ms: u64, resource: &str, span: &str) -> String {
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let start = end - u128::from(ms) * 1_000_000;
+    let sep = if resource.is_empty() { "" } else { "," };
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{service}"}}}}{sep}{resource}]}},"scopeSpans":[{{"spans":[{{"traceId":"{n:08x}05060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"INSERT payments","kind":3,"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":[{span}]}}]}}]}}]}}"#
+    )
+}
+
+fn send(http: u16, body: &str) {
+    let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(!response.contains("rejected"), "{response}");
+}
+
+/// A pipeline of OTLP/HTTP → `latency_rules` (`rules`) → `kubernetes` (`allow`).
+fn write_config(
+    dir: &Path,
+    kubeconfig: &Path,
+    http: u16,
+    telemetry: u16,
+    rules: &str,
+    allow: &str,
+) -> PathBuf {
+    let config = dir.join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+[processors.latency_rules]
+passthrough = false
+{rules}
+[exporters.cluster]
+type = "kubernetes"
+kubeconfig = "{}"
+allow = {allow}
+request_timeout = "2s"
+[pipelines.scaling]
+receivers = ["otlp"]
+processors = ["latency_rules"]
+exporters = ["cluster"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+"#,
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+const DB_RULE: &str = r#"
+[[processors.latency_rules.rules]]
+name = "db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "300ms"
+count = 3
+window = "10s"
+scale = { target = "statefulset/payments-db", namespace = "shop", step = 1, max = 5 }
+"#;
+
+fn stop(child: Child) {
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut server = rt.block_on(FakeApiServer::start()).unwrap();
+    server.add("shop", "statefulsets", "payments-db", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, "token").unwrap();
+    let (http, telemetry) = (free_port(), free_port());
+    let config = write_config(
+        dir.path(),
+        &kubeconfig,
+        http,
+        telemetry,
+        DB_RULE,
+        r#"["shop/statefulset/payments-db"]"#,
+    );
+    let child = spawn_run(&config);
+    eventually(Duration::from_secs(20), "the service to be ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+
+    // The API goes away, and payments-db turns slow for the whole outage: the rule fires once
+    // per window, and each decision is held.
+    server.stop();
+    let began = Instant::now();
+    let mut n = 0;
+    let mut seen_holding = None;
+    while began.elapsed() < OUTAGE {
+        n += 1;
+        send(http, &request("payments-db", n, 500, "", ""));
+        if seen_holding.is_none()
+            && let Some((503, body)) = http_get(telemetry, "/readyz")
+            && body.contains("kubernetes API unavailable; holding 1 decision(s)")
+        {
+            seen_holding = Some(began.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let held_at = seen_holding.expect("/readyz never reported the held decision");
+    assert!(
+        held_at < Duration::from_secs(10),
+        "held only after {held_at:?}"
+    );
+    let metrics = http_get(telemetry, "/metrics").unwrap().1;
+    let fired = metric(
+        &metrics,
+        "tracescale_latency_rules_decisions_total{component=\"latency_rules\",rule=\"db-slow\",direction=\"up\"}",
+    );
+    assert!(
+        fired >= 4.0,
+        "the rule fired {fired} times during the outage\n{metrics}"
+    );
+    assert!(
+        server.writes().is_empty(),
+        "nothing was written while the API was down"
+    );
+
+    // The API returns while the breach goes on: one change, from the replicas it has then.
+    rt.block_on(server.resume()).unwrap();
+    let back = Instant::now();
+    while server.writes().is_empty() {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "no change within 30 s of the API's return"
+        );
+        n += 1;
+        send(http, &request("payments-db", n, 500, "", ""));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let applied_after = back.elapsed();
+    eventually(Duration::from_secs(20), "ready again", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    // The breach ends; whatever else the rule fired stays within the 30 s cooldown.
+    std::thread::sleep(Duration::from_secs(3));
+    let writes = server.writes();
+    assert_eq!(
+        writes.len(),
+        1,
+        "one change, not one per held decision: {writes:?}"
+    );
+    assert_eq!(writes[0].object, "shop/statefulsets/payments-db");
+    assert_eq!(
+        server
+            .workload("shop", "statefulsets", "payments-db")
+            .unwrap()
+            .replicas,
+        3,
+        "one step up from 2"
+    );
+    let events = server.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "TracescaleScaled");
+    stop(child);
+    eprintln!(
+        "held within {held_at:?} of the outage; applied {applied_after:?} after the API returned"
+    );
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed), 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn span_attributes_cannot_steer_scaling_off_the_allow_list() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(FakeApiServer::start()).unwrap();
+    server.add("shop", "statefulsets", "payments-db", 2);
+    server.add("kube-system", "deployments", "coredns", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, "token").unwrap();
+    let (http, telemetry) = (free_port(), free_port());
+    // A second rule whose target an operator put off the allow-list.
+    let rules = format!(
+        r#"{DB_RULE}
+[[processors.latency_rules.rules]]
+name = "dns-slow"
+service = "coredns"
+operation = "INSERT payments"
+above = "300ms"
+count = 3
+window = "10s"
+scale = {{ target = "deployment/coredns", namespace = "kube-system", step = 1, max = 5 }}
+"#
+    );
+    let config = write_config(
+        dir.path(),
+        &kubeconfig,
+        http,
+        telemetry,
+        &rules,
+        r#"["shop/statefulset/payments-db"]"#,
+    );
+    // The loader warns about the rule no exporter will act on.
+    let validated = bin().arg("validate").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&validated.stderr);
+    assert!(validated.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("kube-system/deployment/coredns"),
+        "{stderr}"
+    );
+
+    let child = spawn_run(&config);
+    eventually(Duration::from_secs(20), "the service to be ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    // Crafted spans: payments-db spans whose attributes name coredns in every way a scaler
+    // might read a workload from, and coredns spans that breach the off-list rule.
+    let naming = r#"{"key":"k8s.namespace.name","value":{"stringValue":"kube-system"}},{"key":"k8s.deployment.name","value":{"stringValue":"coredns"}}"#;
+    let target =
+        r#"{"key":"tracescale.target","value":{"stringValue":"kube-system/deployment/coredns"}}"#;
+    for n in 1..=5 {
+        send(http, &request("payments-db", n, 500, naming, target));
+        send(http, &request("coredns", 100 + n, 500, naming, target));
+    }
+    eventually(Duration::from_secs(20), "the allowed target scaled", || {
+        (server.writes().len() == 1).then_some(())
+    });
+    eventually(
+        Duration::from_secs(20),
+        "the off-list rule's decision refused",
+        || {
+            http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
+                metric(b, "tracescale_latency_rules_decisions_total{component=\"latency_rules\",rule=\"dns-slow\",direction=\"up\"}") >= 1.0
+                    && metric(b, "tracescale_scale_decisions_refused_total{component=\"cluster\",reason=\"not_allowed\"}") >= 1.0
+            })
+        },
+    );
+    stop(child);
+    let writes = server.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].object, "shop/statefulsets/payments-db");
+    assert_eq!(
+        server
+            .workload("kube-system", "deployments", "coredns")
+            .unwrap()
+            .replicas,
+        2
+    );
+    let touched: Vec<String> = server
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.contains("kube-system") || p.contains("coredns"))
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the API was asked about coredns: {touched:?}"
+    );
+}
