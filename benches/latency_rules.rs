@@ -3,6 +3,10 @@
 //! throughput is spans per second per core. Each batch covers one second of event time, so the
 //! windows (10 s) fill and slide as in steady state.
 //!
+//! `latency_rules/overload` compares, through the processor, a batch that was queued
+//! (`process`) with one a receiver refused (the processor's tap, which also remembers the span
+//! ids) and with a client's retry of a refused batch (every span a repeat).
+//!
 //! Run: `cargo bench --bench latency_rules -- --warm-up-time 1 --measurement-time 3`.
 
 use std::hint::black_box;
@@ -16,7 +20,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tracescale_components::processors::latency_rules::engine::{
     Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
 };
-use tracescale_core::signal::{ReplicaLimits, ScaleChange, Target, Traces};
+use tracescale_core::component::{Emitter, Processor};
+use tracescale_core::config::{Built, build_from_toml};
+use tracescale_core::registry;
+use tracescale_core::signal::{ReplicaLimits, ScaleChange, Signal, Target, Traces};
+
+// Link the built-in components, so the registry has `latency_rules`.
+use tracescale_components as _;
 
 const SERVICES: usize = 10;
 /// Operations per service that no rule names: they only feed the statistics.
@@ -193,5 +203,92 @@ fn evaluate(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, evaluate);
+/// The template batch with new span ids, so that the tap sees spans it never saw.
+fn renamed(template: &Traces, k: u64) -> Traces {
+    let mut t = template.clone();
+    for span in t
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+    {
+        let id = u64::from_be_bytes(span.span_id.as_slice().try_into().unwrap_or_default());
+        span.span_id = (id ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .to_be_bytes()
+            .to_vec();
+    }
+    t
+}
+
+/// The processor for `rules(n)`, built from TOML as a pipeline file would, on event time so
+/// the bench's timestamps count.
+fn processor(rule_count: usize) -> Box<dyn Processor> {
+    let mut toml = String::from("clock = \"event\"\npassthrough = false\n");
+    for i in 0..rule_count {
+        toml.push_str(&format!(
+            "[[rules]]\nname = \"rule-{i}\"\nservice = \"{}\"\noperation = \"operation-{i}\"\nabove = \"300ms\"\ncount = 20\nwindow = \"10s\"\nscale = {{ target = \"deployment/target-{}\", namespace = \"bench\" }}\n",
+            service(i),
+            i % 5
+        ));
+    }
+    let factory = registry::all()
+        .into_iter()
+        .find(|f| f.type_name == "latency_rules")
+        .expect("latency_rules is registered");
+    match build_from_toml(factory, "latency_rules", &toml) {
+        Ok(Built::Processor(p)) => p,
+        Ok(_) => panic!("not a processor"),
+        Err(e) => panic!("{}", e.render(false)),
+    }
+}
+
+fn overload(c: &mut Criterion) {
+    let spans = 1_000;
+    let rule_count = 10;
+    let template = batch(rule_count, spans, 7);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let mut group = c.benchmark_group("latency_rules/overload");
+    group.throughput(Throughput::Elements(spans as u64));
+
+    let mut queued = processor(rule_count);
+    let mut out = Emitter::new();
+    let mut k = 0u64;
+    group.bench_function("queued", |b| {
+        b.iter_batched(
+            || {
+                k += 1;
+                Signal::Traces(renamed(&shifted(&template, k), k))
+            },
+            |signal| {
+                rt.block_on(queued.process(signal, &mut out))
+                    .expect("process");
+                black_box(out.take());
+            },
+            BatchSize::LargeInput,
+        );
+    });
+
+    let refused = processor(rule_count);
+    let tap = refused.tap().expect("a tap");
+    let mut k = 0u64;
+    group.bench_function("refused", |b| {
+        b.iter_batched_ref(
+            || {
+                k += 1;
+                Signal::Traces(renamed(&shifted(&template, k), k))
+            },
+            |signal| tap.refused(signal),
+            BatchSize::LargeInput,
+        );
+    });
+
+    let retried = Signal::Traces(renamed(&shifted(&template, k + 1), k + 1));
+    tap.refused(&retried);
+    group.bench_function("retried", |b| b.iter(|| tap.refused(&retried)));
+    group.finish();
+}
+
+criterion_group!(benches, evaluate, overload);
 criterion_main!(benches);

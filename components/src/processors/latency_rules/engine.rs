@@ -523,10 +523,10 @@ const NO_STATS: u32 = u32::MAX;
 /// operations rules name plus at most `max_operations` others, which bounds what colliding
 /// names sent on purpose could cost.
 #[derive(Debug, Clone, Copy)]
-struct Seeded(u64);
+pub(super) struct Seeded(u64);
 
 impl Seeded {
-    fn random() -> Self {
+    pub(super) fn random() -> Self {
         Self(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
     }
 }
@@ -541,7 +541,7 @@ impl BuildHasher for Seeded {
 
 /// See [`Seeded`].
 #[derive(Debug, Clone, Copy)]
-struct WordHasher(u64);
+pub(super) struct WordHasher(u64);
 
 const K: u64 = 0xf135_7aea_2e62_a9c5;
 

@@ -9,6 +9,7 @@ use tracescale_core::component::Tap;
 use tracescale_core::signal::Signal;
 
 use super::Shared;
+use super::engine::Seeded;
 
 /// Shows the batches receivers refused to the engine, so that shedding load does not blind
 /// the rules to the very latencies that caused it.
@@ -39,7 +40,7 @@ impl Tap for RulesTap {
 /// for an id that was taken and remembered again does not evict the newer entry.
 #[derive(Debug)]
 pub(super) struct RefusedSpans {
-    ids: HashMap<u64, u64>,
+    ids: HashMap<u64, u64, Seeded>,
     order: VecDeque<(u64, u64)>,
     capacity: usize,
     next: u64,
@@ -67,7 +68,7 @@ impl RefusedSpans {
     /// An empty memory of at most `capacity` ids (at least one).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            ids: HashMap::new(),
+            ids: HashMap::with_hasher(Seeded::random()),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             next: 0,
