@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracescale_components::exporters::kubernetes::testing::FakeApiServer;
+use tracescale_components::exporters::kubernetes::testing::{FakeApiServer, Fault};
 
 use crate::util::{
     bin, eventually, free_port, http_get, post_traces, signal, spawn_run, wait_with_limit,
@@ -288,5 +288,104 @@ scale = {{ target = "deployment/coredns", namespace = "kube-system", step = 1, m
     assert!(
         touched.is_empty(),
         "the API was asked about coredns: {touched:?}"
+    );
+}
+
+#[test]
+fn forbidden_and_conflicts_on_one_target_leave_the_other_and_bounds_hold() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(FakeApiServer::start()).unwrap();
+    server.add("shop", "statefulsets", "payments-db", 2);
+    server.add("shop", "deployments", "checkout", 2);
+    // RBAC forbids patching checkout; three other writers race every write to payments-db
+    // and leave it at 4 replicas.
+    server.fault(
+        http::Method::PATCH,
+        "/deployments/checkout/scale",
+        1000,
+        Fault::Forbidden,
+    );
+    server.fault(
+        http::Method::PATCH,
+        "/statefulsets/payments-db/scale",
+        3,
+        Fault::ConcurrentWrite { replicas: 4 },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig, "token").unwrap();
+    let (http, telemetry) = (free_port(), free_port());
+    // A step of 3 from the 4 replicas the other writers left would be 7: the rule's max is 5.
+    let rules = r#"
+[[processors.latency_rules.rules]]
+name = "db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "300ms"
+count = 3
+window = "10s"
+scale = { target = "statefulset/payments-db", namespace = "shop", step = 3, max = 5 }
+
+[[processors.latency_rules.rules]]
+name = "checkout-slow"
+service = "checkout"
+operation = "INSERT payments"
+above = "300ms"
+count = 3
+window = "10s"
+scale = { target = "deployment/checkout", namespace = "shop", step = 1 }
+"#;
+    let config = write_config(
+        dir.path(),
+        &kubeconfig,
+        http,
+        telemetry,
+        rules,
+        r#"["shop/statefulset/payments-db", "shop/deployment/checkout"]"#,
+    );
+    let child = spawn_run(&config);
+    eventually(Duration::from_secs(20), "the service to be ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    for n in 1..=3 {
+        send(http, &request("checkout", 100 + n, 500, "", ""));
+        send(http, &request("payments-db", n, 500, "", ""));
+    }
+    eventually(Duration::from_secs(20), "payments-db scaled", || {
+        (server.writes().len() == 1).then_some(())
+    });
+    eventually(
+        Duration::from_secs(20),
+        "the 403 and the 409s counted",
+        || {
+            http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
+            metric(b, "tracescale_scale_decisions_failed_total{component=\"cluster\",reason=\"forbidden\"}") >= 1.0
+                && metric(b, "tracescale_scale_api_retries_total{component=\"cluster\",reason=\"conflict\"}") >= 3.0
+        })
+        },
+    );
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        server
+            .workload("shop", "statefulsets", "payments-db")
+            .unwrap()
+            .replicas,
+        5,
+        "re-planned from the other writers' 4 and held at the rule's max"
+    );
+    assert_eq!(
+        server
+            .workload("shop", "deployments", "checkout")
+            .unwrap()
+            .replicas,
+        2
+    );
+    assert!(
+        stderr.contains(r#"may not \"patch\" \"deployments/scale\""#)
+            || stderr.contains(r#"may not "patch" "deployments/scale""#),
+        "the 403 names the verb and resource\n{stderr}"
     );
 }
