@@ -22,11 +22,12 @@ struct Args {
     clients: usize,
     seconds: f64,
     label: String,
+    fresh_ids: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: otlp_load --endpoint URL [--pid PID] [--spans N] [--clients N] [--seconds S] [--label NAME]"
+        "usage: otlp_load --endpoint URL [--pid PID] [--spans N] [--clients N] [--seconds S] [--label NAME] [--fresh-ids]"
     );
     std::process::exit(2)
 }
@@ -39,6 +40,7 @@ fn parse_args() -> Args {
         clients: 4,
         seconds: 10.0,
         label: "collector".into(),
+        fresh_ids: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +52,7 @@ fn parse_args() -> Args {
             "--clients" => args.clients = value().parse().unwrap_or_else(|_| usage()),
             "--seconds" => args.seconds = value().parse().unwrap_or_else(|_| usage()),
             "--label" => args.label = value(),
+            "--fresh-ids" => args.fresh_ids = true,
             _ => usage(),
         }
     }
@@ -57,6 +60,21 @@ fn parse_args() -> Args {
         usage();
     }
     args
+}
+
+/// Gives every span of `request` a span id no other request has, as a real client's spans
+/// would, so that a collector that remembers span ids sees no repeats.
+fn renumber(request: &mut ExportTraceServiceRequest, n: u64) {
+    let spans = request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans);
+    for span in spans {
+        for (byte, x) in span.span_id.iter_mut().zip(n.to_le_bytes()) {
+            *byte ^= x;
+        }
+    }
 }
 
 /// utime + stime of a process, in seconds.
@@ -112,6 +130,7 @@ async fn main() {
     for c in 0..args.clients {
         let endpoint = args.endpoint.clone();
         let requests = requests.clone();
+        let fresh_ids = args.fresh_ids;
         tasks.push(tokio::spawn(async move {
             let mut client = match TraceServiceClient::connect(endpoint).await {
                 Ok(c) => c,
@@ -123,8 +142,11 @@ async fn main() {
             let (mut ok, mut refused, mut latencies) = (0u64, 0u64, Vec::new());
             let mut i = c;
             while Instant::now() < deadline {
-                let request = requests[i % requests.len()].clone();
+                let mut request = requests[i % requests.len()].clone();
                 i += 1;
+                if fresh_ids {
+                    renumber(&mut request, ((c as u64) << 40) | i as u64);
+                }
                 let sent = Instant::now();
                 match client.export(request).await {
                     Ok(_) => {

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/../.."
 SECONDS_OF_LOAD="${1:-60}"
 CLIENTS="${CLIENTS:-16}"
 LIMIT="${LIMIT:-256MiB}"
+QUEUE_SIZE="${QUEUE_SIZE:-64}" # batches per queue (the default): three queues of it here
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -16,7 +17,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$work/pipeline.toml" <<TOML
 # A deliberately slow pipeline (a large forest per span, every span written as OTLP/JSON), so
-# that the offered load is several times what it can process.
+# that the offered load is several times what it can process. The latency rules behind it must
+# keep counting what the receiver refuses.
 [receivers.otlp]
 grpc = "127.0.0.1:$port"
 http = "off"
@@ -24,13 +26,25 @@ http = "off"
 trees = 25
 height = 15
 train_size = 1000
+[processors.latency_rules]
+clock = "event" # the load generator sends the same timestamps again and again
+[[processors.latency_rules.rules]]
+name = "db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "300ms"
+count = 20
+window = "10s"
+scale = { target = "statefulset/payments-db", namespace = "shop", max = 5 }
 [exporters.file]
 path = "/dev/null"
 when_full = "block"
+queue_size = $QUEUE_SIZE
 [pipelines.traces]
 receivers = ["otlp"]
-processors = ["hstree"]
+processors = ["hstree", "latency_rules"]
 exporters = ["file"]
+queue_size = $QUEUE_SIZE
 [service]
 log_level = "warn"
 telemetry_address = "127.0.0.1:$tport"
@@ -44,7 +58,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$tport/readyz" > /dev/null &&
 ( while kill -0 "$pid" 2>/dev/null; do grep VmRSS /proc/$pid/status | awk '{print $2}'; sleep 1; done ) > "$work/rss" &
 sampler=$!
 target/release/examples/otlp_load --endpoint "http://127.0.0.1:$port" --pid "$pid" \
-  --spans 1000 --clients "$CLIENTS" --seconds "$SECONDS_OF_LOAD" --label overload > "$work/load.json"
+  --spans 1000 --clients "$CLIENTS" --seconds "$SECONDS_OF_LOAD" --label overload --fresh-ids > "$work/load.json"
 stopped=$(date +%s.%N)
 
 # Recovery: the first moment a request is accepted with no refusal.
@@ -57,11 +71,31 @@ for _ in $(seq 600); do
 done
 after=$(target/release/examples/otlp_load --endpoint "http://127.0.0.1:$port" --pid "$pid" --spans 1000 --clients 1 --seconds 5 --label after)
 alive=$(kill -0 "$pid" 2>/dev/null && echo true || echo false)
-metrics=$(curl -sf "http://127.0.0.1:$tport/metrics" || true)
+sleep 2 # the queues drain and the rules publish their statistics (every second)
+curl -sf "http://127.0.0.1:$tport/metrics" > "$work/metrics" || true
 kill "$sampler" 2>/dev/null || true
-python3 - "$work" "$stopped" "${recovered:-}" "$alive" "$LIMIT" "$after" <<'PY'
-import json, sys
+python3 - "$work" "$stopped" "${recovered:-}" "$alive" "$LIMIT" "$after" "$QUEUE_SIZE" <<'PY'
+import json, re, sys
 work, stopped, recovered, alive, limit, after = sys.argv[1:7]
+
+def metric_sum(name, **labels):
+    """Sum of the samples of one metric whose labels include `labels`."""
+    out = 0.0
+    for line in open(f"{work}/metrics"):
+        m = re.match(r"^(\w+)(\{.*\})? (\S+)$", line.strip())
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            out += float(m.group(3))
+    return out
+
+# Spans the receiver read and found valid, and the share of them it queued. Every demo trace
+# has exactly one `INSERT payments` span of payments-db, the rule's operation: a third of them.
+read = metric_sum("tracescale_receiver_received_total", signal="traces") - metric_sum(
+    "tracescale_receiver_dropped_total", reason="invalid_span")
+queued = metric_sum("tracescale_receiver_emitted_total", signal="traces")
+counted = metric_sum("tracescale_latency_rules_rule_spans_total", rule="db-slow")
 load = json.load(open(f"{work}/load.json"))
 rss = [int(x) / 1024 for x in open(f"{work}/rss").read().split()]
 total = load["requests_ok"] + load["requests_refused"]
@@ -74,8 +108,13 @@ print(json.dumps({
     "peak_rss_mib": round(max(rss), 1) if rss else None,
     "peak_rss_hwm_mib": load["peak_rss_mib"],
     "memory_limit": limit,
+    "queue_size": int(sys.argv[7]),
     "alive_after_load": alive == "true",
     "recovery_seconds": round(float(recovered) - float(stopped), 2) if recovered else None,
     "after_recovery_spans_per_second": round(json.loads(after)["spans_per_second"]),
+    "spans_read": int(read),
+    "spans_queued_share": round(queued / read, 3) if read else None,
+    "rule_counted_share": round(counted / (read / 3), 3) if read else None,
+    "refused_spans_counted_by_rules": int(metric_sum("tracescale_latency_rules_refused_spans_observed_total")),
 }, indent=2))
 PY

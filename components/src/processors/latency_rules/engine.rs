@@ -254,6 +254,8 @@ pub struct RuleStatus<'a> {
     pub scaled_down: u64,
     /// Samples evicted from its full window.
     pub evicted: u64,
+    /// Spans it took into its window since start, queued or refused.
+    pub counted: u64,
 }
 
 /// Latency counts of one service::operation since the last drain.
@@ -401,6 +403,8 @@ struct RuleState {
     scaled_up: u64,
     scaled_down: u64,
     evicted: u64,
+    /// Spans it took into its window since start.
+    counted: u64,
 }
 
 impl RuleState {
@@ -708,6 +712,7 @@ impl Engine {
                 scaled_up: 0,
                 scaled_down: 0,
                 evicted: 0,
+                counted: 0,
                 rule,
             });
         }
@@ -782,42 +787,105 @@ impl Engine {
         self.observe_where(traces, wall_now, out, |_| true);
     }
 
-    /// [`Engine::observe`] for the spans `keep` accepts; the others are passed over as if the
-    /// batch did not hold them (the processor uses it to count a retried span once).
+    /// [`Engine::observe`], where only the spans `feed_rules` accepts reach the rules; every
+    /// span counts in the operation statistics. The processor uses it to keep a retried span
+    /// out of the rules when they already counted it from a refused batch.
     pub fn observe_where(
         &mut self,
         traces: &Traces,
         wall_now: u64,
         out: &mut Vec<Decision>,
-        mut keep: impl FnMut(&Span) -> bool,
+        mut feed_rules: impl FnMut(&Span) -> bool,
     ) {
         self.advance(wall_now);
         for resource_spans in &traces.resource_spans {
-            self.observe_resource(resource_spans, &mut keep);
+            let name = service_name(resource_spans);
+            let mut service = self.services.get(name).copied();
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    let feed = feed_rules(span);
+                    service = self.observe_span(service, name, span, feed);
+                }
+            }
         }
         self.evaluate(false, out);
     }
 
-    fn observe_resource(
+    /// Records the spans of a batch that was refused, in the rule windows only: the operation
+    /// statistics count what the pipeline processed. `first_sight` is asked about each span a
+    /// rule's operation matches, and the span is counted only when it says yes; it is never
+    /// asked about the others, which keeps the cost of a refused batch to what the rules need.
+    /// Unlike [`Engine::observe`], no entry is created for an operation seen for the first
+    /// time.
+    pub fn observe_refused(
         &mut self,
-        resource_spans: &ResourceSpans,
-        keep: &mut impl FnMut(&Span) -> bool,
+        traces: &Traces,
+        wall_now: u64,
+        out: &mut Vec<Decision>,
+        mut first_sight: impl FnMut(&Span) -> bool,
     ) {
-        let name = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|r| string_attribute(&r.attributes, SERVICE_NAME_ATTRIBUTE))
-            .unwrap_or(UNKNOWN_SERVICE);
-        let mut service = self.services.get(name).copied();
-        for scope_spans in &resource_spans.scope_spans {
-            for span in scope_spans.spans.iter().filter(|span| keep(span)) {
-                service = self.observe_span(service, name, span);
+        self.advance(wall_now);
+        for resource_spans in &traces.resource_spans {
+            let Some(service) = self.services.get(service_name(resource_spans)).copied() else {
+                continue;
+            };
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+                    if end == 0 || end < start {
+                        continue;
+                    }
+                    let known = self.service_entries[service]
+                        .operations
+                        .get(span.name.as_str())
+                        .copied();
+                    match known {
+                        Some(op) => {
+                            let Self {
+                                rules,
+                                op_entries,
+                                dirty,
+                                counters,
+                                time,
+                                ..
+                            } = self;
+                            let rule_list = &op_entries[op as usize].rules;
+                            if rule_list.is_empty() || !first_sight(span) {
+                                continue;
+                            }
+                            let seen = Seen {
+                                end,
+                                duration: end - start,
+                                span,
+                            };
+                            feed(rule_list, rules, dirty, counters, time, seen);
+                        }
+                        None => {
+                            let globs = &self.service_entries[service].globs;
+                            let rules = &self.rules;
+                            if globs
+                                .iter()
+                                .any(|&g| rules[g as usize].rule.operation.matches(&span.name))
+                                && first_sight(span)
+                            {
+                                self.feed_untracked(Some(service), end, end - start, span);
+                            }
+                        }
+                    }
+                }
             }
         }
+        self.evaluate(false, out);
     }
 
     /// Records one span; returns the service slot, which the span may have created.
-    fn observe_span(&mut self, service: Option<usize>, name: &str, span: &Span) -> Option<usize> {
+    fn observe_span(
+        &mut self,
+        service: Option<usize>,
+        name: &str,
+        span: &Span,
+        feed_rules: bool,
+    ) -> Option<usize> {
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
         if end == 0 || end < start {
             self.counters.invalid += 1;
@@ -834,7 +902,9 @@ impl Engine {
         let Some(op) = known.or_else(|| self.track_operation(&mut service, name, &span.name))
         else {
             self.counters.operations_overflow += 1;
-            self.feed_untracked(service, end, duration, span);
+            if feed_rules {
+                self.feed_untracked(service, end, duration, span);
+            }
             return service;
         };
 
@@ -865,12 +935,14 @@ impl Engine {
             }
             None => counters.operations_overflow += 1,
         }
-        let seen = Seen {
-            end,
-            duration,
-            span,
-        };
-        feed(&entry.rules, rules, dirty, counters, time, seen);
+        if feed_rules {
+            let seen = Seen {
+                end,
+                duration,
+                span,
+            };
+            feed(&entry.rules, rules, dirty, counters, time, seen);
+        }
         service
     }
 
@@ -1159,6 +1231,7 @@ impl Engine {
             scaled_up: r.scaled_up,
             scaled_down: r.scaled_down,
             evicted: r.evicted,
+            counted: r.counted,
         })
     }
 
@@ -1239,6 +1312,7 @@ fn feed(
             time.watermark = time.watermark.max(seen.end);
         }
         rule.record(seen, &mut score);
+        rule.counted += 1;
         if !rule.dirty {
             rule.dirty = true;
             dirty.push(r);
@@ -1364,6 +1438,15 @@ fn trace_id(bytes: &[u8]) -> [u8; 16] {
 }
 
 /// The string value of attribute `key`, if present and a string.
+/// The resource's `service.name`, or `unknown_service`.
+fn service_name(resource_spans: &ResourceSpans) -> &str {
+    resource_spans
+        .resource
+        .as_ref()
+        .and_then(|r| string_attribute(&r.attributes, SERVICE_NAME_ATTRIBUTE))
+        .unwrap_or(UNKNOWN_SERVICE)
+}
+
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
         match kv.value.as_ref().and_then(|v| v.value.as_ref()) {

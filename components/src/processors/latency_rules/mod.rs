@@ -216,7 +216,7 @@ impl Processor for LatencyRules {
                     if shared.refused.is_empty() {
                         shared.engine.observe(&traces, now, &mut shared.decisions);
                     } else {
-                        // A retry of a batch the tap counted when it was refused.
+                        // Spans of a retried batch the rules counted when it was refused.
                         let refused = &mut shared.refused;
                         shared
                             .engine
@@ -296,10 +296,11 @@ struct RuleMetrics {
     up: Counter,
     down: Counter,
     evicted: Counter,
+    counted: Counter,
     window_spans: Gauge,
     window_breaches: Gauge,
     stale: Gauge,
-    published: (u64, u64, u64),
+    published: (u64, u64, u64, u64),
 }
 
 struct OperationMetrics {
@@ -338,13 +339,14 @@ impl Metrics {
                         "tracescale_latency_rules_window_evicted_total",
                         &labels
                     ),
+                    counted: metrics::counter!("tracescale_latency_rules_rule_spans_total", &labels),
                     window_spans: metrics::gauge!("tracescale_latency_rules_window_spans", &labels),
                     window_breaches: metrics::gauge!(
                         "tracescale_latency_rules_window_breaches",
                         &labels
                     ),
                     stale: metrics::gauge!("tracescale_latency_rules_rule_stale", &labels),
-                    published: (0, 0, 0),
+                    published: (0, 0, 0, 0),
                 }
             })
             .collect();
@@ -393,11 +395,12 @@ impl Metrics {
 
         let mut stale = 0;
         for (m, r) in self.rules.iter_mut().zip(engine.rules()) {
-            let (up, down, evicted) = m.published;
+            let (up, down, evicted, counted) = m.published;
             m.up.increment(r.scaled_up - up);
             m.down.increment(r.scaled_down - down);
             m.evicted.increment(r.evicted - evicted);
-            m.published = (r.scaled_up, r.scaled_down, r.evicted);
+            m.counted.increment(r.counted - counted);
+            m.published = (r.scaled_up, r.scaled_down, r.evicted, r.counted);
             m.window_spans.set(r.window_count as f64);
             m.window_breaches.set(r.breaches as f64);
             m.stale.set(if r.stale { 1.0 } else { 0.0 });

@@ -28,14 +28,16 @@ impl Tap for RulesTap {
             refused,
             ..
         } = &mut *shared;
-        engine.observe_where(traces, now, decisions, |span| refused.first_sight(span));
+        engine.observe_refused(traces, now, decisions, |span| refused.first_sight(span));
     }
 }
 
-/// Ids of spans already counted from a refused batch, oldest forgotten first.
+/// Ids of spans the rules already counted from a refused batch, oldest forgotten first. Only
+/// spans that a rule's operation matches are remembered.
 ///
 /// A refused client retries, so the same span arrives again: refused again (the tap skips
-/// it) or accepted ([`RefusedSpans::take`] tells the processor to skip it). The memory is a
+/// it) or accepted ([`RefusedSpans::take`] tells the processor to keep it from the rules; it
+/// still counts in the operation statistics, which refused spans do not reach). The memory is a
 /// map plus a queue of insertion order. Entries carry a sequence number, so a queue entry
 /// for an id that was taken and remembered again does not evict the newer entry.
 #[derive(Debug)]
@@ -44,7 +46,7 @@ pub(super) struct RefusedSpans {
     order: VecDeque<(u64, u64)>,
     capacity: usize,
     next: u64,
-    /// Spans of refused batches counted in the statistics.
+    /// Spans of refused batches counted by the rules.
     pub(super) observed: u64,
     /// Spans seen again after a refusal (a retry) and not counted twice.
     pub(super) repeats: u64,
@@ -108,8 +110,8 @@ impl RefusedSpans {
         true
     }
 
-    /// For a span that was queued: true, and forgotten, when it was counted already from a
-    /// refused batch.
+    /// For a span that was queued: true, and forgotten, when the rules counted it already from
+    /// a refused batch.
     pub(super) fn take(&mut self, span: &Span) -> bool {
         let taken = key(span).is_some_and(|key| self.ids.remove(&key).is_some());
         if taken {

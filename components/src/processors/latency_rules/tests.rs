@@ -1447,3 +1447,39 @@ fn a_vertical_rule_decides_with_its_resources() {
     assert_eq!(d[0].change, ScaleChange::Step(0));
     assert_eq!(d[0].resources.as_ref().unwrap().requests["cpu"], "1");
 }
+
+#[test]
+fn refused_spans_feed_the_rules_once_but_not_the_statistics() {
+    let mut engine = Engine::new(vec![rule("r", "svc", "op", 300, 3, 10)], settings());
+    let refused = batch(
+        "svc",
+        vec![
+            span_in("op", T0, 500, 1),
+            span_in("op", T0, 500, 2),
+            span_in("other", T0, 500, 3),
+        ],
+    );
+    let mut asked = Vec::new();
+    let mut out = Vec::new();
+    engine.observe_refused(&refused, T0, &mut out, |span| {
+        asked.push(span.trace_id[0]);
+        true
+    });
+    assert_eq!(asked, vec![1, 2], "only spans a rule's operation matches are asked about");
+    assert_eq!(window_count(&engine, "r"), 2);
+    assert_eq!(engine.operation_total("svc", "op"), None, "statistics count processed spans");
+    // The retry is accepted: the statistics count it, the rules do not count it again.
+    engine.observe_where(&refused, T0, &mut out, |_| false);
+    assert_eq!(window_count(&engine, "r"), 2);
+    assert_eq!(engine.operation_total("svc", "op"), Some(2));
+    assert_eq!(engine.operation_total("svc", "other"), Some(1));
+    // Refused again, the tap's memory said no: nothing is counted.
+    engine.observe_refused(&refused, T0, &mut out, |_| false);
+    assert_eq!(window_count(&engine, "r"), 2);
+    assert!(out.is_empty());
+    // A third breach fires the rule.
+    let third = batch("svc", vec![span_in("op", T0, 500, 4)]);
+    engine.observe_refused(&third, T0, &mut out, |_| true);
+    assert_eq!(out.len(), 1);
+    check_invariants(&engine);
+}
