@@ -2,56 +2,61 @@
 //! latency rules, the `kubernetes` exporter through a kubeconfig. An outage of the API during a
 //! breach, and spans whose attributes name workloads the exporter may not touch.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracescale_components::exporters::kubernetes::testing::{FakeApiServer, Fault};
 
 use crate::util::{
-    bin, eventually, free_port, http_get, post_traces, signal, spawn_run, wait_with_limit,
+    bin, eventually, free_port, http_get, metric, metrics_until, post_traces, signal,
+    slow_span_request as request, spawn_run, wait_with_limit,
 };
 
 /// How long the API stays down during the breach.
 const OUTAGE: Duration = Duration::from_secs(60);
 
-/// One OTLP/JSON request of one `INSERT payments` span that lasted `ms` and ended now, with
-/// `resource` and `span` attributes given as JSON key-value arrays' contents.
-fn request(service: &str, n: u32, ms: u64, resource: &str, span: &str) -> String {
-    let end = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let start = end - u128::from(ms) * 1_000_000;
-    let sep = if resource.is_empty() { "" } else { "," };
-    format!(
-        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{service}"}}}}{sep}{resource}]}},"scopeSpans":[{{"spans":[{{"traceId":"{n:08x}05060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"INSERT payments","kind":3,"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":[{span}]}}]}}]}}]}}"#
-    )
-}
-
-fn send(http: u16, body: &str) {
-    let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(!response.contains("rejected"), "{response}");
-}
-
-/// A pipeline of OTLP/HTTP → `latency_rules` (`rules`) → `kubernetes` (`allow`).
-fn write_config(
-    dir: &Path,
-    kubeconfig: &Path,
+/// An in-process API server, and the files and ports of a tracescale pointed at it.
+struct Cluster {
+    server: FakeApiServer,
+    /// Runs the server; declared after it, so dropped after it.
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
     http: u16,
     telemetry: u16,
-    rules: &str,
-    allow: &str,
-) -> PathBuf {
-    let config = dir.join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+}
+
+impl Cluster {
+    /// A server holding `workloads`: `(namespace, resource, name, replicas)`.
+    fn new(workloads: &[(&str, &str, &str, u32)]) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(FakeApiServer::start()).unwrap();
+        for (namespace, resource, name, replicas) in workloads {
+            server.add(namespace, resource, name, *replicas);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        server
+            .write_kubeconfig(&dir.path().join("kubeconfig"), "token")
+            .unwrap();
+        Self {
+            server,
+            runtime,
+            dir,
+            http: free_port(),
+            telemetry: free_port(),
+        }
+    }
+
+    /// A pipeline file of OTLP/HTTP → `latency_rules` (`rules`) → `kubernetes` (`allow`).
+    fn config(&self, rules: &str, allow: &str) -> PathBuf {
+        let config = self.dir.path().join("pipeline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 [receivers.otlp]
 grpc = "off"
-http = "127.0.0.1:{http}"
+http = "127.0.0.1:{}"
 [processors.latency_rules]
 passthrough = false
 {rules}
@@ -65,13 +70,39 @@ receivers = ["otlp"]
 processors = ["latency_rules"]
 exporters = ["cluster"]
 [service]
-telemetry_address = "127.0.0.1:{telemetry}"
+telemetry_address = "127.0.0.1:{}"
 "#,
-            kubeconfig.display()
-        ),
-    )
-    .unwrap();
-    config
+                self.http,
+                self.dir.path().join("kubeconfig").display(),
+                self.telemetry
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// Starts `tracescale run` on `config` and waits until it is ready.
+    fn run(&self, config: &std::path::Path) -> Child {
+        let child = spawn_run(config);
+        eventually(Duration::from_secs(20), "the service to be ready", || {
+            http_get(self.telemetry, "/readyz").filter(|(s, _)| *s == 200)
+        });
+        child
+    }
+
+    /// Posts one request; it must be accepted whole.
+    fn send(&self, body: &str) {
+        let response = post_traces(self.http, "Content-Type: application/json", body.as_bytes());
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(!response.contains("rejected"), "{response}");
+    }
+
+    fn replicas(&self, namespace: &str, resource: &str, name: &str) -> u32 {
+        self.server
+            .workload(namespace, resource, name)
+            .unwrap()
+            .replicas
+    }
 }
 
 const DB_RULE: &str = r#"
@@ -97,37 +128,20 @@ fn stop(child: Child) {
 
 #[test]
 fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut server = rt.block_on(FakeApiServer::start()).unwrap();
-    server.add("shop", "statefulsets", "payments-db", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, "token").unwrap();
-    let (http, telemetry) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &kubeconfig,
-        http,
-        telemetry,
-        DB_RULE,
-        r#"["shop/statefulset/payments-db"]"#,
-    );
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the service to be ready", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let mut c = Cluster::new(&[("shop", "statefulsets", "payments-db", 2)]);
+    let child = c.run(&c.config(DB_RULE, r#"["shop/statefulset/payments-db"]"#));
 
     // The API goes away, and payments-db turns slow for the whole outage: the rule fires once
     // per window, and each decision is held.
-    server.stop();
+    c.server.stop();
     let began = Instant::now();
     let mut n = 0;
     let mut seen_holding = None;
     while began.elapsed() < OUTAGE {
         n += 1;
-        send(http, &request("payments-db", n, 500, "", ""));
+        c.send(&request("payments-db", n, 500, "", ""));
         if seen_holding.is_none()
-            && let Some((503, body)) = http_get(telemetry, "/readyz")
+            && let Some((503, body)) = http_get(c.telemetry, "/readyz")
             && body.contains("kubernetes API unavailable; holding 1 decision(s)")
         {
             seen_holding = Some(began.elapsed());
@@ -139,7 +153,7 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
         held_at < Duration::from_secs(10),
         "held only after {held_at:?}"
     );
-    let metrics = http_get(telemetry, "/metrics").unwrap().1;
+    let metrics = http_get(c.telemetry, "/metrics").unwrap().1;
     let fired = metric(
         &metrics,
         "tracescale_latency_rules_decisions_total{component=\"latency_rules\",rule=\"db-slow\",direction=\"up\"}",
@@ -149,29 +163,29 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
         "the rule fired {fired} times during the outage\n{metrics}"
     );
     assert!(
-        server.writes().is_empty(),
+        c.server.writes().is_empty(),
         "nothing was written while the API was down"
     );
 
     // The API returns while the breach goes on: one change, from the replicas it has then.
-    rt.block_on(server.resume()).unwrap();
+    c.runtime.block_on(c.server.resume()).unwrap();
     let back = Instant::now();
-    while server.writes().is_empty() {
+    while c.server.writes().is_empty() {
         assert!(
             back.elapsed() < Duration::from_secs(30),
             "no change within 30 s of the API's return"
         );
         n += 1;
-        send(http, &request("payments-db", n, 500, "", ""));
+        c.send(&request("payments-db", n, 500, "", ""));
         std::thread::sleep(Duration::from_millis(250));
     }
     let applied_after = back.elapsed();
     eventually(Duration::from_secs(20), "ready again", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+        http_get(c.telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });
     // The breach ends; whatever else the rule fired stays within the 30 s cooldown.
     std::thread::sleep(Duration::from_secs(3));
-    let writes = server.writes();
+    let writes = c.server.writes();
     assert_eq!(
         writes.len(),
         1,
@@ -179,14 +193,11 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
     );
     assert_eq!(writes[0].object, "shop/statefulsets/payments-db");
     assert_eq!(
-        server
-            .workload("shop", "statefulsets", "payments-db")
-            .unwrap()
-            .replicas,
+        c.replicas("shop", "statefulsets", "payments-db"),
         3,
         "one step up from 2"
     );
-    let events = server.events();
+    let events = c.server.events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "TracescaleScaled");
     stop(child);
@@ -195,23 +206,12 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
     );
 }
 
-/// The value of the sample `series` (name and labels exactly as exposed), 0 when absent.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn span_attributes_cannot_steer_scaling_off_the_allow_list() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(FakeApiServer::start()).unwrap();
-    server.add("shop", "statefulsets", "payments-db", 2);
-    server.add("kube-system", "deployments", "coredns", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, "token").unwrap();
-    let (http, telemetry) = (free_port(), free_port());
+    let c = Cluster::new(&[
+        ("shop", "statefulsets", "payments-db", 2),
+        ("kube-system", "deployments", "coredns", 2),
+    ]);
     // A second rule whose target an operator put off the allow-list.
     let rules = format!(
         r#"{DB_RULE}
@@ -225,14 +225,7 @@ window = "10s"
 scale = {{ target = "deployment/coredns", namespace = "kube-system", step = 1, max = 5 }}
 "#
     );
-    let config = write_config(
-        dir.path(),
-        &kubeconfig,
-        http,
-        telemetry,
-        &rules,
-        r#"["shop/statefulset/payments-db"]"#,
-    );
+    let config = c.config(&rules, r#"["shop/statefulset/payments-db"]"#);
     // The loader warns about the rule no exporter will act on.
     let validated = bin().arg("validate").arg(&config).output().unwrap();
     let stderr = String::from_utf8_lossy(&validated.stderr);
@@ -242,44 +235,36 @@ scale = {{ target = "deployment/coredns", namespace = "kube-system", step = 1, m
         "{stderr}"
     );
 
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the service to be ready", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let child = c.run(&config);
     // Crafted spans: payments-db spans whose attributes name coredns in every way a scaler
     // might read a workload from, and coredns spans that breach the off-list rule.
     let naming = r#"{"key":"k8s.namespace.name","value":{"stringValue":"kube-system"}},{"key":"k8s.deployment.name","value":{"stringValue":"coredns"}}"#;
     let target =
         r#"{"key":"tracescale.target","value":{"stringValue":"kube-system/deployment/coredns"}}"#;
     for n in 1..=5 {
-        send(http, &request("payments-db", n, 500, naming, target));
-        send(http, &request("coredns", 100 + n, 500, naming, target));
+        c.send(&request("payments-db", n, 500, naming, target));
+        c.send(&request("coredns", 100 + n, 500, naming, target));
     }
     eventually(Duration::from_secs(20), "the allowed target scaled", || {
-        (server.writes().len() == 1).then_some(())
+        (c.server.writes().len() == 1).then_some(())
     });
-    eventually(
-        Duration::from_secs(20),
-        "the off-list rule's decision refused",
-        || {
-            http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
-                metric(b, "tracescale_latency_rules_decisions_total{component=\"latency_rules\",rule=\"dns-slow\",direction=\"up\"}") >= 1.0
-                    && metric(b, "tracescale_scale_decisions_refused_total{component=\"cluster\",reason=\"not_allowed\"}") >= 1.0
-            })
-        },
-    );
+    metrics_until(c.telemetry, "the off-list rule's decision refused", |b| {
+        metric(
+            b,
+            "tracescale_latency_rules_decisions_total{component=\"latency_rules\",rule=\"dns-slow\",direction=\"up\"}",
+        ) >= 1.0
+            && metric(
+                b,
+                "tracescale_scale_decisions_refused_total{component=\"cluster\",reason=\"not_allowed\"}",
+            ) >= 1.0
+    });
     stop(child);
-    let writes = server.writes();
+    let writes = c.server.writes();
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0].object, "shop/statefulsets/payments-db");
-    assert_eq!(
-        server
-            .workload("kube-system", "deployments", "coredns")
-            .unwrap()
-            .replicas,
-        2
-    );
-    let touched: Vec<String> = server
+    assert_eq!(c.replicas("kube-system", "deployments", "coredns"), 2);
+    let touched: Vec<String> = c
+        .server
         .requests()
         .into_iter()
         .map(|r| r.path)
@@ -293,28 +278,24 @@ scale = {{ target = "deployment/coredns", namespace = "kube-system", step = 1, m
 
 #[test]
 fn forbidden_and_conflicts_on_one_target_leave_the_other_and_bounds_hold() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(FakeApiServer::start()).unwrap();
-    server.add("shop", "statefulsets", "payments-db", 2);
-    server.add("shop", "deployments", "checkout", 2);
+    let c = Cluster::new(&[
+        ("shop", "statefulsets", "payments-db", 2),
+        ("shop", "deployments", "checkout", 2),
+    ]);
     // RBAC forbids patching checkout; three other writers race every write to payments-db
     // and leave it at 4 replicas.
-    server.fault(
+    c.server.fault(
         http::Method::PATCH,
         "/deployments/checkout/scale",
         1000,
         Fault::Forbidden,
     );
-    server.fault(
+    c.server.fault(
         http::Method::PATCH,
         "/statefulsets/payments-db/scale",
         3,
         Fault::ConcurrentWrite { replicas: 4 },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig, "token").unwrap();
-    let (http, telemetry) = (free_port(), free_port());
     // A step of 3 from the 4 replicas the other writers left would be 7: the rule's max is 5.
     let rules = r#"
 [[processors.latency_rules.rules]]
@@ -335,54 +316,37 @@ count = 3
 window = "10s"
 scale = { target = "deployment/checkout", namespace = "shop", step = 1 }
 "#;
-    let config = write_config(
-        dir.path(),
-        &kubeconfig,
-        http,
-        telemetry,
+    let child = c.run(&c.config(
         rules,
         r#"["shop/statefulset/payments-db", "shop/deployment/checkout"]"#,
-    );
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the service to be ready", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    ));
     for n in 1..=3 {
-        send(http, &request("checkout", 100 + n, 500, "", ""));
-        send(http, &request("payments-db", n, 500, "", ""));
+        c.send(&request("checkout", 100 + n, 500, "", ""));
+        c.send(&request("payments-db", n, 500, "", ""));
     }
     eventually(Duration::from_secs(20), "payments-db scaled", || {
-        (server.writes().len() == 1).then_some(())
+        (c.server.writes().len() == 1).then_some(())
     });
-    eventually(
-        Duration::from_secs(20),
-        "the 403 and the 409s counted",
-        || {
-            http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
-            metric(b, "tracescale_scale_decisions_failed_total{component=\"cluster\",reason=\"forbidden\"}") >= 1.0
-                && metric(b, "tracescale_scale_api_retries_total{component=\"cluster\",reason=\"conflict\"}") >= 3.0
-        })
-        },
-    );
+    metrics_until(c.telemetry, "the 403 and the 409s counted", |b| {
+        metric(
+            b,
+            "tracescale_scale_decisions_failed_total{component=\"cluster\",reason=\"forbidden\"}",
+        ) >= 1.0
+            && metric(
+                b,
+                "tracescale_scale_api_retries_total{component=\"cluster\",reason=\"conflict\"}",
+            ) >= 3.0
+    });
     signal(&child, "TERM");
     let out = wait_with_limit(child, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
-        server
-            .workload("shop", "statefulsets", "payments-db")
-            .unwrap()
-            .replicas,
+        c.replicas("shop", "statefulsets", "payments-db"),
         5,
         "re-planned from the other writers' 4 and held at the rule's max"
     );
-    assert_eq!(
-        server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
-        2
-    );
+    assert_eq!(c.replicas("shop", "deployments", "checkout"), 2);
     assert!(
         stderr.contains(r#"may not \"patch\" \"deployments/scale\""#)
             || stderr.contains(r#"may not "patch" "deployments/scale""#),

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use tracescale_components::receivers::demo_traces::Generator;
 
 use crate::util::{
-    bin, count_spans, eventually, free_port, http_get, post_traces, signal, spawn_run,
-    wait_with_limit,
+    bin, count_spans, eventually, free_port, http_get, metrics_until, post_traces, signal,
+    slow_span_request, spawn_run, wait_with_limit,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -246,10 +246,8 @@ memory_spike_limit = "8MiB"
         response.to_ascii_lowercase().contains("retry-after: "),
         "{response}"
     );
-    let metrics = eventually(Duration::from_secs(10), "the refusal counted", || {
-        http_get(telemetry, "/metrics")
-            .map(|(_, b)| b)
-            .filter(|b| b.contains("reason=\"refused_memory_limit\"} 1"))
+    let metrics = metrics_until(telemetry, "the refusal counted", |b| {
+        b.contains("reason=\"refused_memory_limit\"} 1")
     });
     assert!(metrics.contains("tracescale_process_resident_memory_bytes"));
     signal(&child, "TERM");
@@ -259,19 +257,6 @@ memory_spike_limit = "8MiB"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// One OTLP/JSON request holding one `INSERT payments` span of payments-db that lasted 500 ms
-/// and ended now, in trace `n`.
-fn slow_db_span(n: u8) -> String {
-    let end = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let start = end - 500_000_000;
-    format!(
-        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"payments-db"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{n:02x}02030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"INSERT payments","kind":3,"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}"}}]}}]}}]}}"#
-    )
 }
 
 #[test]
@@ -324,15 +309,15 @@ memory_spike_limit = "8MiB"
             let response = post_traces(
                 http,
                 "Content-Type: application/json",
-                slow_db_span(n).as_bytes(),
+                slow_span_request("payments-db", n, 500, "", "").as_bytes(),
             );
             assert!(response.starts_with("HTTP/1.1 429"), "{response}");
         }
     }
-    let metrics = eventually(Duration::from_secs(10), "the repeats counted", || {
-        http_get(telemetry, "/metrics").map(|(_, b)| b).filter(|b| {
-            b.contains("tracescale_latency_rules_repeated_spans_skipped_total{component=\"latency_rules\"} 4")
-        })
+    let metrics = metrics_until(telemetry, "the repeats counted", |b| {
+        b.contains(
+            "tracescale_latency_rules_repeated_spans_skipped_total{component=\"latency_rules\"} 4",
+        )
     });
     assert!(
         metrics.contains(
@@ -349,7 +334,7 @@ memory_spike_limit = "8MiB"
     let response = post_traces(
         http,
         "Content-Type: application/json",
-        slow_db_span(5).as_bytes(),
+        slow_span_request("payments-db", 5, 500, "", "").as_bytes(),
     );
     assert!(response.starts_with("HTTP/1.1 429"), "{response}");
     let line = eventually(Duration::from_secs(10), "a decision", || {

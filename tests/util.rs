@@ -121,6 +121,47 @@ pub(crate) fn eventually<T>(
     }
 }
 
+/// Polls `/metrics` on `telemetry` until `check` accepts the text, which it returns.
+pub(crate) fn metrics_until(
+    telemetry: u16,
+    what: &str,
+    mut check: impl FnMut(&str) -> bool,
+) -> String {
+    eventually(Duration::from_secs(20), what, || {
+        http_get(telemetry, "/metrics")
+            .map(|(_, b)| b)
+            .filter(|b| check(b))
+    })
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed), 0 when absent.
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// One OTLP/JSON request of one `INSERT payments` client span of `service` that lasted `ms`
+/// and ended now, in a trace numbered `n`. `resource` and `span` are extra attributes, as the
+/// JSON objects of a key-value list, comma-separated (may be empty).
+pub(crate) fn slow_span_request(
+    service: &str,
+    n: u32,
+    ms: u64,
+    resource: &str,
+    span: &str,
+) -> String {
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let start = end - u128::from(ms) * 1_000_000;
+    let sep = if resource.is_empty() { "" } else { "," };
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{service}"}}}}{sep}{resource}]}},"scopeSpans":[{{"spans":[{{"traceId":"{n:08x}05060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"INSERT payments","kind":3,"startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","attributes":[{span}]}}]}}]}}]}}"#
+    )
+}
+
 /// Sends a signal to a child by name (`TERM`, `INT`).
 pub(crate) fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

@@ -339,7 +339,10 @@ impl Metrics {
                         "tracescale_latency_rules_window_evicted_total",
                         &labels
                     ),
-                    counted: metrics::counter!("tracescale_latency_rules_rule_spans_total", &labels),
+                    counted: metrics::counter!(
+                        "tracescale_latency_rules_rule_spans_total",
+                        &labels
+                    ),
                     window_spans: metrics::gauge!("tracescale_latency_rules_window_spans", &labels),
                     window_breaches: metrics::gauge!(
                         "tracescale_latency_rules_window_breaches",

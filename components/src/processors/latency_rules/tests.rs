@@ -1465,9 +1465,17 @@ fn refused_spans_feed_the_rules_once_but_not_the_statistics() {
         asked.push(span.trace_id[0]);
         true
     });
-    assert_eq!(asked, vec![1, 2], "only spans a rule's operation matches are asked about");
+    assert_eq!(
+        asked,
+        vec![1, 2],
+        "only spans a rule's operation matches are asked about"
+    );
     assert_eq!(window_count(&engine, "r"), 2);
-    assert_eq!(engine.operation_total("svc", "op"), None, "statistics count processed spans");
+    assert_eq!(
+        engine.operation_total("svc", "op"),
+        None,
+        "statistics count processed spans"
+    );
     // The retry is accepted: the statistics count it, the rules do not count it again.
     engine.observe_where(&refused, T0, &mut out, |_| false);
     assert_eq!(window_count(&engine, "r"), 2);
