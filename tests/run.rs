@@ -761,17 +761,17 @@ telemetry_address = "127.0.0.1:{telemetry}"
 }
 
 #[test]
-fn a_failed_tls_handshake_is_counted_and_the_listener_serves_on() {
+fn failed_tls_handshakes_are_counted_on_both_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pipeline.toml");
-    let (http, telemetry) = (free_port(), free_port());
+    let (grpc, http, telemetry) = (free_port(), free_port(), free_port());
     let tls = crate::util::repo().join("tests/fixtures/tls");
     std::fs::write(
         &config,
         format!(
             r#"
 [receivers.otlp]
-grpc = "off"
+grpc = "127.0.0.1:{grpc}"
 http = "127.0.0.1:{http}"
 tls = {{ cert_file = {:?}, key_file = {:?} }}
 [exporters.null]
@@ -790,13 +790,14 @@ telemetry_address = "127.0.0.1:{telemetry}"
     eventually(Duration::from_secs(20), "the listener", || {
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });
-    // Plain text to a TLS listener: no HTTP answer, one counted refusal.
-    let response = post_traces(http, "Content-Type: application/json", b"{}");
-    assert!(!response.starts_with("HTTP/1.1"), "{response}");
-    let metrics = eventually(Duration::from_secs(10), "the refusal counted", || {
-        http_get(telemetry, "/metrics")
-            .map(|(_, b)| b)
-            .filter(|b| b.contains("transport=\"http\",reason=\"tls_handshake\"} 1"))
+    // Plain text to each TLS listener: no answer, one counted refusal each.
+    for port in [http, grpc] {
+        let response = post_traces(port, "Content-Type: application/json", b"{}");
+        assert!(!response.starts_with("HTTP/1.1"), "{response}");
+    }
+    let metrics = crate::util::metrics_until(telemetry, "the refusals counted", |b| {
+        b.contains("transport=\"http\",reason=\"tls_handshake\"} 1")
+            && b.contains("transport=\"grpc\",reason=\"tls_handshake\"} 1")
     });
     assert!(metrics.contains("tls_handshake"));
     signal(&child, "TERM");

@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -19,6 +20,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracescale_core::component::ComponentError;
 
 use super::config::OtlpReceiverConfig;
+use super::tls::TlsListener;
 use super::{Accepted, Shared, Transport};
 
 struct Service {
@@ -100,47 +102,68 @@ fn malformed_is_invalid_argument(
 }
 
 /// Binds the listener and serves until `stop` is cancelled.
-pub(super) fn serve(
+pub(super) async fn serve(
     address: SocketAddr,
     shared: Arc<Shared>,
     config: &OtlpReceiverConfig,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ComponentError> {
     let bind_error = |source| ComponentError::Bind {
         address: address.to_string(),
         source,
     };
-    // Without TCP_NODELAY small responses wait for Nagle's delayed ACK: tens of milliseconds
-    // of latency per request on an otherwise idle connection.
-    let incoming = TcpIncoming::bind(address)
-        .map_err(bind_error)?
-        .with_nodelay(Some(true));
-    let bound = incoming.local_addr().map_err(bind_error)?;
     let counted = Arc::clone(&shared);
-    let service = TraceServiceServer::new(Service { shared })
-        // The limit applies after decompression too, so a bomb is refused, not inflated.
-        .max_decoding_message_size(config.grpc_limit())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip);
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| ComponentError::other(format!("tls: {e}")))?;
-    }
-    let task = tokio::spawn(async move {
-        let result = builder
-            .layer(tower::util::MapResponseLayer::new(move |response| {
-                malformed_is_invalid_argument(response, &counted)
-            }))
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(err) = result {
-            tracing::error!(error = %err, "OTLP/gRPC listener failed");
+    let service = TraceServiceServer::new(Service {
+        shared: Arc::clone(&shared),
+    })
+    // The limit applies after decompression too, so a bomb is refused, not inflated.
+    .max_decoding_message_size(config.grpc_limit())
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Gzip);
+    let router = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(move |response| {
+            malformed_is_invalid_argument(response, &counted)
+        }))
+        .add_service(service);
+    let (bound, task) = match tls {
+        // Our own acceptor rather than tonic's: handshakes are bounded, timed out and counted
+        // as on the HTTP listener.
+        Some(tls) => {
+            let listener = TcpListener::bind(address).await.map_err(bind_error)?;
+            let bound = listener.local_addr().map_err(bind_error)?;
+            let incoming = TlsListener::new(listener, tls, Transport::Grpc, shared, stop.clone())
+                .map_err(bind_error)?;
+            let task = tokio::spawn(async move {
+                let served = router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await;
+                log_failure(served);
+            });
+            (bound, task)
         }
-    });
+        None => {
+            // Without TCP_NODELAY small responses wait for Nagle's delayed ACK: tens of
+            // milliseconds of latency per request on an otherwise idle connection.
+            let incoming = TcpIncoming::bind(address)
+                .map_err(bind_error)?
+                .with_nodelay(Some(true));
+            let bound = incoming.local_addr().map_err(bind_error)?;
+            let task = tokio::spawn(async move {
+                let served = router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await;
+                log_failure(served);
+            });
+            (bound, task)
+        }
+    };
     Ok((bound, task))
+}
+
+fn log_failure(served: Result<(), tonic::transport::Error>) {
+    if let Err(err) = served {
+        tracing::error!(error = %err, "OTLP/gRPC listener failed");
+    }
 }

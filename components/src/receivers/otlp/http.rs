@@ -316,8 +316,14 @@ pub(super) async fn serve(
         .fallback(not_found)
         .with_state(state);
     if let Some(tls) = tls {
-        let listener = super::tls::TlsListener::new(listener, tls, shared, stop.clone())
-            .map_err(bind_error)?;
+        let listener = super::tls::TlsListener::new(
+            listener,
+            tls,
+            super::Transport::Http,
+            shared,
+            stop.clone(),
+        )
+        .map_err(bind_error)?;
         let task = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())

@@ -210,9 +210,10 @@ impl Receiver for OtlpReceiver {
                 address,
                 shared.clone(),
                 &self.config,
-                tls.as_ref().map(tls::Loaded::tonic),
+                tls.as_ref().map(|t| t.grpc.clone()),
                 self.stop.clone(),
-            )?;
+            )
+            .await?;
             tracing::info!(receiver = %ctx.id, address = %bound, "OTLP/gRPC listening");
             self.bound.push(("grpc", bound));
             self.servers.push(task);
@@ -222,7 +223,7 @@ impl Receiver for OtlpReceiver {
                 address,
                 shared.clone(),
                 &self.config,
-                tls.as_ref().map(|t| t.rustls.clone()),
+                tls.as_ref().map(|t| t.http.clone()),
                 self.stop.clone(),
             )
             .await?;

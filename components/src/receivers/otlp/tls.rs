@@ -1,10 +1,13 @@
-//! TLS for the listeners: the PEM files read at start, a rustls config for the HTTP listener,
-//! tonic's for the gRPC one, and a listener that completes handshakes off the accept loop.
+//! TLS for the listeners: the PEM files read at start, a rustls config for each listener (they
+//! differ only in ALPN), and a listener that completes handshakes off the accept loop, for
+//! both: every failed or stalled handshake is counted, whichever protocol it was for.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -23,14 +26,13 @@ const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The PEM files, read once at start.
+/// The server configs built from the PEM files, read once at start.
 #[derive(Clone)]
 pub(super) struct Loaded {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    client_ca_pem: Option<Vec<u8>>,
-    /// For the HTTP listener.
-    pub(super) rustls: Arc<rustls::ServerConfig>,
+    /// For the HTTP listener: ALPN `http/1.1`.
+    pub(super) http: Arc<rustls::ServerConfig>,
+    /// For the gRPC listener: ALPN `h2`, which gRPC clients require.
+    pub(super) grpc: Arc<rustls::ServerConfig>,
 }
 
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
@@ -86,27 +88,18 @@ impl Loaded {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut server = builder
+        let server = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("tls: the key does not fit the certificate: {e}"))?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let with_alpn = |protocol: &[u8]| {
+            let mut config = server.clone();
+            config.alpn_protocols = vec![protocol.to_vec()];
+            Arc::new(config)
+        };
         Ok(Self {
-            cert_pem,
-            key_pem,
-            client_ca_pem,
-            rustls: Arc::new(server),
+            http: with_alpn(b"http/1.1"),
+            grpc: with_alpn(b"h2"),
         })
-    }
-
-    /// The same identity for tonic.
-    pub(super) fn tonic(&self) -> tonic::transport::ServerTlsConfig {
-        let mut config = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
-        );
-        if let Some(ca) = &self.client_ca_pem {
-            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        config
     }
 }
 
@@ -119,10 +112,12 @@ pub(super) struct TlsListener {
 }
 
 impl TlsListener {
-    /// Failed and timed-out handshakes are counted as refused requests (`tls_handshake`).
+    /// Failed and timed-out handshakes are counted as refused requests (`tls_handshake`) of
+    /// `transport`.
     pub(super) fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        transport: Transport,
         shared: Arc<Shared>,
         stop: CancellationToken,
     ) -> io::Result<Self> {
@@ -140,7 +135,7 @@ impl TlsListener {
                     accepted = listener.accept() => match accepted {
                         Ok(pair) => pair,
                         Err(err) => {
-                            tracing::debug!(error = %err, "OTLP/HTTP accept failed");
+                            tracing::debug!(error = %err, ?transport, "OTLP accept failed");
                             continue;
                         }
                     },
@@ -157,12 +152,12 @@ impl TlsListener {
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(err)) => {
-                            shared.refused(Transport::Http, "tls_handshake");
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            shared.refused(transport, "tls_handshake");
+                            tracing::debug!(%peer, error = %err, ?transport, "TLS handshake failed");
                         }
                         Err(_) => {
-                            shared.refused(Transport::Http, "tls_handshake");
-                            tracing::debug!(%peer, "TLS handshake timed out");
+                            shared.refused(transport, "tls_handshake");
+                            tracing::debug!(%peer, ?transport, "TLS handshake timed out");
                         }
                     }
                 });
@@ -186,5 +181,17 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+/// The gRPC server's view of a [`TlsListener`]: a stream of connections whose handshake is
+/// done. It ends when the accept task does (shutdown).
+impl tonic::codegen::tokio_stream::Stream for TlsListener {
+    type Item = io::Result<TlsStream<TcpStream>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|connection| connection.map(|(tls, _)| Ok(tls)))
     }
 }
