@@ -44,6 +44,10 @@ pub struct TlsConfig {
     /// PEM CA bundle; when set, clients must present a certificate signed by it (mutual TLS).
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// How often the files are read again; a change takes effect for new connections. Unset:
+    /// read once, at start.
+    #[serde(default)]
+    pub reload_interval: Option<HumanDuration>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -106,6 +110,11 @@ impl OtlpReceiverConfig {
                 "bearer_token",
                 "is empty: unset it to accept every client, or give it a value",
             ));
+        }
+        if let Some(interval) = config.tls.as_ref().and_then(|t| t.reload_interval)
+            && interval.get() < std::time::Duration::from_secs(1)
+        {
+            errors.push(ctx.invalid("tls.reload_interval", "must be at least 1s"));
         }
         if errors.is_empty() {
             Ok(config)

@@ -298,7 +298,7 @@ pub(super) async fn serve(
     address: SocketAddr,
     shared: Arc<Shared>,
     config: &OtlpReceiverConfig,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<super::tls::Current>,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), ComponentError> {
     let bind_error = |source| ComponentError::Bind {

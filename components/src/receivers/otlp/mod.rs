@@ -202,7 +202,18 @@ impl Receiver for OtlpReceiver {
         });
         self.shared = Some(shared.clone());
         let tls = match &self.config.tls {
-            Some(t) => Some(tls::Loaded::load(t).map_err(ComponentError::other)?),
+            Some(t) => {
+                let current = tls::Current::load(t).map_err(ComponentError::other)?;
+                if let Some(interval) = t.reload_interval {
+                    self.servers.push(current.spawn_reload(
+                        t.clone(),
+                        interval.get(),
+                        ctx.id.to_string(),
+                        self.stop.clone(),
+                    ));
+                }
+                Some(current)
+            }
             None => None,
         };
         if let Some(address) = self.config.grpc {
@@ -210,7 +221,7 @@ impl Receiver for OtlpReceiver {
                 address,
                 shared.clone(),
                 &self.config,
-                tls.as_ref().map(|t| t.grpc.clone()),
+                tls.clone(),
                 self.stop.clone(),
             )
             .await?;
@@ -223,7 +234,7 @@ impl Receiver for OtlpReceiver {
                 address,
                 shared.clone(),
                 &self.config,
-                tls.as_ref().map(|t| t.http.clone()),
+                tls,
                 self.stop.clone(),
             )
             .await?;

@@ -647,8 +647,17 @@ async fn tls_client(
     addr: SocketAddr,
     identity: bool,
 ) -> Result<TraceServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
+    tls_client_trusting(addr, identity, "ca.pem").await
+}
+
+/// A gRPC client that trusts the CA of the fixture `ca`.
+async fn tls_client_trusting(
+    addr: SocketAddr,
+    identity: bool,
+    ca: &str,
+) -> Result<TraceServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let ca = std::fs::read(fixture("ca.pem")).unwrap();
+    let ca = std::fs::read(fixture(ca)).unwrap();
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .domain_name("localhost");
@@ -668,11 +677,21 @@ async fn tls_client(
 
 /// One HTTPS POST of a protobuf body; returns the status code.
 async fn https_post(addr: SocketAddr, body: Vec<u8>, identity: bool) -> std::io::Result<u16> {
+    https_post_trusting(addr, body, identity, "ca.pem").await
+}
+
+/// [`https_post`] from a client that trusts the CA of the fixture `ca`.
+async fn https_post_trusting(
+    addr: SocketAddr,
+    body: Vec<u8>,
+    identity: bool,
+    ca: &str,
+) -> std::io::Result<u16> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(fixture("ca.pem")).unwrap();
+    let ca = std::fs::read(fixture(ca)).unwrap();
     for c in CertificateDer::pem_slice_iter(&ca) {
         roots.add(c.unwrap()).unwrap();
     }
@@ -746,6 +765,81 @@ async fn tls_serves_grpc_and_http_and_refuses_plain_text() {
         .shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_once_it_loads_and_a_torn_one_never_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(fixture("server.pem"), &cert).unwrap();
+    std::fs::copy(fixture("server.key"), &key).unwrap();
+    let mut r = start(
+        &format!("[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nreload_interval = \"1s\"\n"),
+        64,
+    )
+    .await;
+    let body = || request(vec![span(1, 1)]).encode_to_vec();
+    // Whether each listener completes a request for a client that trusts `ca`.
+    let serves = |ca: &'static str| {
+        let (grpc, http) = (r.grpc, r.http);
+        async move {
+            let grpc_ok = match tls_client_trusting(grpc, false, ca).await {
+                Ok(mut c) => c.export(request(vec![span(1, 1)])).await.is_ok(),
+                Err(_) => false,
+            };
+            let http_ok = https_post_trusting(http, body(), false, ca)
+                .await
+                .is_ok_and(|status| status == 200);
+            (grpc_ok, http_ok)
+        }
+    };
+    assert_eq!(serves("ca.pem").await, (true, true));
+    assert_eq!(serves("rotated-ca.pem").await, (false, false));
+
+    // A rotation caught half-way: the new certificate with the old key. It does not load, and
+    // the old certificate goes on serving.
+    std::fs::copy(fixture("rotated-server.pem"), &cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(serves("ca.pem").await, (true, true));
+
+    // The key follows: the new certificate serves new connections, on both listeners.
+    std::fs::copy(fixture("rotated-server.key"), &key).unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    while serves("rotated-ca.pem").await != (true, true) {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "the rotated certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(serves("ca.pem").await, (false, false));
+    while r.rx.try_recv().is_ok() {}
+    r.receiver
+        .shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_reload_interval_below_a_second_is_refused() {
+    let text = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"10ms\"\n",
+        fixture("server.pem"),
+        fixture("server.key")
+    );
+    let factory = tracescale_core::registry::lookup(
+        tracescale_core::component::ComponentKind::Receiver,
+        "otlp",
+    )
+    .unwrap();
+    let Err(e) = tracescale_core::config::build_from_toml(factory, "otlp", &text) else {
+        panic!("built")
+    };
+    assert!(
+        e.render(false).contains("tls.reload_interval"),
+        "{}",
+        e.render(false)
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,18 +39,34 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("tls.{key}: cannot read {}: {e}", path.display()))
 }
 
+/// The bytes of the PEM files, to tell whether a reload has anything new.
+#[derive(PartialEq, Eq)]
+struct Files {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn read(config: &TlsConfig) -> Result<Self, String> {
+        Ok(Self {
+            cert: read("cert_file", &config.cert_file)?,
+            key: read("key_file", &config.key_file)?,
+            client_ca: config
+                .client_ca_file
+                .as_ref()
+                .map(|p| read("client_ca_file", p))
+                .transpose()?,
+        })
+    }
+}
+
 impl Loaded {
-    /// Reads and checks the files: a missing file, a key that does not match, or a file with
-    /// no PEM block is an error naming the key.
-    pub(super) fn load(config: &TlsConfig) -> Result<Self, String> {
-        let cert_pem = read("cert_file", &config.cert_file)?;
-        let key_pem = read("key_file", &config.key_file)?;
-        let client_ca_pem = config
-            .client_ca_file
-            .as_ref()
-            .map(|p| read("client_ca_file", p))
-            .transpose()?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    /// Checks the files: a key that does not match, or a file with no PEM block, is an error
+    /// naming the key.
+    fn from_files(config: &TlsConfig, files: &Files) -> Result<Self, String> {
+        let (cert_pem, key_pem, client_ca_pem) = (&files.cert, &files.key, &files.client_ca);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("tls.cert_file: {e}"))?;
         if certs.is_empty() {
@@ -59,7 +75,7 @@ impl Loaded {
                 config.cert_file.display()
             ));
         }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
             format!(
                 "tls.key_file: no PEM private key in {}: {e}",
                 config.key_file.display()
@@ -69,7 +85,7 @@ impl Loaded {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("tls: {e}"))?;
-        let builder = match &client_ca_pem {
+        let builder = match client_ca_pem {
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(pem) {
@@ -103,6 +119,84 @@ impl Loaded {
     }
 }
 
+/// The server configs in use and the files they came from. A reload swaps both; connections
+/// already open keep the config they were accepted with.
+#[derive(Clone)]
+pub(super) struct Current(Arc<RwLock<(Loaded, Files)>>);
+
+impl Current {
+    /// Reads and checks the files: a missing one is an error naming its key, as is anything
+    /// [`Loaded::from_files`] refuses.
+    pub(super) fn load(config: &TlsConfig) -> Result<Self, String> {
+        let files = Files::read(config)?;
+        let loaded = Loaded::from_files(config, &files)?;
+        Ok(Self(Arc::new(RwLock::new((loaded, files)))))
+    }
+
+    fn get(&self, transport: Transport) -> Arc<rustls::ServerConfig> {
+        let current = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match transport {
+            Transport::Grpc => current.0.grpc.clone(),
+            Transport::Http => current.0.http.clone(),
+        }
+    }
+
+    /// Reads the files again every `interval` until `stop`. A set that differs and loads
+    /// replaces the current one; one that does not load is skipped with a warning (said once
+    /// per distinct error) and the current one goes on serving.
+    pub(super) fn spawn_reload(
+        &self,
+        config: TlsConfig,
+        interval: Duration,
+        component: String,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let current = self.clone();
+        let outcome = |outcome: &'static str| {
+            metrics::counter!(
+                "tracescale_receiver_otlp_tls_reloads_total",
+                "component" => component.clone(),
+                "outcome" => outcome
+            )
+        };
+        let (loaded, failed) = (outcome("loaded"), outcome("failed"));
+        tokio::spawn(async move {
+            let mut last_error = None;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                let result = Files::read(&config).and_then(|files| {
+                    let unchanged =
+                        current.0.read().unwrap_or_else(PoisonError::into_inner).1 == files;
+                    if unchanged {
+                        return Ok(None);
+                    }
+                    Loaded::from_files(&config, &files).map(|l| Some((l, files)))
+                });
+                match result {
+                    Ok(None) => {}
+                    Ok(Some(new)) => {
+                        *current.0.write().unwrap_or_else(PoisonError::into_inner) = new;
+                        loaded.increment(1);
+                        last_error = None;
+                        tracing::info!(receiver = %component, "TLS certificate reloaded");
+                    }
+                    Err(err) => {
+                        failed.increment(1);
+                        if last_error.as_ref() != Some(&err) {
+                            tracing::warn!(receiver = %component, error = %err,
+                                "TLS files changed but do not load; serving the previous certificate");
+                            last_error = Some(err);
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
 /// A listener whose `accept` yields connections that completed their TLS handshake.
 /// Handshakes run in their own tasks, bounded and timed out, so a slow or silent client cannot
 /// hold up the others.
@@ -116,14 +210,13 @@ impl TlsListener {
     /// `transport`.
     pub(super) fn new(
         listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
+        config: Current,
         transport: Transport,
         shared: Arc<Shared>,
         stop: CancellationToken,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = TlsAcceptor::from(config);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
@@ -142,7 +235,8 @@ impl TlsListener {
                 };
                 // See the plain listener: without it, each response waits on a delayed ACK.
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                // The config of the moment: a reload applies from the next connection on.
+                let acceptor = TlsAcceptor::from(config.get(transport));
                 let tx = tx.clone();
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
