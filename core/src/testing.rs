@@ -1,22 +1,21 @@
 //! Helpers for testing components outside a running engine: an [`Output`] whose batches land in
 //! a channel you read, and the contexts the engine would hand a component.
 
-use tokio::sync::mpsc;
-
 use crate::component::{ComponentKind, ExporterContext, ProcessorContext, ReceiverContext};
 use crate::config::ComponentId;
 use crate::health::Health;
-use crate::signal::Signal;
 use crate::telemetry::ComponentTelemetry;
 use crate::topology::output::Output;
+use crate::topology::queue::{QueueRx, queue};
 
 fn id(id: &str) -> ComponentId {
     // Test helpers take ids from test code; a bad one is a bug in the test.
     ComponentId::parse(id).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// An output feeding one queue of `capacity` batches, and the queue's receiving end.
-pub fn output(receiver_id: &str, capacity: usize) -> (Output, mpsc::Receiver<Signal>) {
+/// An output feeding one queue of `capacity` batches (and no item bound), and the queue's
+/// receiving end.
+pub fn output(receiver_id: &str, capacity: usize) -> (Output, QueueRx) {
     output_with_taps(receiver_id, capacity, Vec::new())
 }
 
@@ -25,8 +24,8 @@ pub fn output_with_taps(
     receiver_id: &str,
     capacity: usize,
     taps: Vec<std::sync::Arc<dyn crate::component::Tap>>,
-) -> (Output, mpsc::Receiver<Signal>) {
-    let (tx, rx) = mpsc::channel(capacity);
+) -> (Output, QueueRx) {
+    let (tx, rx) = queue(capacity, usize::MAX);
     let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &id(receiver_id));
     (Output::new(vec![tx], taps, telemetry), rx)
 }

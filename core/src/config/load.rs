@@ -29,6 +29,11 @@ const TOP_LEVEL: [&str; 5] = [
 ];
 const DEFAULT_QUEUE_SIZE: usize = 64;
 const MAX_QUEUE_SIZE: usize = 1 << 20;
+/// Items (spans or decisions) a queue holds by default: 16 batches of a thousand spans, a few
+/// megabytes, which keeps a pipeline's memory about its configuration rather than its clients'
+/// batch sizes, and costs no throughput in the overload soak.
+const DEFAULT_QUEUE_ITEMS: usize = 16_384;
+const MAX_QUEUE_ITEMS: usize = 1 << 28;
 
 /// A component built outside a pipeline file.
 pub enum Built {
@@ -166,6 +171,7 @@ struct Entry<'a> {
     factory: &'static ComponentFactory,
     table: Spanned<DeValue<'a>>,
     queue_size: usize,
+    queue_items: usize,
     when_full: WhenFull,
     built: Option<Built>,
     /// Building it failed; its diagnostics are already reported.
@@ -177,6 +183,7 @@ struct Entry<'a> {
 #[serde(deny_unknown_fields)]
 struct EngineExporterKeys {
     queue_size: Option<usize>,
+    queue_items: Option<usize>,
     when_full: Option<WhenFull>,
 }
 
@@ -188,6 +195,7 @@ struct RawPipeline {
     processors: Vec<Spanned<String>>,
     exporters: Vec<Spanned<String>>,
     queue_size: Option<Spanned<usize>>,
+    queue_items: Option<Spanned<usize>>,
 }
 
 struct Loader {
@@ -330,6 +338,7 @@ impl Loader {
                     factory: entry.factory,
                     instance,
                     queue_size: entry.queue_size,
+                    queue_items: entry.queue_items,
                     when_full: entry.when_full,
                 }),
                 Some(Built::Processor(_)) | None => {}
@@ -413,10 +422,11 @@ impl Loader {
                 continue;
             };
 
-            let (mut queue_size, mut when_full) = (DEFAULT_QUEUE_SIZE, WhenFull::default());
+            let (mut queue_size, mut queue_items, mut when_full) =
+                (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_ITEMS, WhenFull::default());
             if kind == ComponentKind::Exporter {
                 let mut engine = DeTable::new();
-                for k in ["queue_size", "when_full"] {
+                for k in ["queue_size", "queue_items", "when_full"] {
                     if let Some((k, v)) = component.remove_entry(k) {
                         engine.insert(k, v);
                     }
@@ -425,16 +435,33 @@ impl Loader {
                 match EngineExporterKeys::deserialize(engine.clone().into_deserializer()) {
                     Ok(keys) => {
                         when_full = keys.when_full.unwrap_or_default();
-                        if let Some(size) = keys.queue_size {
-                            if (1..=MAX_QUEUE_SIZE).contains(&size) {
-                                queue_size = size;
+                        let limits = [
+                            (
+                                "queue_size",
+                                keys.queue_size,
+                                MAX_QUEUE_SIZE,
+                                "batches",
+                                &mut queue_size,
+                            ),
+                            (
+                                "queue_items",
+                                keys.queue_items,
+                                MAX_QUEUE_ITEMS,
+                                "items",
+                                &mut queue_items,
+                            ),
+                        ];
+                        for (key, given, max, unit, slot) in limits {
+                            let Some(given) = given else { continue };
+                            if (1..=max).contains(&given) {
+                                *slot = given;
                             } else {
-                                let span = super::build::span_of(&engine, "queue_size")
-                                    .unwrap_or(value.span());
+                                let span =
+                                    super::build::span_of(&engine, key).unwrap_or(value.span());
                                 self.error(
                                     span,
                                     format!(
-                                        "{name}.{id}.queue_size: must be between 1 and {MAX_QUEUE_SIZE} batches"
+                                        "{name}.{id}.{key}: must be between 1 and {max} {unit}"
                                     ),
                                 );
                             }
@@ -453,6 +480,7 @@ impl Loader {
                 factory,
                 table: Spanned::new(value.span(), DeValue::Table(component)),
                 queue_size,
+                queue_items,
                 when_full,
                 built: None,
                 failed: false,
@@ -503,17 +531,32 @@ impl Loader {
         entries: &mut [Entry<'_>],
     ) -> Option<PipelineSpec> {
         let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
-        let queue_size = match raw.queue_size {
-            Some(q) if !(1..=MAX_QUEUE_SIZE).contains(q.get_ref()) => {
-                self.error(
-                    q.span(),
-                    format!("{prefix}.queue_size: must be between 1 and {MAX_QUEUE_SIZE} batches"),
-                );
-                DEFAULT_QUEUE_SIZE
-            }
-            Some(q) => q.into_inner(),
-            None => DEFAULT_QUEUE_SIZE,
-        };
+        let mut bounded =
+            |key: &str, given: Option<Spanned<usize>>, default, max, unit: &str| match given {
+                Some(q) if !(1..=max).contains(q.get_ref()) => {
+                    self.error(
+                        q.span(),
+                        format!("{prefix}.{key}: must be between 1 and {max} {unit}"),
+                    );
+                    default
+                }
+                Some(q) => q.into_inner(),
+                None => default,
+            };
+        let queue_size = bounded(
+            "queue_size",
+            raw.queue_size,
+            DEFAULT_QUEUE_SIZE,
+            MAX_QUEUE_SIZE,
+            "batches",
+        );
+        let queue_items = bounded(
+            "queue_items",
+            raw.queue_items,
+            DEFAULT_QUEUE_ITEMS,
+            MAX_QUEUE_ITEMS,
+            "items",
+        );
         for (list, kind) in [
             (&raw.receivers, ComponentKind::Receiver),
             (&raw.exporters, ComponentKind::Exporter),
@@ -697,6 +740,7 @@ impl Loader {
             processors: processor_specs,
             exporters: exporters.iter().map(|&i| entries[i].id.clone()).collect(),
             queue_size,
+            queue_items,
             signals: flowing.into_iter().collect(),
         })
     }

@@ -214,6 +214,8 @@ pub struct ExporterSpec {
     pub instance: Box<dyn Exporter>,
     /// Capacity of its queue, in batches.
     pub queue_size: usize,
+    /// Capacity of its queue, in items (spans or decisions).
+    pub queue_items: usize,
     /// What the queue does when full.
     pub when_full: WhenFull,
 }
@@ -230,6 +232,8 @@ pub struct PipelineSpec {
     pub exporters: Vec<ComponentId>,
     /// Capacity of each queue inside the pipeline, in batches.
     pub queue_size: usize,
+    /// Capacity of each queue inside the pipeline, in items (spans or decisions).
+    pub queue_items: usize,
     /// Signals that reach the exporters.
     pub signals: Vec<SignalKind>,
 }

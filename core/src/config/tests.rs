@@ -296,6 +296,24 @@ exporters = ["t_sink"]
         errs,
         vec!["exporters.t_sink.queue_size: must be between 1 and 1048576 batches"]
     );
+    let errs = errors(
+        r#"
+[receivers.t_source]
+[exporters.t_sink]
+queue_items = 0
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+queue_items = 0
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "exporters.t_sink.queue_items: must be between 1 and 268435456 items",
+            "pipelines.p.queue_items: must be between 1 and 268435456 items"
+        ]
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! is counted as dropped with reason `shutdown_deadline`.
 
 pub mod output;
+pub mod queue;
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +26,6 @@ mod tests;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,7 @@ use crate::health::{Health, Phase};
 use crate::signal::{Signal, SignalKind};
 use crate::telemetry::ComponentTelemetry;
 use output::Output;
+use queue::{QueueGauge, QueueRx, QueueTx, TryPushError, queue};
 
 /// A component failed to start; everything started before it has been shut down.
 #[derive(Debug, thiserror::Error)]
@@ -87,14 +88,14 @@ pub struct RunningTopology {
 /// A queue whose depth the sampler reports.
 struct QueueProbe {
     name: String,
-    tx: mpsc::WeakSender<Signal>,
+    gauge: QueueGauge,
     capacity: usize,
 }
 
 /// The queue in front of one exporter, as the pipelines' fan-outs see it.
 #[derive(Clone)]
 struct ExporterInput {
-    tx: mpsc::Sender<Signal>,
+    tx: QueueTx,
     when_full: WhenFull,
     takes: &'static [SignalKind],
     telemetry: ComponentTelemetry,
@@ -103,7 +104,7 @@ struct ExporterInput {
 /// Where the receivers of one pipeline send, and what sees the batches they refuse.
 struct PipelineInput {
     receivers: Vec<ComponentId>,
-    tx: mpsc::Sender<Signal>,
+    tx: QueueTx,
     taps: Vec<Arc<dyn Tap>>,
 }
 
@@ -132,12 +133,12 @@ impl Fanout {
             };
             let Some(batch) = batch else { break };
             match target.when_full {
-                WhenFull::DropNewest => match target.tx.try_send(batch) {
+                WhenFull::DropNewest => match target.tx.try_push(batch) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(TryPushError::Full) => {
                         target.telemetry.dropped(kind, "queue_full", items);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Err(TryPushError::Closed) => {
                         target.telemetry.dropped(kind, "exporter_stopped", items);
                     }
                 },
@@ -147,7 +148,7 @@ impl Fanout {
                         _ = self.stop.abort.cancelled() => {
                             target.telemetry.dropped(kind, "shutdown_deadline", items);
                         }
-                        sent = target.tx.send(batch) => if sent.is_err() {
+                        sent = target.tx.push(batch) => if sent.is_err() {
                             target.telemetry.dropped(kind, "exporter_stopped", items);
                         }
                     }
@@ -159,7 +160,7 @@ impl Fanout {
 
 /// Where a stage sends what it produces.
 enum Downstream {
-    Queue(mpsc::Sender<Signal>),
+    Queue(QueueTx),
     Fanout(Fanout),
 }
 
@@ -174,7 +175,7 @@ impl Downstream {
             Downstream::Queue(tx) => tokio::select! {
                 biased;
                 _ = stop.abort.cancelled() => false,
-                sent = tx.send(signal) => sent.is_ok(),
+                sent = tx.push(signal) => sent.is_ok(),
             },
         }
     }
@@ -234,10 +235,10 @@ impl RunningTopology {
                 id: spec.id.clone(),
                 source,
             })?;
-            let (tx, rx) = mpsc::channel(spec.queue_size);
+            let (tx, rx) = queue(spec.queue_size, spec.queue_items);
             probes.push(QueueProbe {
                 name: format!("exporters.{}", spec.id),
-                tx: tx.downgrade(),
+                gauge: tx.probe(),
                 capacity: spec.queue_size,
             });
             self.tasks.spawn(run_exporter(
@@ -296,10 +297,10 @@ impl RunningTopology {
                     source,
                 })?;
                 taps.extend(processor.tap());
-                let (tx, rx) = mpsc::channel(pipeline.queue_size);
+                let (tx, rx) = queue(pipeline.queue_size, pipeline.queue_items);
                 probes.push(QueueProbe {
                     name: format!("pipelines.{}.processors.{}", pipeline.name, spec.id),
-                    tx: tx.downgrade(),
+                    gauge: tx.probe(),
                     capacity: pipeline.queue_size,
                 });
                 self.tasks.spawn(run_processor(
@@ -316,10 +317,10 @@ impl RunningTopology {
             let entry = match downstream {
                 Downstream::Queue(tx) => tx,
                 Downstream::Fanout(fanout) => {
-                    let (tx, rx) = mpsc::channel(pipeline.queue_size);
+                    let (tx, rx) = queue(pipeline.queue_size, pipeline.queue_items);
                     probes.push(QueueProbe {
                         name: stage_name,
-                        tx: tx.downgrade(),
+                        gauge: tx.probe(),
                         capacity: pipeline.queue_size,
                     });
                     self.tasks.spawn(run_forwarder(rx, fanout));
@@ -452,7 +453,7 @@ impl LogLimiter {
 
 async fn run_exporter(
     mut exporter: Box<dyn Exporter>,
-    mut rx: mpsc::Receiver<Signal>,
+    mut rx: QueueRx,
     telemetry: ComponentTelemetry,
     takes: &'static [SignalKind],
     stop: Arc<Stop>,
@@ -505,7 +506,7 @@ async fn run_exporter(
 async fn run_processor(
     mut processor: Box<dyn Processor>,
     takes: &'static [SignalKind],
-    mut rx: mpsc::Receiver<Signal>,
+    mut rx: QueueRx,
     downstream: Downstream,
     telemetry: ComponentTelemetry,
     stop: Arc<Stop>,
@@ -589,7 +590,7 @@ async fn forward(
     }
 }
 
-async fn run_forwarder(mut rx: mpsc::Receiver<Signal>, fanout: Fanout) {
+async fn run_forwarder(mut rx: QueueRx, fanout: Fanout) {
     loop {
         tokio::select! {
             biased;
@@ -613,7 +614,7 @@ async fn run_forwarder(mut rx: mpsc::Receiver<Signal>, fanout: Fanout) {
 }
 
 /// Counts as dropped whatever is still queued when a stage stops early.
-fn count_leftovers(rx: &mut mpsc::Receiver<Signal>, telemetry: &ComponentTelemetry) {
+fn count_leftovers(rx: &mut QueueRx, telemetry: &ComponentTelemetry) {
     rx.close();
     while let Ok(signal) = rx.try_recv() {
         telemetry.dropped(signal.kind(), "shutdown_deadline", signal.item_count());
@@ -628,9 +629,14 @@ fn spawn_sampler(probes: Vec<QueueProbe>) -> (CancellationToken, JoinHandle<()>)
         let gauges: Vec<_> = probes
             .iter()
             .map(|p| {
-                metrics::gauge!("tracescale_queue_capacity", "queue" => p.name.clone())
-                    .set(p.capacity as f64);
-                metrics::gauge!("tracescale_queue_depth", "queue" => p.name.clone())
+                let queue = || ("queue", p.name.clone());
+                metrics::gauge!("tracescale_queue_capacity", &[queue()]).set(p.capacity as f64);
+                metrics::gauge!("tracescale_queue_items_capacity", &[queue()])
+                    .set(p.gauge.max_items() as f64);
+                (
+                    metrics::gauge!("tracescale_queue_depth", &[queue()]),
+                    metrics::gauge!("tracescale_queue_items", &[queue()]),
+                )
             })
             .collect();
         let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -640,13 +646,10 @@ fn spawn_sampler(probes: Vec<QueueProbe>) -> (CancellationToken, JoinHandle<()>)
                 _ = stopped.cancelled() => break,
                 _ = interval.tick() => {}
             }
-            for (probe, gauge) in probes.iter().zip(&gauges) {
-                // A short-lived upgrade: it cannot hold a queue open past this statement.
-                let depth = probe
-                    .tx
-                    .upgrade()
-                    .map_or(0, |tx| probe.capacity.saturating_sub(tx.capacity()));
-                gauge.set(depth as f64);
+            for (probe, (batches, items)) in probes.iter().zip(&gauges) {
+                let (b, i) = probe.gauge.depth(probe.capacity);
+                batches.set(b as f64);
+                items.set(i as f64);
             }
             handle.run_upkeep();
         }

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
+use super::queue::{QueueTx, Room, TryPushError};
 use crate::component::Tap;
 use crate::signal::Signal;
 use crate::telemetry::ComponentTelemetry;
@@ -18,7 +17,7 @@ pub struct Output {
 }
 
 struct Inner {
-    pipelines: Vec<mpsc::Sender<Signal>>,
+    pipelines: Vec<QueueTx>,
     /// The taps of the processors of those pipelines: they see what is refused.
     taps: Vec<Arc<dyn Tap>>,
     telemetry: ComponentTelemetry,
@@ -51,7 +50,7 @@ impl TrySendError {
 
 impl Output {
     pub(crate) fn new(
-        pipelines: Vec<mpsc::Sender<Signal>>,
+        pipelines: Vec<QueueTx>,
         taps: Vec<Arc<dyn Tap>>,
         telemetry: ComponentTelemetry,
     ) -> Self {
@@ -68,14 +67,14 @@ impl Output {
     /// before it completes, no pipeline received the batch.
     pub async fn send(&self, signal: Signal) -> Result<(), SendError> {
         let pipelines = &self.inner.pipelines;
-        let mut permits = Vec::with_capacity(pipelines.len());
+        let mut rooms = Vec::with_capacity(pipelines.len());
         for tx in pipelines {
-            match tx.reserve().await {
-                Ok(p) => permits.push(p),
-                Err(_) => return Err(SendError(signal)),
+            match tx.room(&signal).await {
+                Some(room) => rooms.push(room),
+                None => return Err(SendError(signal)),
             }
         }
-        self.deliver(permits, signal);
+        self.deliver(rooms, signal);
         Ok(())
     }
 
@@ -83,21 +82,19 @@ impl Output {
     /// and the pipelines' taps see it (see [`Tap`]).
     pub fn try_send(&self, signal: Signal) -> Result<(), TrySendError> {
         let pipelines = &self.inner.pipelines;
-        let mut permits = Vec::with_capacity(pipelines.len());
+        let mut rooms = Vec::with_capacity(pipelines.len());
         for tx in pipelines {
-            match tx.try_reserve() {
-                Ok(p) => permits.push(p),
-                Err(mpsc::error::TrySendError::Full(())) => {
-                    drop(permits);
+            match tx.try_room(&signal) {
+                Ok(room) => rooms.push(room),
+                Err(TryPushError::Full) => {
+                    drop(rooms);
                     self.shed(&signal);
                     return Err(TrySendError::Full(signal));
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => {
-                    return Err(TrySendError::Closed(signal));
-                }
+                Err(TryPushError::Closed) => return Err(TrySendError::Closed(signal)),
             }
         }
-        self.deliver(permits, signal);
+        self.deliver(rooms, signal);
         Ok(())
     }
 
@@ -111,19 +108,19 @@ impl Output {
 
     /// True when some pipeline has no room for another batch now.
     pub fn is_full(&self) -> bool {
-        self.inner.pipelines.iter().any(|tx| tx.capacity() == 0)
+        self.inner.pipelines.iter().any(QueueTx::is_full)
     }
 
     /// True once the engine has closed the pipelines.
     pub fn is_closed(&self) -> bool {
-        self.inner.pipelines.iter().any(|tx| tx.is_closed())
+        self.inner.pipelines.iter().any(QueueTx::is_closed)
     }
 
-    fn deliver(&self, mut permits: Vec<mpsc::Permit<'_, Signal>>, signal: Signal) {
+    fn deliver(&self, mut rooms: Vec<Room<'_>>, signal: Signal) {
         let (kind, items) = (signal.kind(), signal.item_count());
-        if let Some(last) = permits.pop() {
-            for permit in permits {
-                permit.send(signal.clone());
+        if let Some(last) = rooms.pop() {
+            for room in rooms {
+                room.send(signal.clone());
             }
             last.send(signal);
         }

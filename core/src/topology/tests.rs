@@ -150,6 +150,44 @@ queue_size = 1
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_queue_holds_at_most_queue_items_and_a_larger_batch_alone() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "items"
+[processors.t_rules]
+delay_ms = 1000
+[exporters.t_sink]
+key = "items"
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+queue_items = 10
+"#,
+    )
+    .await;
+    let out = output("items");
+    let full = |r: Result<(), TrySendError>| matches!(r, Err(TrySendError::Full(_)));
+    // The first batch is taken at once; the processor then works on it for a second.
+    out.try_send(batch(6)).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    out.try_send(batch(6)).unwrap();
+    assert!(full(out.try_send(batch(6))), "12 items do not fit in 10");
+    out.try_send(batch(4)).unwrap();
+    assert!(full(out.try_send(batch(1))), "the queue holds 10 items");
+    assert!(out.is_full());
+    // Once the queue has drained, a batch larger than the whole bound goes in, alone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    out.try_send(batch(25)).unwrap();
+    assert!(full(out.try_send(batch(1))));
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert_eq!(sink("items").0, 6 + 6 + 4 + 25, "nothing accepted is lost");
+}
+
+#[tokio::test(start_paused = true)]
 async fn taps_see_exactly_the_batches_receivers_refuse() {
     let t = start(
         r#"

@@ -1163,7 +1163,7 @@ async fn tls_receiver(
     mutual: bool,
 ) -> (
     crate::receivers::otlp::OtlpReceiver,
-    tokio::sync::mpsc::Receiver<Signal>,
+    tracescale_core::topology::queue::QueueRx,
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {

@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
 use tonic_types::StatusExt;
 use tracescale_core::signal::Signal;
@@ -61,7 +60,7 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
 
 struct Running {
     receiver: OtlpReceiver,
-    rx: mpsc::Receiver<Signal>,
+    rx: tracescale_core::topology::queue::QueueRx,
     grpc: SocketAddr,
     http: SocketAddr,
 }
