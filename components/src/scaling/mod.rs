@@ -268,6 +268,9 @@ pub enum Refusal {
     Stale,
     /// The exporter already keeps state for `max_targets` targets.
     TooManyTargets,
+    /// Another replica holds the leader-election Lease, or this one has just taken it over
+    /// and waits out the previous leader's cooldowns.
+    Standby,
 }
 
 impl Refusal {
@@ -277,11 +280,17 @@ impl Refusal {
             Refusal::NotAllowed => "not_allowed",
             Refusal::Stale => "stale",
             Refusal::TooManyTargets => "too_many_targets",
+            Refusal::Standby => "standby",
         }
     }
 
     /// Every reason, for registering metrics up front.
-    pub const ALL: [Refusal; 3] = [Refusal::NotAllowed, Refusal::Stale, Refusal::TooManyTargets];
+    pub const ALL: [Refusal; 4] = [
+        Refusal::NotAllowed,
+        Refusal::Stale,
+        Refusal::TooManyTargets,
+        Refusal::Standby,
+    ];
 }
 
 /// Screens decisions and plans changes for many targets; the exporter supplies the clock and

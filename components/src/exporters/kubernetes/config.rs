@@ -8,6 +8,7 @@ use tracescale_core::component::{BuildContext, Exporter};
 use tracescale_core::config::{BuildError, HumanDuration};
 
 use super::KubernetesExporter;
+use super::lease::LeaseSettings;
 use crate::scaling::{Keys, PolicyConfig, Settings, TargetConfig};
 
 /// Config of the `kubernetes` exporter. See README.md for the behaviour of each key.
@@ -57,6 +58,114 @@ pub struct KubernetesConfig {
     /// limits in the workload's pod template. Off: such decisions are refused and counted.
     #[serde(default)]
     pub vertical: bool,
+    /// Run several replicas: only the holder of a Lease changes workloads.
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionConfig>,
+}
+
+/// `leader_election`: the Lease that decides which replica acts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// The Lease's name.
+    #[serde(default = "default_lease_name")]
+    pub lease: String,
+    /// The Lease's namespace; unset: the kubeconfig's or the service account's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// This replica's identity; unset: `$HOSTNAME` (the pod's name), else host and pid.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How long a holder's last renewal keeps the others out.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration: HumanDuration,
+    /// How long a leader goes on acting without renewing; shorter than `lease_duration`.
+    #[serde(default = "default_renew_deadline")]
+    pub renew_deadline: HumanDuration,
+    /// How often the Lease is read, renewed or tried; shorter than `renew_deadline`.
+    #[serde(default = "default_retry_period")]
+    pub retry_period: HumanDuration,
+}
+
+fn default_lease_name() -> String {
+    "tracescale".to_string()
+}
+// kube-controller-manager's defaults.
+fn default_lease_duration() -> HumanDuration {
+    HumanDuration::from_secs(15)
+}
+fn default_renew_deadline() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_retry_period() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+impl LeaderElectionConfig {
+    fn validate(&self, ctx: &BuildContext<'_>, errors: &mut Vec<BuildError>) {
+        let at = |key: &str| format!("leader_election.{key}");
+        if self.lease.trim().is_empty() {
+            errors.push(ctx.invalid(&at("lease"), "must not be empty"));
+        }
+        if self
+            .identity
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            errors.push(ctx.invalid(&at("identity"), "must not be empty"));
+        }
+        if self
+            .namespace
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            errors.push(ctx.invalid(&at("namespace"), "must not be empty"));
+        }
+        let (lease, renew, retry) = (
+            self.lease_duration.get(),
+            self.renew_deadline.get(),
+            self.retry_period.get(),
+        );
+        if lease < Duration::from_secs(1) {
+            errors.push(ctx.invalid(&at("lease_duration"), "must be at least 1s"));
+        }
+        if renew >= lease {
+            errors.push(ctx.invalid(
+                &at("renew_deadline"),
+                format!(
+                    "must be shorter than `lease_duration` ({}): a leader must stop before another may take over",
+                    self.lease_duration
+                ),
+            ));
+        }
+        if retry.is_zero() || retry >= renew {
+            errors.push(ctx.invalid(
+                &at("retry_period"),
+                format!(
+                    "must be longer than 0s and shorter than `renew_deadline` ({})",
+                    self.renew_deadline
+                ),
+            ));
+        }
+    }
+
+    fn settings(&self, quiet_after_takeover: Duration) -> LeaseSettings {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("tracescale-{}", std::process::id()))
+        });
+        LeaseSettings {
+            name: self.lease.clone(),
+            namespace: self.namespace.clone(),
+            identity,
+            lease_duration: self.lease_duration.get(),
+            renew_deadline: self.renew_deadline.get(),
+            retry_period: self.retry_period.get(),
+            quiet_after_takeover,
+        }
+    }
 }
 
 fn default_max_decision_age() -> HumanDuration {
@@ -104,6 +213,8 @@ pub struct ApiSettings {
     pub events: bool,
     /// `vertical`.
     pub vertical: bool,
+    /// `leader_election`, resolved; None: this replica always acts.
+    pub leader_election: Option<LeaseSettings>,
 }
 
 impl KubernetesConfig {
@@ -142,6 +253,9 @@ impl KubernetesConfig {
         if self.context.as_deref().is_some_and(|c| c.trim().is_empty()) {
             errors.push(ctx.invalid("context", "must not be empty"));
         }
+        if let Some(election) = &self.leader_election {
+            election.validate(ctx, &mut errors);
+        }
         let settings = match scaling {
             Ok(s) if errors.is_empty() => s,
             Ok(_) => return Err(BuildContext::errors(errors)),
@@ -150,6 +264,10 @@ impl KubernetesConfig {
                 return Err(BuildContext::errors(errors));
             }
         };
+        let leader_election = self
+            .leader_election
+            .as_ref()
+            .map(|e| e.settings(settings.policy.cooldown));
         Ok((
             settings,
             ApiSettings {
@@ -162,6 +280,7 @@ impl KubernetesConfig {
                 conflict_retries: self.conflict_retries,
                 events: self.events,
                 vertical: self.vertical,
+                leader_election,
             },
         ))
     }

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lease;
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ use tracing::{debug, error, info, warn};
 use crate::scaling::{Hold, Plan, Refusal, ScaleMetrics, Scaler, Settings, explain};
 use api::{ApiError, KubeApi};
 pub use config::{ApiSettings, KubernetesConfig};
+use lease::{Elector, Leadership, Standby};
 
 /// Scales Kubernetes workloads through their scale subresource.
 pub struct KubernetesExporter {
@@ -46,6 +48,9 @@ pub struct KubernetesExporter {
     drain: CancellationToken,
     metrics: Option<ScaleMetrics>,
     component: String,
+    /// With `leader_election`: whether this replica may act, and the elector's task.
+    leadership: Option<Leadership>,
+    elector: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 /// What `export` hands the worker: the newest decision per target.
@@ -74,8 +79,16 @@ impl KubernetesExporter {
             drain: CancellationToken::new(),
             metrics: None,
             component: String::new(),
+            leadership: None,
+            elector: None,
         }
     }
+}
+
+/// Ok when this replica may change workloads: it holds the Lease and has settled, or there is
+/// no election.
+fn acting(leadership: Option<&Leadership>) -> Result<(), Standby> {
+    leadership.map_or(Ok(()), Leadership::acting)
 }
 
 #[async_trait]
@@ -92,6 +105,12 @@ impl Exporter for KubernetesExporter {
         self.metrics = Some(metrics.clone());
         ctx.health
             .ready(self.api.dry_run.then(|| "dry run".to_string()));
+        if let Some(election) = self.api.leader_election.clone() {
+            let (elector, leadership) = Elector::new(client.clone(), election, &self.component);
+            let stop = CancellationToken::new();
+            self.elector = Some((tokio::spawn(elector.run(stop.clone())), stop));
+            self.leadership = Some(leadership);
+        }
         let worker = Worker {
             api: KubeApi::new(client, self.api.request_timeout),
             settings: self.api.clone(),
@@ -102,6 +121,7 @@ impl Exporter for KubernetesExporter {
             component: self.component.clone(),
             epoch: Instant::now(),
             reported: HashSet::new(),
+            leadership: self.leadership.clone(),
         };
         let drain = self.drain.clone();
         self.worker = Some(tokio::spawn(worker.run(drain)));
@@ -113,9 +133,15 @@ impl Exporter for KubernetesExporter {
             return Ok(());
         };
         let now = now_unix_nano();
+        let standby = acting(self.leadership.as_ref()).err();
         let mut pending = self.shared.lock();
         for d in decisions {
-            if let Err(r) = self.settings.screen(&d, now) {
+            let screened = match &standby {
+                // Another replica acts on its own copy of these decisions.
+                Some(_) => Err(Refusal::Standby),
+                None => self.settings.screen(&d, now),
+            };
+            if let Err(r) = screened {
                 if let Some(m) = &self.metrics {
                     m.refused(r);
                 }
@@ -164,6 +190,16 @@ impl Exporter for KubernetesExporter {
                 }
             }
         }
+        // The Lease is released only once this replica has stopped changing workloads.
+        if let Some((mut elector, stop)) = self.elector.take() {
+            stop.cancel();
+            if tokio::time::timeout_at(deadline, &mut elector)
+                .await
+                .is_err()
+            {
+                elector.abort();
+            }
+        }
         Ok(())
     }
 
@@ -185,6 +221,7 @@ struct Worker {
     /// `(target, reason)` pairs already logged at error level: a 403 is said once, not per
     /// decision, until the target succeeds again.
     reported: HashSet<(Target, &'static str)>,
+    leadership: Option<Leadership>,
 }
 
 /// How a pass over the pending decisions ended.
@@ -243,6 +280,11 @@ impl Worker {
         let batch: Vec<Decision> = self.shared.lock().drain().map(|(_, d)| d).collect();
         let mut batch = batch.into_iter();
         while let Some(d) = batch.next() {
+            if acting(self.leadership.as_ref()).is_err() {
+                // Leadership was lost since the decision came in: the new leader acts.
+                self.metrics.refused(Refusal::Standby);
+                continue;
+            }
             if let Err(r) = self.scaler.screen(&d, now_unix_nano()) {
                 self.metrics.refused(r);
                 continue;

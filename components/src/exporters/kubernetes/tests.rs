@@ -31,6 +31,23 @@ async fn harness(extra: &str) -> Harness {
 
 async fn harness_on(server: FakeApiServer, extra: &str) -> Harness {
     let dir = TempDir::new().unwrap();
+    let health = Health::new();
+    let exporter = exporter_on(&server, &dir, &health, extra).await;
+    Harness {
+        server,
+        exporter,
+        health,
+        _dir: dir,
+    }
+}
+
+/// A started exporter talking to `server` through a kubeconfig written into `dir`.
+async fn exporter_on(
+    server: &FakeApiServer,
+    dir: &TempDir,
+    health: &Health,
+    extra: &str,
+) -> Box<dyn Exporter> {
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig, TOKEN).unwrap();
     let text = format!(
@@ -42,7 +59,6 @@ async fn harness_on(server: FakeApiServer, extra: &str) -> Harness {
     else {
         panic!("not an exporter");
     };
-    let health = Health::new();
     let id = ComponentId::parse("kubernetes").unwrap();
     let ctx = ExporterContext {
         telemetry: ComponentTelemetry::new(ComponentKind::Exporter, &id),
@@ -50,12 +66,7 @@ async fn harness_on(server: FakeApiServer, extra: &str) -> Harness {
         id,
     };
     exporter.start(&ctx).await.unwrap();
-    Harness {
-        server,
-        exporter,
-        health,
-        _dir: dir,
-    }
+    exporter
 }
 
 fn now() -> u64 {
@@ -689,4 +700,111 @@ async fn a_conflict_storm_is_retried_then_given_up_without_a_blind_write() {
             .iter()
             .all(|w| w.object != "shop/deployments/cart")
     );
+}
+
+/// A short election, so that a test sees takeovers within seconds.
+fn replica(identity: &str) -> String {
+    format!(
+        "[policy]\ncooldown = \"1s\"\n[leader_election]\nidentity = \"{identity}\"\nlease_duration = \"1s\"\nrenew_deadline = \"600ms\"\nretry_period = \"100ms\"\n"
+    )
+}
+
+fn holder(server: &FakeApiServer) -> Option<String> {
+    server
+        .lease("default", "tracescale")
+        .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
+        .and_then(|h| h.as_str().map(str::to_string))
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_when_it_stops() {
+    let server = FakeApiServer::start().await.unwrap();
+    server.add("shop", "deployments", "checkout", 2);
+    let dir = TempDir::new().unwrap();
+    let health = Health::new();
+    let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
+    eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
+    let mut b = exporter_on(&server, &dir, &health, &replica("b")).await;
+
+    // Both replicas get the same decision; only the leader acts on it.
+    for e in [&mut a, &mut b] {
+        e.export(Signal::Decisions(vec![deploy("checkout", 1)]))
+            .await
+            .unwrap();
+    }
+    eventually("the leader scaled", || server.writes().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.writes().len(), 1, "the standby did not act");
+    assert_eq!(holder(&server).as_deref(), Some("a"), "a renewed its Lease");
+
+    // a stops and releases the Lease; b takes it over at its next try.
+    a.shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    eventually("b took over", || holder(&server).as_deref() == Some("b")).await;
+    let lease = server.lease("default", "tracescale").unwrap();
+    assert_eq!(
+        lease.pointer("/spec/leaseTransitions"),
+        Some(&serde_json::json!(1))
+    );
+    // Right after the takeover b waits out the cooldown a may have started.
+    b.export(Signal::Decisions(vec![deploy("checkout", 1)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.writes().len(), 1, "b settles before it acts");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.export(Signal::Decisions(vec![deploy("checkout", 1)]))
+        .await
+        .unwrap();
+    eventually("b scaled", || server.writes().len() == 2).await;
+    assert_eq!(
+        server
+            .workload("shop", "deployments", "checkout")
+            .unwrap()
+            .replicas,
+        4
+    );
+    b.shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(holder(&server), None, "b released the Lease at shutdown");
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_stops_acting_before_its_lease_could_expire() {
+    let server = FakeApiServer::start().await.unwrap();
+    server.add("shop", "deployments", "checkout", 2);
+    let dir = TempDir::new().unwrap();
+    let health = Health::new();
+    let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
+    eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
+    // a's Lease updates start failing; it must stop acting within renew_deadline.
+    server.fault(Method::PUT, "/leases/tracescale", 1000, Fault::ServerError);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    a.export(Signal::Decisions(vec![deploy("checkout", 1)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.writes().is_empty(),
+        "a leader that cannot renew does not act"
+    );
+    a.shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn leader_election_settings_are_checked() {
+    let factory = registry::lookup(ComponentKind::Exporter, "kubernetes").unwrap();
+    let built = build_from_toml(
+        factory,
+        "kubernetes",
+        "allow = [\"*/*/*\"]\n[leader_election]\nlease_duration = \"5s\"\nrenew_deadline = \"5s\"\nretry_period = \"6s\"\n",
+    );
+    let Err(e) = built else { panic!("built") };
+    let text = e.render(false);
+    assert!(text.contains("leader_election.renew_deadline"), "{text}");
+    assert!(text.contains("leader_election.retry_period"), "{text}");
 }
