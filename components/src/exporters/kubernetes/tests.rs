@@ -716,12 +716,16 @@ fn holder(server: &FakeApiServer) -> Option<String> {
         .and_then(|h| h.as_str().map(str::to_string))
 }
 
-#[tokio::test]
-async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_when_it_stops() {
+/// An API server with one Deployment, checkout, at 2 replicas.
+async fn cluster() -> FakeApiServer {
     let server = FakeApiServer::start().await.unwrap();
     server.add("shop", "deployments", "checkout", 2);
-    let dir = TempDir::new().unwrap();
-    let health = Health::new();
+    server
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_when_it_stops() {
+    let (server, dir, health) = (cluster().await, TempDir::new().unwrap(), Health::new());
     let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
     eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
     let mut b = exporter_on(&server, &dir, &health, &replica("b")).await;
@@ -773,10 +777,7 @@ async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_w
 
 #[tokio::test]
 async fn a_leader_that_cannot_renew_stops_acting_before_its_lease_could_expire() {
-    let server = FakeApiServer::start().await.unwrap();
-    server.add("shop", "deployments", "checkout", 2);
-    let dir = TempDir::new().unwrap();
-    let health = Health::new();
+    let (server, dir, health) = (cluster().await, TempDir::new().unwrap(), Health::new());
     let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
     eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
     // a's Lease updates start failing; it must stop acting within renew_deadline.
