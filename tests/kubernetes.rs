@@ -49,7 +49,21 @@ impl Cluster {
 
     /// A pipeline file of OTLP/HTTP → `latency_rules` (`rules`) → `kubernetes` (`allow`).
     fn config(&self, rules: &str, allow: &str) -> PathBuf {
-        let config = self.dir.path().join("pipeline.toml");
+        self.replica_config("pipeline.toml", self.http, self.telemetry, rules, allow, "")
+    }
+
+    /// [`Cluster::config`] for a replica of its own: its file name and ports, and `extra`
+    /// tables after the exporter's keys (`[exporters.cluster.…]`).
+    fn replica_config(
+        &self,
+        file: &str,
+        http: u16,
+        telemetry: u16,
+        rules: &str,
+        allow: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let config = self.dir.path().join(file);
         std::fs::write(
             &config,
             format!(
@@ -65,6 +79,7 @@ type = "kubernetes"
 kubeconfig = "{}"
 allow = {allow}
 request_timeout = "2s"
+{extra}
 [pipelines.scaling]
 receivers = ["otlp"]
 processors = ["latency_rules"]
@@ -72,9 +87,9 @@ exporters = ["cluster"]
 [service]
 telemetry_address = "127.0.0.1:{}"
 "#,
-                self.http,
+                http,
                 self.dir.path().join("kubeconfig").display(),
-                self.telemetry
+                telemetry
             ),
         )
         .unwrap();
@@ -83,18 +98,12 @@ telemetry_address = "127.0.0.1:{}"
 
     /// Starts `tracescale run` on `config` and waits until it is ready.
     fn run(&self, config: &std::path::Path) -> Child {
-        let child = spawn_run(config);
-        eventually(Duration::from_secs(20), "the service to be ready", || {
-            http_get(self.telemetry, "/readyz").filter(|(s, _)| *s == 200)
-        });
-        child
+        run_ready(config, self.telemetry)
     }
 
     /// Posts one request; it must be accepted whole.
     fn send(&self, body: &str) {
-        let response = post_traces(self.http, "Content-Type: application/json", body.as_bytes());
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(!response.contains("rejected"), "{response}");
+        send_to(self.http, body);
     }
 
     fn replicas(&self, namespace: &str, resource: &str, name: &str) -> u32 {
@@ -103,6 +112,22 @@ telemetry_address = "127.0.0.1:{}"
             .unwrap()
             .replicas
     }
+}
+
+/// Starts `tracescale run` on `config` and waits until `/readyz` on `telemetry` says ready.
+fn run_ready(config: &std::path::Path, telemetry: u16) -> Child {
+    let child = spawn_run(config);
+    eventually(Duration::from_secs(20), "the service to be ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    child
+}
+
+/// Posts one request to the OTLP/HTTP port `http`; it must be accepted whole.
+fn send_to(http: u16, body: &str) {
+    let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(!response.contains("rejected"), "{response}");
 }
 
 const DB_RULE: &str = r#"
@@ -352,4 +377,67 @@ scale = { target = "deployment/checkout", namespace = "shop", step = 1 }
             || stderr.contains(r#"may not "patch" "deployments/scale""#),
         "the 403 names the verb and resource\n{stderr}"
     );
+}
+
+/// Who holds the exporters' Lease, as the API server stores it.
+fn holder(c: &Cluster) -> Option<String> {
+    c.server
+        .lease("default", "tracescale")
+        .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
+        .and_then(|h| h.as_str().map(str::to_string))
+}
+
+#[test]
+fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_stops() {
+    let c = Cluster::new(&[("shop", "statefulsets", "payments-db", 2)]);
+    // A short window, so that a rule that fired while standing by re-arms within the test.
+    let rule = DB_RULE.replace("window = \"10s\"", "window = \"2s\"");
+    let allow = r#"["shop/statefulset/payments-db"]"#;
+    let election = |identity: &str| {
+        format!(
+            "[exporters.cluster.policy]\ncooldown = \"2s\"\n[exporters.cluster.leader_election]\nidentity = \"{identity}\"\nlease_duration = \"2s\"\nrenew_deadline = \"1s\"\nretry_period = \"200ms\"\n"
+        )
+    };
+    let a = c.run(&c.replica_config("a.toml", c.http, c.telemetry, &rule, allow, &election("a")));
+    eventually(Duration::from_secs(20), "a to lead", || {
+        (holder(&c).as_deref() == Some("a")).then_some(())
+    });
+    let (b_http, b_telemetry) = (free_port(), free_port());
+    let b = run_ready(
+        &c.replica_config("b.toml", b_http, b_telemetry, &rule, allow, &election("b")),
+        b_telemetry,
+    );
+
+    // The same slow spans reach both replicas: both rules fire, only the leader acts.
+    for n in 1..=3 {
+        c.send(&request("payments-db", n, 500, "", ""));
+        send_to(b_http, &request("payments-db", n, 500, "", ""));
+    }
+    eventually(Duration::from_secs(20), "the leader to scale", || {
+        (c.server.writes().len() == 1).then_some(())
+    });
+    metrics_until(b_telemetry, "the standby's refusal", |m| {
+        metric(
+            m,
+            "tracescale_scale_decisions_refused_total{component=\"cluster\",reason=\"standby\"}",
+        ) >= 1.0
+            && metric(m, "tracescale_scale_leader{component=\"cluster\"}") == 0.0
+    });
+    assert_eq!(c.server.writes().len(), 1, "the standby did not act");
+
+    // a stops and hands the Lease over; b waits out the cooldown a may have started, then acts.
+    stop(a);
+    eventually(Duration::from_secs(20), "b to take over", || {
+        (holder(&c).as_deref() == Some("b")).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    for n in 10..=12 {
+        send_to(b_http, &request("payments-db", n, 500, "", ""));
+    }
+    eventually(Duration::from_secs(20), "the new leader to scale", || {
+        (c.server.writes().len() == 2).then_some(())
+    });
+    assert_eq!(c.replicas("shop", "statefulsets", "payments-db"), 4);
+    stop(b);
+    assert_eq!(holder(&c), None, "b released the Lease");
 }
