@@ -107,3 +107,32 @@ fn the_rbac_example_grants_only_what_the_exporter_uses() {
     assert!(!rbac.contains("ClusterRole"), "namespaced only");
     assert!(!rbac.contains('*'), "no wildcards");
 }
+
+#[test]
+fn the_image_runs_as_the_deployment_expects() {
+    let repo = crate::util::repo();
+    let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).unwrap();
+    let manifest =
+        std::fs::read_to_string(repo.join("examples/kubernetes/tracescale.yaml")).unwrap();
+    // The user the Deployment's securityContext demands is the image's.
+    assert!(manifest.contains("runAsUser: 65532"), "{manifest}");
+    assert!(dockerfile.contains("USER 65532:65532"), "{dockerfile}");
+    // The image's command is the Deployment's, against the ConfigMap's mount.
+    assert!(
+        manifest.contains(r#"args: ["run", "-c", "/etc/tracescale/pipeline.toml"]"#),
+        "{manifest}"
+    );
+    assert!(
+        dockerfile.contains(r#"CMD ["run", "-c", "/etc/tracescale/pipeline.toml"]"#),
+        "{dockerfile}"
+    );
+    assert!(
+        manifest.contains("mountPath: /etc/tracescale"),
+        "{manifest}"
+    );
+    // It builds the binary from the locked dependency set.
+    assert!(
+        dockerfile.contains("cargo build --release --locked --bin tracescale"),
+        "{dockerfile}"
+    );
+}
