@@ -91,6 +91,8 @@ pub enum Fault {
 struct Scripted {
     method: Method,
     path_contains: String,
+    /// Only requests whose body contains this (empty: any).
+    body_contains: String,
     remaining: u32,
     fault: Fault,
 }
@@ -285,9 +287,23 @@ impl FakeApiServer {
     /// Answers the next `times` requests whose method is `method` and whose path contains
     /// `path_contains` with `fault`.
     pub fn fault(&self, method: Method, path_contains: &str, times: u32, fault: Fault) {
+        self.fault_when(method, path_contains, "", times, fault);
+    }
+
+    /// [`FakeApiServer::fault`] for the requests whose body also contains `body_contains`, to
+    /// fail one client's writes and not another's (`"holderIdentity":"a"`).
+    pub fn fault_when(
+        &self,
+        method: Method,
+        path_contains: &str,
+        body_contains: &str,
+        times: u32,
+        fault: Fault,
+    ) {
         lock(&self.state).faults.push(Scripted {
             method,
             path_contains: path_contains.to_string(),
+            body_contains: body_contains.to_string(),
             remaining: times,
             fault,
         });
@@ -577,10 +593,13 @@ async fn handle(
                 .map(str::to_string),
             at: Instant::now(),
         });
-        let found = s
-            .faults
-            .iter_mut()
-            .find(|f| f.remaining > 0 && f.method == method && path.contains(&f.path_contains));
+        let text = String::from_utf8_lossy(&body);
+        let found = s.faults.iter_mut().find(|f| {
+            f.remaining > 0
+                && f.method == method
+                && path.contains(&f.path_contains)
+                && text.contains(&f.body_contains)
+        });
         found.map(|f| {
             f.remaining -= 1;
             f.fault.clone()

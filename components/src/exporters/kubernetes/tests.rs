@@ -705,7 +705,7 @@ async fn a_conflict_storm_is_retried_then_given_up_without_a_blind_write() {
 /// A short election, so that a test sees takeovers within seconds.
 fn replica(identity: &str) -> String {
     format!(
-        "[policy]\ncooldown = \"1s\"\n[leader_election]\nidentity = \"{identity}\"\nlease_duration = \"1s\"\nrenew_deadline = \"600ms\"\nretry_period = \"100ms\"\n"
+        "[policy]\ncooldown = \"1s\"\n[leader_election]\nidentity = \"{identity}\"\nlease_duration = \"2s\"\nrenew_deadline = \"1s\"\nretry_period = \"200ms\"\n"
     )
 }
 
@@ -776,13 +776,58 @@ async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_w
 }
 
 #[tokio::test]
+async fn a_standby_takes_over_a_lease_its_holder_stopped_renewing() {
+    let (server, dir, health) = (cluster().await, TempDir::new().unwrap(), Health::new());
+    let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
+    eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
+    let mut b = exporter_on(&server, &dir, &health, &replica("b")).await;
+    // a is cut off: every renewal it sends fails, and it never releases the Lease.
+    server.fault_when(
+        Method::PUT,
+        "/leases/tracescale",
+        r#""holderIdentity":"a""#,
+        10_000,
+        Fault::ServerError,
+    );
+    // b waits a whole lease_duration (2 s) without seeing a renewal, then takes over.
+    eventually("b took over", || holder(&server).as_deref() == Some("b")).await;
+    let lease = server.lease("default", "tracescale").unwrap();
+    assert_eq!(
+        lease.pointer("/spec/leaseTransitions"),
+        Some(&serde_json::json!(1))
+    );
+    // a acts no more; b does, once it has waited out the cooldown a may have started.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for e in [&mut a, &mut b] {
+        e.export(Signal::Decisions(vec![deploy("checkout", 1)]))
+            .await
+            .unwrap();
+    }
+    eventually("b scaled", || server.writes().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.writes().len(), 1, "only b acted");
+    assert_eq!(
+        server
+            .workload("shop", "deployments", "checkout")
+            .unwrap()
+            .replicas,
+        3
+    );
+    for e in [&mut a, &mut b] {
+        e.shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
 async fn a_leader_that_cannot_renew_stops_acting_before_its_lease_could_expire() {
     let (server, dir, health) = (cluster().await, TempDir::new().unwrap(), Health::new());
     let mut a = exporter_on(&server, &dir, &health, &replica("a")).await;
     eventually("a leads", || holder(&server).as_deref() == Some("a")).await;
-    // a's Lease updates start failing; it must stop acting within renew_deadline.
+    // a's Lease updates start failing; it must stop acting within renew_deadline (1 s).
     server.fault(Method::PUT, "/leases/tracescale", 1000, Fault::ServerError);
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     a.export(Signal::Decisions(vec![deploy("checkout", 1)]))
         .await
         .unwrap();
