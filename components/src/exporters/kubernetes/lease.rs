@@ -77,16 +77,24 @@ impl Leadership {
     pub fn acting(&self) -> Result<(), Standby> {
         let s = self.lock();
         let now = Instant::now();
-        let leading = s
-            .renewed
-            .is_some_and(|r| now.duration_since(r) < self.renew_deadline);
-        if !leading {
+        if !self.holds_at(&s, now) {
             return Err(Standby::Follower(s.holder.clone()));
         }
         match s.acting_from {
             Some(from) if now >= from => Ok(()),
             _ => Err(Standby::Settling),
         }
+    }
+
+    /// True while this process holds the Lease: renewed within `renew_deadline`, settled or
+    /// not.
+    fn holds(&self) -> bool {
+        self.holds_at(&self.lock(), Instant::now())
+    }
+
+    fn holds_at(&self, s: &State, now: Instant) -> bool {
+        s.renewed
+            .is_some_and(|r| now.duration_since(r) < self.renew_deadline)
     }
 }
 
@@ -142,14 +150,14 @@ impl Elector {
                 Ok(Err(err)) => {
                     warn!(component = %self.component, lease = %self.settings.name, error = %err,
                         "cannot read or renew the Lease");
-                    self.leadership.acting().is_ok()
+                    self.leadership.holds()
                 }
-                Err(_) => self.leadership.acting().is_ok(),
+                Err(_) => self.leadership.holds(),
             };
             if leading != was_leading {
                 if leading {
                     info!(component = %self.component, lease = %self.settings.name,
-                        identity = %self.settings.identity, "became the leader: changing workloads");
+                        identity = %self.settings.identity, "holds the Lease: leading");
                 } else {
                     warn!(component = %self.component, lease = %self.settings.name,
                         holder = ?self.leadership.lock().holder, "not the leader: standing by");
