@@ -360,7 +360,7 @@ impl<P: Point + Clone> Forest<P> {
     /// Scores `point` without learning it: one descent per tree, from the root to the first
     /// node whose reference mass is below `size_limit`.
     ///
-    /// The trees descend together, a level at a time, in groups of [`LANES`]: their descents
+    /// The trees descend together, a level at a time, in groups of `LANES`: their descents
     /// are independent, so the loads of a level are in flight at once instead of one tree
     /// waiting on the next. A tree that stopped keeps re-reading its last node with its
     /// contribution masked out, which costs less than the branch that would skip it.

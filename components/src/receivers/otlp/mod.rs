@@ -1,6 +1,6 @@
 //! The `otlp` receiver: OTLP/gRPC and OTLP/HTTP (protobuf and JSON) trace intake.
 //!
-//! Both transports share one intake path ([`Shared::accept`]): validate spans, drop and report
+//! Both transports share one intake path (`Shared::accept`): validate spans, drop and report
 //! the invalid ones in `partial_success`, and hand the rest to the pipelines without waiting.
 //! A full pipeline is answered with back-off (gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429
 //! with Retry-After), never buffered here.
