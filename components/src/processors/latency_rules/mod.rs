@@ -35,6 +35,9 @@ const MAX_STALE_LISTED: usize = 10;
 pub struct LatencyRules {
     shared: Arc<Mutex<Shared>>,
     interval: Duration,
+    /// `clock = "event"`: the timed evaluation runs on event time, inside `process`, rather than
+    /// on the engine's ticks (see [`Shared::evaluate_on_event_time`]).
+    event_clock: bool,
     passthrough: bool,
     observe_refused: bool,
     metrics: Option<Metrics>,
@@ -53,9 +56,31 @@ struct Shared {
     /// the next batch or tick.
     decisions: Vec<Decision>,
     refused: RefusedSpans,
+    /// With `clock = "event"`: the event time of the next timed evaluation.
+    next_evaluation: Option<u64>,
 }
 
 impl Shared {
+    /// On event time, the timed evaluation (windows slide, scale-downs, staleness) runs every
+    /// `interval` of span time as the spans cross it, not on the wall clock: a replay or a
+    /// simulation then decides the same thing at the same event time however fast it runs.
+    fn evaluate_on_event_time(&mut self, interval: Duration) {
+        let interval = u64::try_from(interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let clock = self.engine.clock();
+        if clock == 0 {
+            return;
+        }
+        let next = self
+            .next_evaluation
+            .get_or_insert_with(|| clock.saturating_add(interval));
+        while *next <= clock {
+            self.engine.tick(*next, &mut self.decisions);
+            *next = next.saturating_add(interval);
+        }
+    }
+
     /// The engine's wall clock in Unix nanoseconds; anchored on first use if `start` did not.
     fn wall_now(&mut self) -> u64 {
         self.clock.get_or_insert_with(WallClock::now).read()
@@ -101,8 +126,10 @@ impl LatencyRules {
                 clock: None,
                 decisions: Vec::new(),
                 refused: RefusedSpans::new(config.max_refused_ids),
+                next_evaluation: None,
             })),
             interval: config.interval.get(),
+            event_clock: config.clock == config::ClockConfig::Event,
             passthrough: config.passthrough,
             observe_refused: config.observe_refused,
             metrics: None,
@@ -224,6 +251,9 @@ impl Processor for LatencyRules {
                                 !refused.take(span)
                             });
                     }
+                    if self.event_clock {
+                        shared.evaluate_on_event_time(self.interval);
+                    }
                     std::mem::take(&mut shared.decisions)
                 };
                 // Decisions first: they are small and time-sensitive, the batch may be large.
@@ -247,8 +277,12 @@ impl Processor for LatencyRules {
         let decisions = {
             let mut guard = self.lock();
             let shared = &mut *guard;
-            let now = shared.wall_now();
-            shared.engine.tick(now, &mut shared.decisions);
+            // On event time the evaluation runs in `process`; the tick only hands on what the
+            // tap decided and publishes.
+            if !self.event_clock {
+                let now = shared.wall_now();
+                shared.engine.tick(now, &mut shared.decisions);
+            }
             std::mem::take(&mut shared.decisions)
         };
         self.emit_decisions(decisions, out);

@@ -1143,6 +1143,35 @@ async fn observe_refused_false_offers_no_tap() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn on_event_time_scale_downs_follow_span_time_not_the_wall_clock() {
+    let mut p = build(&format!("clock = \"event\"\n{PROCESSOR}")).unwrap();
+    p.start(&context(&Health::new())).await.unwrap();
+    // A minute and a half of calm, fast spans, replayed in an instant of wall time, with no
+    // tick at all: the scale-down (below 100 ms for 1 m) is decided as the spans cross it.
+    let base = unix_now();
+    let mut out = Emitter::new();
+    let mut downs = Vec::new();
+    for second in 0..90 {
+        p.process(db_batch(base + second * SEC, 5, 20), &mut out)
+            .await
+            .unwrap();
+        let (d, _) = decisions(&mut out);
+        downs.extend(d.into_iter().map(|d| (second, d.change)));
+    }
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    let (second, change) = downs[0];
+    assert_eq!(change, ScaleChange::Step(-1));
+    assert!(
+        (60..=62).contains(&second),
+        "decided at {second} s of span time"
+    );
+    // The wall-clock tick evaluates nothing on event time.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    p.tick(&mut out).await.unwrap();
+    assert!(decisions(&mut out).0.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_passthrough_only_decisions_leave() {
     let mut p = build(&format!("passthrough = false\n{PROCESSOR}")).unwrap();
     p.start(&context(&Health::new())).await.unwrap();
