@@ -13,7 +13,7 @@ use tracescale_components::receivers::demo_traces::Generator;
 
 use crate::util::{
     bin, count_spans, eventually, free_port, http_get, metrics_until, post_traces, signal,
-    slow_span_request, spawn_run, wait_with_limit,
+    slow_span_request, spawn_run, wait_listening, wait_with_limit,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -239,6 +239,8 @@ memory_spike_limit = "8MiB"
         http_get(telemetry, "/readyz").filter(|(s, b)| *s == 503 && b.contains("memory_limit"))
     });
     assert!(body.contains("service/memory_limiter"), "{body}");
+    // /readyz fails on memory from the start, before the receiver may have bound its port.
+    wait_listening(http);
     let span = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"x","startTimeUnixNano":"10","endTimeUnixNano":"20"}]}]}]}"#;
     let response = post_traces(http, "Content-Type: application/json", span.as_bytes());
     assert!(response.starts_with("HTTP/1.1 429"), "{response}");
@@ -302,6 +304,8 @@ memory_spike_limit = "8MiB"
     eventually(Duration::from_secs(20), "readyz to fail on memory", || {
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 503)
     });
+    // /readyz fails on memory from the start, before the receiver may have bound its port.
+    wait_listening(http);
     // Four slow spans, each sent twice as a client that is told to back off retries: four
     // breaches, not eight, so the rule (count = 5) holds.
     for n in 1..=4 {

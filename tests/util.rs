@@ -121,6 +121,13 @@ pub(crate) fn eventually<T>(
     }
 }
 
+/// Waits until something listens on 127.0.0.1:`port` (a receiver has bound its listener).
+pub(crate) fn wait_listening(port: u16) {
+    eventually(Duration::from_secs(20), "the listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+}
+
 /// Polls `/metrics` on `telemetry` until `check` accepts the text, which it returns.
 pub(crate) fn metrics_until(
     telemetry: u16,
