@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{bin, eventually, free_port, run_to_end, signal, wait_with_limit};
+use crate::util::{bin, eventually, free_port, run_to_end, stop_cleanly};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -119,13 +119,7 @@ telemetry_address = "off"
 
     fn stop(mut self) {
         let child = self.child.take().unwrap();
-        signal(&child, "TERM");
-        let out = wait_with_limit(child, LIMIT);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stop_cleanly(child, LIMIT);
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tracescale_components::exporters::kubernetes::testing::{FakeApiServer, Fault};
 
 use crate::util::{
-    bin, eventually, free_port, http_get, metric, metrics_until, post_traces, signal,
-    slow_span_request as request, spawn_run, wait_with_limit,
+    bin, eventually, free_port, http_get, metric, metrics_until, post_traces, run_ready,
+    slow_span_request as request, stop_cleanly,
 };
 
 /// How long the API stays down during the breach.
@@ -114,15 +114,6 @@ telemetry_address = "127.0.0.1:{}"
     }
 }
 
-/// Starts `tracescale run` on `config` and waits until `/readyz` on `telemetry` says ready.
-fn run_ready(config: &std::path::Path, telemetry: u16) -> Child {
-    let child = spawn_run(config);
-    eventually(Duration::from_secs(20), "the service to be ready", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
-    child
-}
-
 /// Posts one request to the OTLP/HTTP port `http`; it must be accepted whole.
 fn send_to(http: u16, body: &str) {
     let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
@@ -142,13 +133,7 @@ scale = { target = "statefulset/payments-db", namespace = "shop", step = 1, max 
 "#;
 
 fn stop(child: Child) {
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(child, Duration::from_secs(60));
 }
 
 #[test]
@@ -362,10 +347,8 @@ scale = { target = "deployment/checkout", namespace = "shop", step = 1 }
                 "tracescale_scale_api_retries_total{component=\"cluster\",reason=\"conflict\"}",
             ) >= 3.0
     });
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, Duration::from_secs(60));
+    let out = stop_cleanly(child, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert_eq!(
         c.replicas("shop", "statefulsets", "payments-db"),
         5,

@@ -12,8 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use tracescale_components::receivers::demo_traces::Generator;
 
 use crate::util::{
-    bin, count_spans, eventually, free_port, http_get, metrics_until, post_traces, signal,
-    slow_span_request, spawn_run, wait_listening, wait_with_limit,
+    bin, count_spans, eventually, free_port, http_get, metrics_until, post_traces, run_ready,
+    signal, slow_span_request, spawn_run, stop_cleanly, wait_listening, wait_with_limit,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -46,10 +46,7 @@ shutdown_deadline = "30s"
         ),
     )
     .unwrap();
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "/readyz", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let child = run_ready(&config, telemetry);
 
     // Four clients send as fast as they are answered, counting the spans of every request
     // answered with success, until the server stops answering.
@@ -148,11 +145,8 @@ telemetry_address = "off"
 fn run_briefly(config: &std::path::Path) -> String {
     let child = spawn_run(config);
     std::thread::sleep(Duration::from_millis(1500));
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
+    let out = stop_cleanly(child, LIMIT);
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -252,13 +246,7 @@ memory_spike_limit = "8MiB"
         b.contains("reason=\"refused_memory_limit\"} 1")
     });
     assert!(metrics.contains("tracescale_process_resident_memory_bytes"));
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(child, LIMIT);
 }
 
 #[test]
@@ -350,13 +338,7 @@ memory_spike_limit = "8MiB"
     assert_eq!(decision["target"]["name"], "payments-db", "{line}");
     assert_eq!(decision["rule"], "db-slow", "{line}");
     assert_eq!(decision["evidence"]["breaches"], 5, "{line}");
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(child, LIMIT);
 }
 
 #[test]

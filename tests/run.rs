@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::util::{
-    bin, count_spans, eventually, free_port, http_get, post_traces, run_to_end, signal, spawn_run,
-    wait_with_limit,
+    bin, count_spans, eventually, free_port, http_get, post_traces, run_ready, run_to_end, signal,
+    spawn_run, stop_cleanly, wait_with_limit,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -99,10 +99,8 @@ shutdown_deadline = "20s"
     assert!(metrics.contains("tracescale_queue_capacity{queue=\"exporters.file\"} 64"));
     assert_eq!(http_get(port, "/nope").unwrap().0, 404);
 
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
+    let out = stop_cleanly(child, LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
     // Every line is whole JSON (count_spans parses each), and spans arrived in whole batches.
     let (lines, spans) = count_spans(&out_path);
@@ -330,13 +328,7 @@ telemetry_address = "off"
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .find(|v| v["signal"] == "decision")
     });
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(child, LIMIT);
     assert_eq!(decision["rule"], "payments-db-slow");
     assert_eq!(decision["target"]["kind"], "StatefulSet");
     assert_eq!(decision["target"]["name"], "payments-db");
@@ -512,10 +504,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the listeners", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let child = run_ready(&config, telemetry);
     let auth = "Authorization: Bearer s3cret";
     let proto = format!("{auth}\r\nContent-Type: application/x-protobuf");
     assert_eq!(raw_post(http, &proto, b"\x0a\xff\xff\xff\xff"), 400);
@@ -559,13 +548,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         metrics
             .contains("tracescale_receiver_emitted_total{component=\"otlp\",signal=\"traces\"} 1")
     );
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_cleanly(child, LIMIT);
 }
 
 const SYNTH_PIPELINE: &str = r#"
@@ -703,10 +686,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the listener", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let child = run_ready(&config, telemetry);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let codes = runtime.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
@@ -755,9 +735,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         );
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(out.status.success());
+    stop_cleanly(child, LIMIT);
 }
 
 #[test]
@@ -786,10 +764,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    let child = spawn_run(&config);
-    eventually(Duration::from_secs(20), "the listener", || {
-        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
-    });
+    let child = run_ready(&config, telemetry);
     // Plain text to each TLS listener: no answer, one counted refusal each.
     for port in [http, grpc] {
         let response = post_traces(port, "Content-Type: application/json", b"{}");
@@ -800,7 +775,5 @@ telemetry_address = "127.0.0.1:{telemetry}"
             && b.contains("transport=\"grpc\",reason=\"tls_handshake\"} 1")
     });
     assert!(metrics.contains("tls_handshake"));
-    signal(&child, "TERM");
-    let out = wait_with_limit(child, LIMIT);
-    assert!(out.status.success());
+    stop_cleanly(child, LIMIT);
 }

@@ -121,6 +121,28 @@ pub(crate) fn eventually<T>(
     }
 }
 
+/// Sends SIGTERM and waits up to `limit` for a clean exit (status 0), showing stderr if not.
+pub(crate) fn stop_cleanly(child: Child, limit: Duration) -> Output {
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, limit);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Starts `tracescale run -c CONFIG` and waits until `/readyz` on `telemetry` says ready: every
+/// component started, listeners bound.
+pub(crate) fn run_ready(config: &Path, telemetry: u16) -> Child {
+    let child = spawn_run(config);
+    eventually(Duration::from_secs(20), "the service to be ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    child
+}
+
 /// Waits until something listens on 127.0.0.1:`port` (a receiver has bound its listener).
 pub(crate) fn wait_listening(port: u16) {
     eventually(Duration::from_secs(20), "the listener", || {
