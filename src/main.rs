@@ -170,20 +170,23 @@ fn init_logging(level: LogLevel) {
         .init();
 }
 
-fn run(config: Config) -> ExitCode {
+/// What `run` and `simulate` do before starting the engine: print the loader's warnings, start
+/// logging at the file's level, build the runtime. None (logged) when the runtime cannot start.
+fn prepare(config: &Config) -> Option<tokio::runtime::Runtime> {
     if !config.warnings.is_empty() {
         eprint!("{}", config.warnings);
     }
     init_logging(config.service.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::from(exit::RUNTIME);
-        }
+        .map_err(|err| tracing::error!(error = %err, "cannot start the async runtime"))
+        .ok()
+}
+
+fn run(config: Config) -> ExitCode {
+    let Some(runtime) = prepare(&config) else {
+        return ExitCode::from(exit::RUNTIME);
     };
     match runtime.block_on(service::run(config, service::os_signal())) {
         Ok(_) => ExitCode::SUCCESS,
@@ -199,19 +202,8 @@ fn run(config: Config) -> ExitCode {
 }
 
 fn simulate(config: Config, compare: bool, json: bool, plot: Option<&Path>) -> ExitCode {
-    if !config.warnings.is_empty() {
-        eprint!("{}", config.warnings);
-    }
-    init_logging(config.service.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot start the async runtime");
-            return ExitCode::from(exit::RUNTIME);
-        }
+    let Some(runtime) = prepare(&config) else {
+        return ExitCode::from(exit::RUNTIME);
     };
     let stop_view = tokio_util::sync::CancellationToken::new();
     let view = (!json).then(|| runtime.spawn(simulation::live::live_view(stop_view.clone())));

@@ -101,6 +101,12 @@ fn malformed_is_invalid_argument(
     response
 }
 
+/// Where the gRPC server takes its connections from.
+enum Incoming {
+    Tls(TlsListener),
+    Plain(TcpIncoming),
+}
+
 /// Binds the listener and serves until `stop` is cancelled.
 pub(super) async fn serve(
     address: SocketAddr,
@@ -127,21 +133,15 @@ pub(super) async fn serve(
             malformed_is_invalid_argument(response, &counted)
         }))
         .add_service(service);
-    let (bound, task) = match tls {
-        // Our own acceptor rather than tonic's: handshakes are bounded, timed out and counted
-        // as on the HTTP listener.
+    // Our own acceptor for TLS rather than tonic's: handshakes are bounded, timed out and
+    // counted as on the HTTP listener.
+    let (bound, incoming) = match tls {
         Some(tls) => {
             let listener = TcpListener::bind(address).await.map_err(bind_error)?;
             let bound = listener.local_addr().map_err(bind_error)?;
             let incoming = TlsListener::new(listener, tls, Transport::Grpc, shared, stop.clone())
                 .map_err(bind_error)?;
-            let task = tokio::spawn(async move {
-                let served = router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await;
-                log_failure(served);
-            });
-            (bound, task)
+            (bound, Incoming::Tls(incoming))
         }
         None => {
             // Without TCP_NODELAY small responses wait for Nagle's delayed ACK: tens of
@@ -150,20 +150,19 @@ pub(super) async fn serve(
                 .map_err(bind_error)?
                 .with_nodelay(Some(true));
             let bound = incoming.local_addr().map_err(bind_error)?;
-            let task = tokio::spawn(async move {
-                let served = router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await;
-                log_failure(served);
-            });
-            (bound, task)
+            (bound, Incoming::Plain(incoming))
         }
     };
+    let task = tokio::spawn(async move {
+        let stopped = stop.cancelled_owned();
+        // One router, served from whichever listener was bound: the two streams differ in type.
+        let served = match incoming {
+            Incoming::Tls(i) => router.serve_with_incoming_shutdown(i, stopped).await,
+            Incoming::Plain(i) => router.serve_with_incoming_shutdown(i, stopped).await,
+        };
+        if let Err(err) = served {
+            tracing::error!(error = %err, "OTLP/gRPC listener failed");
+        }
+    });
     Ok((bound, task))
-}
-
-fn log_failure(served: Result<(), tonic::transport::Error>) {
-    if let Err(err) = served {
-        tracing::error!(error = %err, "OTLP/gRPC listener failed");
-    }
 }

@@ -315,36 +315,41 @@ pub(super) async fn serve(
         .route("/v1/traces", post(export))
         .fallback(not_found)
         .with_state(state);
-    if let Some(tls) = tls {
-        let listener = super::tls::TlsListener::new(
-            listener,
-            tls,
-            super::Transport::Http,
-            shared,
-            stop.clone(),
-        )
-        .map_err(bind_error)?;
-        let task = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(err) = result {
-                tracing::error!(error = %err, "OTLP/HTTP listener failed");
-            }
-        });
-        return Ok((bound, task));
-    }
-    let listener = listener.tap_io(|tcp| {
-        // See the gRPC listener: without it, each response waits on a delayed ACK.
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
+    let task = match tls {
+        Some(tls) => {
+            let listener = super::tls::TlsListener::new(
+                listener,
+                tls,
+                super::Transport::Http,
+                shared,
+                stop.clone(),
+            )
+            .map_err(bind_error)?;
+            spawn_server(listener, app, stop)
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                // See the gRPC listener: without it, each response waits on a delayed ACK.
+                let _ = tcp.set_nodelay(true);
+            });
+            spawn_server(listener, app, stop)
+        }
+    };
+    Ok((bound, task))
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled.
+fn spawn_server<L>(listener: L, app: Router, stop: CancellationToken) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(err) = result {
             tracing::error!(error = %err, "OTLP/HTTP listener failed");
         }
-    });
-    Ok((bound, task))
+    })
 }
