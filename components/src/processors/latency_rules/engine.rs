@@ -788,8 +788,9 @@ impl Engine {
     }
 
     /// [`Engine::observe`], where only the spans `feed_rules` accepts reach the rules; every
-    /// span counts in the operation statistics. The processor uses it to keep a retried span
-    /// out of the rules when they already counted it from a refused batch.
+    /// span counts in the operation statistics. `feed_rules` is asked only about spans some
+    /// rule's operation matches. The processor uses it to keep a retried span out of the rules
+    /// when they already counted it from a refused batch.
     pub fn observe_where(
         &mut self,
         traces: &Traces,
@@ -803,8 +804,7 @@ impl Engine {
             let mut service = self.services.get(name).copied();
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
-                    let feed = feed_rules(span);
-                    service = self.observe_span(service, name, span, feed);
+                    service = self.observe_span(service, name, span, &mut feed_rules);
                 }
             }
         }
@@ -861,15 +861,13 @@ impl Engine {
                             feed(rule_list, rules, dirty, counters, time, seen);
                         }
                         None => {
-                            let globs = &self.service_entries[service].globs;
-                            let rules = &self.rules;
-                            if globs
-                                .iter()
-                                .any(|&g| rules[g as usize].rule.operation.matches(&span.name))
-                                && first_sight(span)
-                            {
-                                self.feed_untracked(Some(service), end, end - start, span);
-                            }
+                            self.feed_untracked(
+                                Some(service),
+                                end,
+                                end - start,
+                                span,
+                                &mut first_sight,
+                            );
                         }
                     }
                 }
@@ -884,7 +882,7 @@ impl Engine {
         service: Option<usize>,
         name: &str,
         span: &Span,
-        feed_rules: bool,
+        feed_rules: &mut impl FnMut(&Span) -> bool,
     ) -> Option<usize> {
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
         if end == 0 || end < start {
@@ -902,9 +900,7 @@ impl Engine {
         let Some(op) = known.or_else(|| self.track_operation(&mut service, name, &span.name))
         else {
             self.counters.operations_overflow += 1;
-            if feed_rules {
-                self.feed_untracked(service, end, duration, span);
-            }
+            self.feed_untracked(service, end, duration, span, feed_rules);
             return service;
         };
 
@@ -935,7 +931,7 @@ impl Engine {
             }
             None => counters.operations_overflow += 1,
         }
-        if feed_rules {
+        if !entry.rules.is_empty() && feed_rules(span) {
             let seen = Seen {
                 end,
                 duration,
@@ -988,7 +984,14 @@ impl Engine {
 
     /// An operation without an entry (`max_operations` reached): its service's glob rules are
     /// matched on the spot, which costs more but loses nothing a rule needs.
-    fn feed_untracked(&mut self, service: Option<usize>, end: u64, duration: u64, span: &Span) {
+    fn feed_untracked(
+        &mut self,
+        service: Option<usize>,
+        end: u64,
+        duration: u64,
+        span: &Span,
+        feed_rules: &mut impl FnMut(&Span) -> bool,
+    ) {
         let Some(s) = service else {
             return;
         };
@@ -1000,8 +1003,13 @@ impl Engine {
             time,
             ..
         } = self;
+        let mut asked = None;
         for &g in &service_entries[s].globs {
             if rules[g as usize].rule.operation.matches(&span.name) {
+                // Asked once, on the first rule that matches.
+                if !*asked.get_or_insert_with(|| feed_rules(span)) {
+                    return;
+                }
                 let seen = Seen {
                     end,
                     duration,
