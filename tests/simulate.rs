@@ -112,3 +112,106 @@ fn simulate_refuses_a_file_without_a_simulation() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Keeps the machine's cores busy until dropped, so a run competes for the CPU.
+struct CpuHog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 1u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn simulate_json(config: &std::path::Path) -> String {
+    let out = run_to_end(
+        bin().args([
+            "simulate",
+            "-c",
+            config.to_str().unwrap(),
+            "--compare",
+            "cpu-hpa",
+            "--json",
+        ]),
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The simulation waits for the pipeline after every step, so a run's figures are the same
+/// whether it is paced at 60x or runs flat out on a machine whose cores are all taken.
+#[test]
+fn simulate_gives_the_same_figures_at_any_speed_and_under_cpu_load() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for entry in std::fs::read_dir("configs").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("scenario-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut doc: toml::Table = toml::from_str(&text).unwrap();
+        assert!(
+            doc.get("receivers")
+                .and_then(|r| r.get("simulated_traces"))
+                .is_some(),
+            "{name}: no simulated_traces receiver"
+        );
+        receiver_speed(&mut doc, 60.0);
+        let paced = dir.path().join(format!("paced-{name}"));
+        std::fs::write(&paced, toml::to_string(&doc).unwrap()).unwrap();
+        receiver_speed(&mut doc, 0.0);
+        let flat_out = dir.path().join(format!("flat-out-{name}"));
+        std::fs::write(&flat_out, toml::to_string(&doc).unwrap()).unwrap();
+
+        let expected = simulate_json(&paced);
+        let hog = CpuHog::start();
+        let loaded = simulate_json(&flat_out);
+        drop(hog);
+        assert_eq!(
+            loaded, expected,
+            "{name}: speed 0 under load against speed 60"
+        );
+    }
+}
+
+fn receiver_speed(doc: &mut toml::Table, speed: f64) {
+    if let Some(r) = doc
+        .get_mut("receivers")
+        .and_then(|r| r.get_mut("simulated_traces"))
+        .and_then(toml::Value::as_table_mut)
+    {
+        r.insert("speed".into(), toml::Value::Float(speed));
+    }
+}

@@ -40,7 +40,7 @@ use crate::health::{Health, Phase};
 use crate::signal::{Signal, SignalKind};
 use crate::telemetry::ComponentTelemetry;
 use output::Output;
-use queue::{QueueGauge, QueueRx, QueueTx, TryPushError, queue};
+use queue::{Barrier, Item, QueueGauge, QueueRx, QueueTx, TryPushError, queue};
 
 /// A component failed to start; everything started before it has been shut down.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,25 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// Hands a barrier to every exporter queue, behind the batches already there. A blocking
+    /// queue waits for a slot; a dropping one drops the barrier when full, as it would a batch.
+    async fn send_barrier(&self, barrier: Barrier) {
+        for target in &self.exporters {
+            match target.when_full {
+                WhenFull::DropNewest => target.tx.try_push_barrier(barrier.clone()),
+                WhenFull::Block => {
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.abort.cancelled() => return,
+                        _ = target.tx.push_barrier(barrier.clone()) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Where a stage sends what it produces.
 enum Downstream {
     Queue(QueueTx),
@@ -177,6 +196,22 @@ impl Downstream {
                 _ = stop.abort.cancelled() => false,
                 sent = tx.push(signal) => sent.is_ok(),
             },
+        }
+    }
+}
+
+impl Downstream {
+    /// Sends a barrier on, behind everything this stage has sent.
+    async fn send_barrier(&self, barrier: Barrier, stop: &Stop) {
+        match self {
+            Downstream::Fanout(f) => f.send_barrier(barrier).await,
+            Downstream::Queue(tx) => {
+                tokio::select! {
+                    biased;
+                    _ = stop.abort.cancelled() => {}
+                    _ = tx.push_barrier(barrier) => {}
+                }
+            }
         }
     }
 }
@@ -463,8 +498,10 @@ async fn run_exporter(
         let signal = tokio::select! {
             biased;
             _ = stop.abort.cancelled() => break,
-            signal = rx.recv() => match signal {
-                Some(signal) => signal,
+            item = rx.recv_item() => match item {
+                Some(Item::Batch(signal)) => signal,
+                // Everything before it has been exported: dropping it tells the sender.
+                Some(Item::Barrier(_)) => continue,
                 None => break,
             },
         };
@@ -523,8 +560,17 @@ async fn run_processor(
         tokio::select! {
             biased;
             _ = stop.abort.cancelled() => break,
-            signal = rx.recv() => {
-                let Some(signal) = signal else { break };
+            item = rx.recv_item() => {
+                let signal = match item {
+                    Some(Item::Batch(signal)) => signal,
+                    Some(Item::Barrier(barrier)) => {
+                        // Behind whatever the batches before it produced.
+                        forward(&mut out, &downstream, &telemetry, &stop).await;
+                        downstream.send_barrier(barrier, &stop).await;
+                        continue;
+                    }
+                    None => break,
+                };
                 let (kind, items) = (signal.kind(), signal.item_count());
                 if !takes.contains(&kind) {
                     if !downstream.send(signal, &stop).await {
@@ -595,8 +641,9 @@ async fn run_forwarder(mut rx: QueueRx, fanout: Fanout) {
         tokio::select! {
             biased;
             _ = fanout.stop.abort.cancelled() => break,
-            signal = rx.recv() => match signal {
-                Some(signal) => fanout.send(signal).await,
+            item = rx.recv_item() => match item {
+                Some(Item::Batch(signal)) => fanout.send(signal).await,
+                Some(Item::Barrier(barrier)) => fanout.send_barrier(barrier).await,
                 None => break,
             },
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::queue::{QueueTx, Room, TryPushError};
+use super::queue::{Barrier, QueueTx, Room, TryPushError};
 use crate::component::Tap;
 use crate::signal::Signal;
 use crate::telemetry::ComponentTelemetry;
@@ -27,6 +27,11 @@ struct Inner {
 #[derive(Debug, thiserror::Error)]
 #[error("the pipeline is shut down")]
 pub struct SendError(pub Signal);
+
+/// The pipelines are closed (the engine is stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("the pipeline is shut down")]
+pub struct ClosedError;
 
 /// Why [`Output::try_send`] did not take a batch; the batch comes back either way.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +100,24 @@ impl Output {
             }
         }
         self.deliver(rooms, signal);
+        Ok(())
+    }
+
+    /// Waits until every batch this output sent before the call has been handled by every
+    /// processor and exporter of its pipelines: processed, and what that produced (decisions
+    /// included) exported or refused. A receiver that must not run ahead of its pipeline, such
+    /// as a simulation that applies the decisions its own spans caused, calls it between steps.
+    ///
+    /// Batches that a full `drop_newest` exporter queue drops do not hold it up. Cancel safe.
+    pub async fn settle(&self) -> Result<(), ClosedError> {
+        let (barrier, settled) = Barrier::new();
+        for tx in &self.inner.pipelines {
+            if !tx.push_barrier(barrier.clone()).await {
+                return Err(ClosedError);
+            }
+        }
+        drop(barrier);
+        settled.await;
         Ok(())
     }
 

@@ -12,10 +12,48 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::signal::Signal;
 
-/// A batch in a queue, holding its share of the item bound until it is taken out.
-pub(crate) struct Queued {
-    signal: Signal,
-    _items: OwnedSemaphorePermit,
+/// What travels in a queue: a batch, holding its share of the item bound until it is taken
+/// out, or a barrier that follows the batches sent before it.
+pub(crate) enum Queued {
+    Batch {
+        signal: Signal,
+        _items: OwnedSemaphorePermit,
+    },
+    Barrier(Barrier),
+}
+
+/// A marker that travels behind the batches sent before it, through every stage, to every
+/// exporter of a pipeline. The sender learns that all of it has been handled when the last
+/// clone is dropped: each stage drops its clone once everything queued ahead of it is done.
+#[derive(Clone, Debug)]
+pub(crate) struct Barrier {
+    _held: mpsc::Sender<()>,
+}
+
+impl Barrier {
+    /// A barrier, and the future that resolves once every clone of it is dropped.
+    pub(crate) fn new() -> (Self, impl Future<Output = ()> + Send) {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        (Self { _held: tx }, async move {
+            // Nothing is ever sent: `recv` returns None once every sender is gone.
+            while rx.recv().await.is_some() {}
+        })
+    }
+}
+
+impl Queued {
+    fn into_item(self) -> Item {
+        match self {
+            Queued::Batch { signal, .. } => Item::Batch(signal),
+            Queued::Barrier(b) => Item::Barrier(b),
+        }
+    }
+}
+
+/// What a stage takes out of its queue.
+pub(crate) enum Item {
+    Batch(Signal),
+    Barrier(Barrier),
 }
 
 /// The sending end; cheap to clone.
@@ -44,7 +82,7 @@ pub(crate) struct Room<'a> {
 
 impl Room<'_> {
     pub(crate) fn send(self, signal: Signal) {
-        self.slot.send(Queued {
+        self.slot.send(Queued::Batch {
             signal,
             _items: self.items,
         });
@@ -112,6 +150,18 @@ impl QueueTx {
         }
     }
 
+    /// Queues a barrier behind what is queued, waiting for a slot; false when the queue is
+    /// closed. Barriers take a slot but no item permits.
+    pub(crate) async fn push_barrier(&self, barrier: Barrier) -> bool {
+        self.tx.send(Queued::Barrier(barrier)).await.is_ok()
+    }
+
+    /// Queues a barrier if a slot is free now. A barrier that does not fit is dropped, which
+    /// releases its waiter early: only a dropping (`drop_newest`) queue does that.
+    pub(crate) fn try_push_barrier(&self, barrier: Barrier) {
+        let _ = self.tx.try_send(Queued::Barrier(barrier));
+    }
+
     /// True when no batch fits now, in number or in items (one of a single item, at least).
     pub(crate) fn is_full(&self) -> bool {
         self.tx.capacity() == 0 || self.items.available_permits() == 0
@@ -163,14 +213,32 @@ pub struct QueueRx {
 }
 
 impl QueueRx {
-    /// The next batch; None once every sender is gone and the queue is empty.
+    /// The next batch; None once every sender is gone and the queue is empty. Barriers are
+    /// passed over (and so released).
     pub async fn recv(&mut self) -> Option<Signal> {
-        self.rx.recv().await.map(|q| q.signal)
+        loop {
+            if let Item::Batch(signal) = self.recv_item().await? {
+                return Some(signal);
+            }
+        }
     }
 
-    /// The next batch if one is queued now.
+    /// The next batch if one is queued now; barriers are passed over.
     pub fn try_recv(&mut self) -> Result<Signal, mpsc::error::TryRecvError> {
-        self.rx.try_recv().map(|q| q.signal)
+        loop {
+            if let Item::Batch(signal) = self.try_recv_item()? {
+                return Ok(signal);
+            }
+        }
+    }
+
+    /// The next batch or barrier.
+    pub(crate) async fn recv_item(&mut self) -> Option<Item> {
+        self.rx.recv().await.map(Queued::into_item)
+    }
+
+    fn try_recv_item(&mut self) -> Result<Item, mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(Queued::into_item)
     }
 
     /// Refuses further batches; those queued can still be taken.

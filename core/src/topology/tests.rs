@@ -392,3 +392,71 @@ exporters = ["t_sink"]
     assert_eq!(sink("finish").0, 7);
     assert!(t.shutdown().await.drained);
 }
+
+#[tokio::test]
+async fn settle_returns_once_every_stage_has_handled_what_was_sent_before_it() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "settle"
+[processors.t_rules]
+delay_ms = 5
+decide_every = 10
+[exporters.t_sink]
+key = "settle"
+delay_ms = 5
+when_full = "block"
+[exporters."t_sink/other"]
+key = "settle-other"
+delay_ms = 1
+when_full = "block"
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink", "t_sink/other"]
+queue_size = 2
+"#,
+    )
+    .await;
+    let out = output("settle");
+    for round in 1..=3usize {
+        for _ in 0..4 {
+            out.send(batch(5)).await.unwrap();
+        }
+        out.settle().await.unwrap();
+        // Nothing is in flight: both exporters hold exactly what was sent, and the decisions
+        // those spans caused.
+        for key in ["settle", "settle-other"] {
+            let (spans, rules) = sink(key);
+            assert_eq!(spans, 20 * round, "{key} after round {round}");
+            assert_eq!(rules.len(), 2 * round, "{key} after round {round}");
+        }
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+}
+
+#[tokio::test]
+async fn settle_is_not_held_up_by_a_full_dropping_exporter() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "settle-drop"
+[exporters.t_sink]
+key = "settle-drop"
+delay_ms = 200
+queue_size = 1
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    let out = output("settle-drop");
+    for _ in 0..5 {
+        out.send(batch(1)).await.unwrap();
+    }
+    out.settle().await.unwrap();
+    drop(out);
+    assert!(t.shutdown().await.drained);
+}

@@ -274,6 +274,15 @@ impl Receiver for SimulatedTraces {
                         }
                     }
                 }
+                // Lockstep: the next step starts only once every span of this one has passed
+                // the pipeline and every decision it caused has reached the cluster, so the
+                // run's figures do not depend on how fast the machine is.
+                tokio::select! {
+                    () = stop.cancelled() => break 'run,
+                    settled = output.settle() => if settled.is_err() {
+                        break 'run;
+                    }
+                }
                 if speed > 0.0 {
                     let due = wall_start + Duration::from_secs_f64(t as f64 / 1e9 / speed);
                     tokio::select! {
