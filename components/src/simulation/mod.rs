@@ -10,6 +10,7 @@
 pub mod live;
 pub mod report;
 pub mod sim;
+pub mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
