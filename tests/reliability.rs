@@ -409,3 +409,89 @@ telemetry_address = "off"
         assert!(!stderr.contains(secret), "{secret} was logged:\n{stderr}");
     }
 }
+
+/// ADR 7: queues block by default, so a dead trace backend slows its own pipeline and then
+/// the receiver; decisions live in a pipeline of their own and keep flowing, the refused spans
+/// reaching the rules through their tap.
+#[test]
+fn a_dead_trace_backend_delays_no_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    let decisions = dir.path().join("decisions.jsonl");
+    // Nothing listens on `dead`: the backend is down for the whole test.
+    let (http, telemetry, dead) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+[processors.latency_rules]
+passthrough = false
+[[processors.latency_rules.rules]]
+name = "db-slow"
+service = "payments-db"
+operation = "INSERT payments"
+above = "300ms"
+count = 5
+window = "1m"
+scale = {{ target = "statefulset/payments-db", namespace = "shop", max = 5 }}
+[exporters."file/decisions"]
+path = "{}"
+[exporters."otlp/backend"]
+protocol = "http/protobuf"
+endpoint = "http://127.0.0.1:{dead}"
+send_batch_size = 1
+queue_size = 1
+[pipelines.scaling]
+receivers = ["otlp"]
+processors = ["latency_rules"]
+exporters = ["file/decisions"]
+[pipelines.forward]
+receivers = ["otlp"]
+exporters = ["otlp/backend"]
+queue_size = 1
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+shutdown_deadline = "1s"
+"#,
+            decisions.display()
+        ),
+    )
+    .unwrap();
+    let child = spawn_run(&config);
+    wait_listening(http);
+    // Slow spans, one per request; the first few fill the forward pipeline, the rest are
+    // refused with back-off. Every one of them reaches the rule once.
+    let mut refused = 0;
+    for n in 1..=8 {
+        let response = post_traces(
+            http,
+            "Content-Type: application/json",
+            slow_span_request("payments-db", n, 500, "", "").as_bytes(),
+        );
+        if response.starts_with("HTTP/1.1 429") || response.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+    }
+    assert!(refused > 0, "the dead backend never pushed back");
+    let line = eventually(Duration::from_secs(10), "a decision", || {
+        std::fs::read_to_string(&decisions)
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string))
+    });
+    let decision: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(decision["rule"], "db-slow", "{line}");
+    // Spans still held for the dead backend at the deadline: counted, and the run says so.
+    signal(&child, "TERM");
+    let out = wait_with_limit(child, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -80,13 +80,17 @@ impl fmt::Display for ComponentId {
 }
 
 /// What an exporter's queue does when it is full.
+///
+/// Blocking is the default (docs/adr/0007-acknowledged-means-delivered.md): a span a client was
+/// told is safe is never dropped at an exporter's queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Drop the batch that does not fit, and count it. A slow exporter never slows the others.
-    #[default]
+    /// Drop the batch that does not fit, and count it. A slow exporter never slows the others,
+    /// but spans already acknowledged to clients are lost.
     DropNewest,
     /// Wait for room. The pipeline slows down, and receivers answer their clients with back-off.
+    #[default]
     Block,
 }
 

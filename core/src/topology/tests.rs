@@ -255,6 +255,7 @@ key = "isolation"
 key = "isolation-slow"
 delay_ms = 1000
 queue_size = 1
+when_full = "drop_newest"
 [exporters."t_sink/fast"]
 key = "isolation-fast"
 when_full = "block"
@@ -446,6 +447,7 @@ key = "settle-drop"
 key = "settle-drop"
 delay_ms = 200
 queue_size = 1
+when_full = "drop_newest"
 [pipelines.p]
 receivers = ["t_source"]
 exporters = ["t_sink"]
@@ -459,4 +461,39 @@ exporters = ["t_sink"]
     out.settle().await.unwrap();
     drop(out);
     assert!(t.shutdown().await.drained);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exporters_block_by_default_so_nothing_accepted_is_lost() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "default-block"
+[exporters.t_sink]
+key = "default-block"
+delay_ms = 10
+queue_size = 1
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+queue_size = 1
+"#,
+    )
+    .await;
+    let out = output("default-block");
+    let mut refused = 0;
+    for _ in 0..100 {
+        if out.try_send(batch(1)).is_err() {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    assert!(refused > 0, "a full pipeline pushes back to the receiver");
+    assert_eq!(
+        sink("default-block").0,
+        100 - refused,
+        "every batch the receiver accepted was exported"
+    );
 }
