@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod exporters;
 pub mod processors;
+pub mod random;
 pub mod receivers;
 pub mod scaling;
 pub mod simulation;

@@ -8,6 +8,8 @@
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 
+use crate::random::{SeededRng, SplitMix64};
+
 /// Nanoseconds in one second; all simulated times are in nanoseconds.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// Nanoseconds in one millisecond.
@@ -27,107 +29,24 @@ fn to_secs_f64(ns: u64) -> f64 {
     ns as f64 / NANOS_PER_SEC as f64
 }
 
-// ---------------------------------------------------------------------------
-// Random numbers
-// ---------------------------------------------------------------------------
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+fn nonzero_bytes8(rng: &mut SeededRng) -> [u8; 8] {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v.to_be_bytes();
+        }
+    }
 }
 
-/// xoshiro256** generator, kept in-crate so runs are reproducible without
-/// depending on an external crate's stream stability.
-#[derive(Clone, Debug)]
-pub struct SimRng {
-    s: [u64; 4],
-    spare_normal: Option<f64>,
-}
-
-impl SimRng {
-    /// Expands a 64-bit seed with splitmix64 so nearby seeds give unrelated
-    /// streams.
-    pub fn new(seed: u64) -> Self {
-        let mut sm = seed;
-        let mut s = [0u64; 4];
-        for word in &mut s {
-            *word = splitmix64(&mut sm);
-        }
-        if s == [0; 4] {
-            s[0] = 1;
-        }
-        Self {
-            s,
-            spare_normal: None,
-        }
-    }
-
-    /// Raw 64 random bits, the basis of every other draw.
-    pub fn next_u64(&mut self) -> u64 {
-        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = self.s[1] << 17;
-        self.s[2] ^= self.s[0];
-        self.s[3] ^= self.s[1];
-        self.s[1] ^= self.s[2];
-        self.s[0] ^= self.s[3];
-        self.s[2] ^= t;
-        self.s[3] = self.s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in `[0, 1)` with 53 bits of precision.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Exponential with the given rate (mean `1 / rate`), for Poisson gaps.
-    pub fn exponential(&mut self, rate: f64) -> f64 {
-        // 1 - u lies in (0, 1], so the logarithm is finite.
-        -(1.0 - self.next_f64()).ln() / rate
-    }
-
-    /// Standard normal by Box-Muller; the second value is cached so no draw
-    /// is wasted.
-    pub fn standard_normal(&mut self) -> f64 {
-        if let Some(z) = self.spare_normal.take() {
-            return z;
-        }
-        let u1 = 1.0 - self.next_f64();
-        let u2 = self.next_f64();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        self.spare_normal = Some(r * theta.sin());
-        r * theta.cos()
-    }
-
-    /// Log-normal parameterised by its median, which is how latency is
-    /// usually quoted.
-    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
-        median * (sigma * self.standard_normal()).exp()
-    }
-
-    fn nonzero_bytes8(&mut self) -> [u8; 8] {
-        loop {
-            let v = self.next_u64();
-            if v != 0 {
-                return v.to_be_bytes();
-            }
-        }
-    }
-
-    fn nonzero_bytes16(&mut self) -> [u8; 16] {
-        loop {
-            let hi = self.next_u64();
-            let lo = self.next_u64();
-            if hi != 0 || lo != 0 {
-                let mut out = [0u8; 16];
-                out[..8].copy_from_slice(&hi.to_be_bytes());
-                out[8..].copy_from_slice(&lo.to_be_bytes());
-                return out;
-            }
+fn nonzero_bytes16(rng: &mut SeededRng) -> [u8; 16] {
+    loop {
+        let hi = rng.next_u64();
+        let lo = rng.next_u64();
+        if hi != 0 || lo != 0 {
+            let mut out = [0u8; 16];
+            out[..8].copy_from_slice(&hi.to_be_bytes());
+            out[8..].copy_from_slice(&lo.to_be_bytes());
+            return out;
         }
     }
 }
@@ -509,7 +428,7 @@ struct ServiceState {
     max_replicas: u32,
     calls: Vec<ResolvedCall>,
     slowdowns: Vec<(u64, u64, f64)>,
-    rng: SimRng,
+    rng: SeededRng,
     ready: u32,
     pending_ready: VecDeque<u64>,
     busy: u32,
@@ -629,8 +548,8 @@ pub struct Sim {
     root: usize,
     traffic: TrafficPattern,
     max_rate: f64,
-    arrivals_rng: SimRng,
-    ids_rng: SimRng,
+    arrivals_rng: SeededRng,
+    ids_rng: SeededRng,
     requests: Vec<Request>,
     free: Vec<usize>,
     interval_ns: u64,
@@ -760,9 +679,9 @@ impl Sim {
             return Err(invalid("traffic rate must be finite".into()));
         }
 
-        let mut seeder = cfg.seed;
-        let arrivals_rng = SimRng::new(splitmix64(&mut seeder));
-        let ids_rng = SimRng::new(splitmix64(&mut seeder));
+        let mut seeder = SplitMix64::new(cfg.seed);
+        let arrivals_rng = SeededRng::new(seeder.next_u64());
+        let ids_rng = SeededRng::new(seeder.next_u64());
         let mut services = Vec::with_capacity(cfg.services.len());
         for ((s, targets), slow) in cfg.services.iter().zip(graph).zip(slowdowns) {
             let calls = s
@@ -788,7 +707,7 @@ impl Sim {
                 max_replicas: s.max_replicas,
                 calls,
                 slowdowns: slow,
-                rng: SimRng::new(splitmix64(&mut seeder)),
+                rng: SeededRng::new(seeder.next_u64()),
                 ready: s.replicas.clamp(s.min_replicas, s.max_replicas),
                 pending_ready: VecDeque::new(),
                 busy: 0,
@@ -1026,7 +945,7 @@ impl Sim {
                 let rate = self.traffic.rate_at(self.now);
                 let accept = self.arrivals_rng.next_f64() * self.max_rate < rate;
                 if accept {
-                    let trace_id = self.ids_rng.nonzero_bytes16();
+                    let trace_id = nonzero_bytes16(&mut self.ids_rng);
                     let req = self.new_request(trace_id, None, self.root);
                     self.arrive(req, out);
                 }
@@ -1054,7 +973,7 @@ impl Sim {
     }
 
     fn new_request(&mut self, trace_id: [u8; 16], parent: Option<usize>, service: usize) -> usize {
-        let span_id = self.ids_rng.nonzero_bytes8();
+        let span_id = nonzero_bytes8(&mut self.ids_rng);
         let parent_span = parent.map(|p| self.requests[p].span_id);
         let r = Request {
             trace_id,
@@ -2416,23 +2335,5 @@ mod tests {
         assert_eq!(r.first_correct_action_seconds, Some(15.0));
         assert_eq!(r.phases[1].first_correct_action_seconds, Some(50.0));
         assert_eq!(r.wrong_target_actions, 2);
-    }
-
-    #[test]
-    fn rng_distributions_have_the_right_moments() {
-        let mut rng = SimRng::new(42);
-        let n = 200_000;
-        let (mut se, mut sl) = (0.0, 0.0);
-        let mut logs = Vec::with_capacity(n);
-        for _ in 0..n {
-            se += rng.exponential(4.0);
-            let x = rng.log_normal(10.0, 0.5);
-            sl += x;
-            logs.push(x);
-        }
-        assert!((se / n as f64 - 0.25).abs() < 0.005);
-        assert!((sl / n as f64 - 10.0 * 0.125f64.exp()).abs() < 0.1);
-        logs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        assert!((logs[n / 2] - 10.0).abs() < 0.1);
     }
 }
