@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backoff;
 pub mod eval;
 pub mod exporters;
 pub mod processors;

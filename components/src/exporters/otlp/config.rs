@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, HumanDuration};
 
-use super::retry::RetryPolicy;
+use crate::backoff::{BackoffPolicy, Spread};
 
 /// The largest `send_batch_size`: beyond it one request would exceed what any OTLP receiver
 /// accepts (the Collector's gRPC limit is 4 MiB, a few thousand spans).
@@ -134,6 +134,45 @@ impl Default for RetryConfig {
             max_elapsed_time: HumanDuration::from_secs(300),
             multiplier: 1.5,
             randomization_factor: 0.5,
+        }
+    }
+}
+
+/// The retry settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RetryPolicy {
+    pub(super) enabled: bool,
+    pub(super) initial_interval: Duration,
+    pub(super) max_interval: Duration,
+    /// `None`: retry until shutdown.
+    pub(super) max_elapsed_time: Option<Duration>,
+    pub(super) multiplier: f64,
+    pub(super) randomization_factor: f64,
+}
+
+impl RetryPolicy {
+    /// The waits between attempts: each the previous one times the multiplier, randomised by ±
+    /// the randomisation factor, never above `max_interval`.
+    pub(super) fn backoff(&self) -> BackoffPolicy {
+        BackoffPolicy {
+            initial: self.initial_interval,
+            max: self.max_interval,
+            multiplier: self.multiplier,
+            spread: Spread::symmetric(self.randomization_factor),
+        }
+    }
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(c: &RetryConfig) -> Self {
+        let max_elapsed = c.max_elapsed_time.get();
+        Self {
+            enabled: c.enabled,
+            initial_interval: c.initial_interval.get(),
+            max_interval: c.max_interval.get(),
+            max_elapsed_time: (!max_elapsed.is_zero()).then_some(max_elapsed),
+            multiplier: c.multiplier,
+            randomization_factor: c.randomization_factor,
         }
     }
 }
@@ -453,4 +492,23 @@ fn check_header(
     // Headers often carry tokens: keep them out of Debug output.
     value.set_sensitive(true);
     Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::from(&RetryConfig::default())
+    }
+
+    #[test]
+    fn zero_max_elapsed_time_means_unbounded() {
+        let c = RetryConfig {
+            max_elapsed_time: tracescale_core::config::HumanDuration::from_secs(0),
+            ..RetryConfig::default()
+        };
+        assert_eq!(RetryPolicy::from(&c).max_elapsed_time, None);
+        assert_eq!(policy().max_elapsed_time, Some(Duration::from_secs(300)));
+    }
 }
