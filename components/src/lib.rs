@@ -8,6 +8,7 @@ pub mod random;
 pub mod receivers;
 pub mod scaling;
 pub mod simulation;
+pub mod stats;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
 /// registry, because a factory that is not linked vanishes without a sound.

@@ -9,6 +9,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 
 use crate::random::{SeededRng, SplitMix64};
+use crate::stats::percentile;
 
 /// Nanoseconds in one second; all simulated times are in nanoseconds.
 pub const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -626,14 +627,6 @@ fn find_cycle(calls: &[Vec<usize>]) -> Option<usize> {
     None
 }
 
-fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
 impl Sim {
     /// Builds the shop at time 0, rejecting configurations that could not
     /// run (unknown names, cycles, nonsensical parameters).
@@ -1164,8 +1157,8 @@ impl Sim {
                 completions: acc.completions,
                 rejections: acc.rejections,
                 errors: acc.errors,
-                p50_ns: percentile(&lat, 0.5),
-                p99_ns: percentile(&lat, 0.99),
+                p50_ns: percentile(&lat, 50.0),
+                p99_ns: percentile(&lat, 99.0),
                 queue_len: s.queue.len(),
                 busy_slots: s.busy,
                 ready_replicas: s.ready,
@@ -1188,9 +1181,9 @@ impl Sim {
             services,
             root_ok: self.root_ok,
             root_failed: self.root_failed,
-            e2e_p50_ns: percentile(&outcomes, 0.5),
-            e2e_p99_ns: percentile(&outcomes, 0.99),
-            e2e_ok_p99_ns: percentile(ok_slice, 0.99),
+            e2e_p50_ns: percentile(&outcomes, 50.0),
+            e2e_p99_ns: percentile(&outcomes, 99.0),
+            e2e_ok_p99_ns: percentile(ok_slice, 99.0),
         };
         outcomes.clear();
         self.root_outcomes = outcomes;
