@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::sim::{self, Hpa, HpaConfig, IntervalStats, Report, Scenario, SimError};
+use super::{
+    Hpa, HpaConfig, IntervalStats, NANOS_PER_SEC, RunResult, RunScore, Scenario, Sim, SimError,
+    run_scenario,
+};
 
 /// The figures of one run, as `--json` prints them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,7 +28,7 @@ pub struct Summary {
 
 impl Summary {
     /// The figures of a report and its actions.
-    pub fn new(report: &Report, actions: usize) -> Self {
+    pub fn new(report: &RunScore, actions: usize) -> Self {
         Self {
             slo_violation_seconds: report.slo_violation_seconds,
             replica_seconds: report.replica_seconds,
@@ -38,10 +41,10 @@ impl Summary {
 
 /// The CPU baseline: the HPA algorithm on simulated CPU (target utilisation per service,
 /// tolerance 0.1, 15 s sync, 300 s scale-down stabilisation) on the same scenario and seed.
-pub fn run_baseline(scenario: &Scenario) -> Result<sim::RunResult, SimError> {
-    let probe = sim::Sim::new(&scenario.sim)?;
+pub fn run_baseline(scenario: &Scenario) -> Result<RunResult, SimError> {
+    let probe = Sim::new(&scenario.sim)?;
     let mut hpa = Hpa::new(&probe, HpaConfig::default());
-    sim::run_scenario(scenario, &mut hpa)
+    run_scenario(scenario, &mut hpa)
 }
 
 /// A side-by-side table.
@@ -53,7 +56,7 @@ pub fn table(scenario: &Scenario, pipeline: &Summary, baseline: Option<&Summary>
         "scenario {} (seed {}, {} s simulated, SLO: end-to-end p99 <= {slo_ms:.0} ms)",
         scenario.name,
         scenario.sim.seed,
-        scenario.duration_ns / sim::NANOS_PER_SEC
+        scenario.duration_ns / NANOS_PER_SEC
     );
     let _ = writeln!(s);
     let cells = |m: &Summary| {
