@@ -1,5 +1,5 @@
 //! `tracescale synth`: a seeded generator of synthetic labeled traces, written as the labeled
-//! span CSV that `tracescale eval` reads (see the data README).
+//! span CSV that `tracescale eval` reads (its schema is in the eval README).
 //!
 //! A small shop: `frontend` serves product pages (`catalog` → `catalog-db` and `cart` → `redis`
 //! in parallel) and checkouts (`catalog`, then `checkout` → `cart` → `redis`, `payment` →
@@ -27,9 +27,10 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
+use super::labeled_csv;
 use crate::random::{self, SplitMix64};
 
 /// The CSV header written first.
@@ -255,13 +256,13 @@ struct Span {
     fault: Option<usize>,
 }
 
-struct Generator {
+struct TraceSynthesizer {
     rng: SplitMix64,
     faults: Vec<Fault>,
     seq: u64,
 }
 
-impl Generator {
+impl TraceSynthesizer {
     /// Standard normal (Box–Muller on two uniforms in `(0, 1]`).
     fn normal(&mut self) -> f64 {
         let (u, v) = (self.rng.next_f64_nonzero(), self.rng.next_f64_nonzero());
@@ -387,29 +388,32 @@ impl Generator {
     }
 }
 
-fn write_span(w: &mut impl Write, s: &Span, faults: &[Fault]) -> io::Result<()> {
+fn write_span<W: Write>(w: &mut csv::Writer<W>, s: &Span, faults: &[Fault]) -> io::Result<()> {
     let (service, operation, _, _) = OPS[s.op];
-    write!(w, "{:032x},{:016x},", s.trace_id, s.span_id)?;
-    if let Some(p) = s.parent {
-        write!(w, "{p:016x}")?;
-    }
-    write!(
-        w,
-        ",{service},{operation},{},{},{},{},",
-        s.start,
-        s.end,
-        u8::from(s.label),
-        u8::from(s.trace_label)
-    )?;
-    match s.fault.map(|i| &faults[i]) {
-        Some(f) => writeln!(w, "{},{}", f.id, f.kind.as_str()),
-        None => writeln!(w, ","),
-    }
+    let parent = s.parent.map(|p| format!("{p:016x}")).unwrap_or_default();
+    let (fault_id, fault_type) = match s.fault.map(|i| &faults[i]) {
+        Some(f) => (f.id.as_str(), f.kind.as_str()),
+        None => ("", ""),
+    };
+    w.write_record([
+        format!("{:032x}", s.trace_id).as_str(),
+        &format!("{:016x}", s.span_id),
+        &parent,
+        service,
+        operation,
+        &s.start.to_string(),
+        &s.end.to_string(),
+        if s.label { "1" } else { "0" },
+        if s.trace_label { "1" } else { "0" },
+        fault_id,
+        fault_type,
+    ])?;
+    Ok(())
 }
 
 /// Writes the header and the spans of `config.traces` traces, sorted by end time.
 pub fn generate(config: &SynthConfig, writer: impl Write) -> io::Result<SynthSummary> {
-    let mut w = BufWriter::with_capacity(1 << 16, writer);
+    let mut w = labeled_csv::writer(writer);
     let rate = if config.traces_per_second > 0.0 {
         config.traces_per_second
     } else {
@@ -428,14 +432,14 @@ pub fn generate(config: &SynthConfig, writer: impl Write) -> io::Result<SynthSum
             .collect(),
         ..SynthSummary::default()
     };
-    let mut synth = Generator {
+    let mut synth = TraceSynthesizer {
         rng: SplitMix64::new(config.seed),
         faults,
         seq: 0,
     };
-    writeln!(w, "{HEADER}")?;
+    w.write_record(HEADER.split(','))?;
     let mut pending: BinaryHeap<Reverse<Span>> = BinaryHeap::new();
-    let mut emit = |w: &mut BufWriter<_>, s: &Span, faults: &[Fault]| {
+    let mut emit = |w: &mut csv::Writer<_>, s: &Span, faults: &[Fault]| {
         summary.spans += 1;
         summary.anomalous_spans += u64::from(s.label);
         write_span(w, s, faults)
