@@ -146,7 +146,7 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="14">{}: end-to-end p99 latency (log scale)</text>"#,
-        scenario.name
+        xml_escape(&scenario.name)
     );
     for ms in [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0] {
         let y = y_lat(ms);
@@ -236,12 +236,13 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
                 run.color,
                 dashes[j % dashes.len()],
                 pts.join(" "),
-                run.label
+                xml_escape(run.label),
+                name = xml_escape(name),
             );
         }
         let legend_y = 2.0 * H + GAP + 20.0;
         let lx = LEFT + i as f64 * 220.0;
-        let names = services.join(", ");
+        let names = xml_escape(&services.join(", "));
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-width="3"/><text x="{}" y="{legend_y}">{} ({names})</text>"#,
@@ -250,9 +251,77 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
             legend_y - 4.0,
             run.color,
             lx + 26.0,
-            run.label
+            xml_escape(run.label)
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// `text` with the five characters XML gives a meaning escaped, so a name can be neither markup
+/// nor break out of an attribute.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulation::{ServiceIntervalStats, presets};
+
+    #[test]
+    fn the_chart_escapes_names() {
+        let mut scenario = presets::mixed();
+        scenario.name = "a<b & \"c\"".to_string();
+        let row = IntervalStats {
+            start: 0,
+            end: NANOS_PER_SEC,
+            services: vec![ServiceIntervalStats {
+                service: "db<'1'>".into(),
+                arrivals: 0,
+                completions: 0,
+                rejections: 0,
+                errors: 0,
+                p50_ns: None,
+                p99_ns: None,
+                queue_len: 0,
+                busy_slots: 0,
+                ready_replicas: 1,
+                desired_replicas: 1,
+                cpu_utilisation: 0.0,
+            }],
+            root_ok: 0,
+            root_failed: 0,
+            e2e_p50_ns: Some(1_000_000),
+            e2e_p99_ns: Some(1_000_000),
+            e2e_ok_p99_ns: Some(1_000_000),
+        };
+        let rows = [row];
+        let chart = svg(
+            &scenario,
+            &[Series {
+                label: "pipe & <run>",
+                rows: &rows,
+                color: "blue",
+            }],
+        );
+        assert!(chart.contains("a&lt;b &amp; &quot;c&quot;"), "{chart}");
+        assert!(chart.contains("db&lt;&apos;1&apos;&gt;"), "{chart}");
+        assert!(chart.contains("pipe &amp; &lt;run&gt;"), "{chart}");
+        assert!(
+            !chart.contains("db<'1'>") && !chart.contains("<run>"),
+            "{chart}"
+        );
+    }
 }
