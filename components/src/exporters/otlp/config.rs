@@ -188,7 +188,7 @@ pub(super) enum Target {
 
 /// The checked config the exporter runs with.
 #[derive(Debug, Clone)]
-pub(super) struct Settings {
+pub(super) struct ExporterSettings {
     /// The endpoint as written, for messages.
     pub(super) endpoint: String,
     pub(super) target: Target,
@@ -203,7 +203,7 @@ pub(super) struct Settings {
     pub(super) tls: Option<ExporterTlsConfig>,
 }
 
-impl Settings {
+impl ExporterSettings {
     /// Spans the exporter holds at most, waiting or in flight: two batches, so that one can
     /// fill while the other is sent.
     pub(super) fn capacity(&self) -> usize {
@@ -241,7 +241,7 @@ impl Problem {
 impl OtlpExporterConfig {
     /// Checks the config and returns the settings to run with; errors and warnings point at
     /// their keys.
-    pub(super) fn validate(self, ctx: &BuildContext<'_>) -> Result<Settings, BuildError> {
+    pub(super) fn validate(self, ctx: &BuildContext<'_>) -> Result<ExporterSettings, BuildError> {
         let mut warnings = Vec::new();
         let checked = self.check(&mut warnings);
         for w in warnings {
@@ -253,7 +253,10 @@ impl OtlpExporterConfig {
     }
 
     /// Checks the config, collecting every problem.
-    pub(super) fn check(self, warnings: &mut Vec<Problem>) -> Result<Settings, Vec<Problem>> {
+    pub(super) fn check(
+        self,
+        warnings: &mut Vec<Problem>,
+    ) -> Result<ExporterSettings, Vec<Problem>> {
         let mut errors = Vec::new();
         let https = self.endpoint.trim_start().starts_with("https://");
         if let Some(tls) = &self.tls {
@@ -342,7 +345,7 @@ impl OtlpExporterConfig {
             ));
         }
         match target {
-            Some(target) if errors.is_empty() => Ok(Settings {
+            Some(target) if errors.is_empty() => Ok(ExporterSettings {
                 endpoint: self.endpoint,
                 target,
                 compression: self.compression,

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use super::batch::Pending;
-use super::config::Settings;
+use super::config::ExporterSettings;
 use super::counters::{Counters, DropReason};
 use super::retry::Verdict;
 use super::transport::{Accepted, Transport};
@@ -35,7 +35,7 @@ enum Outcome {
 /// The background half of the exporter.
 pub(super) struct Sender {
     id: String,
-    settings: Arc<Settings>,
+    settings: Arc<ExporterSettings>,
     transport: Transport,
     rx: mpsc::Receiver<Vec<ResourceSpans>>,
     room: Arc<Semaphore>,
@@ -54,7 +54,7 @@ impl Sender {
     /// A sender fed by `rx`, giving permits back to `room`.
     pub(super) fn new(
         id: String,
-        settings: Arc<Settings>,
+        settings: Arc<ExporterSettings>,
         transport: Transport,
         rx: mpsc::Receiver<Vec<ResourceSpans>>,
         room: Arc<Semaphore>,
