@@ -214,14 +214,14 @@ pub fn parse_csv(path: &Path, input: impl BufRead, limit: Option<u64>) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
 
     const HEADER: &str = "trace_id,span_id,parent_span_id,service,operation,start_unix_nano,end_unix_nano,label,fault_id\n";
 
-    fn parse(body: &str) -> Result<Spans, EvalError> {
+    pub(in crate::eval) fn parse(body: &str) -> Result<Spans, EvalError> {
         let text = format!("{HEADER}{body}");
         parse_csv(Path::new("t.csv"), text.as_bytes(), None)
     }

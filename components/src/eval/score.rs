@@ -217,9 +217,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use std::path::Path;
-
-    use crate::eval::{EvalError, parse_csv};
+    use crate::eval::labeled_csv::tests::parse;
 
     fn verdict(score: f64, anomalous: bool, training: bool) -> Verdict {
         Verdict {
@@ -228,13 +226,6 @@ mod tests {
             training,
             overflow: false,
         }
-    }
-
-    const HEADER: &str = "trace_id,span_id,parent_span_id,service,operation,start_unix_nano,end_unix_nano,label,fault_id\n";
-
-    fn parse(body: &str) -> Result<Spans, EvalError> {
-        let text = format!("{HEADER}{body}");
-        parse_csv(Path::new("t.csv"), text.as_bytes(), None)
     }
 
     #[test]

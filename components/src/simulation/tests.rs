@@ -503,14 +503,13 @@ fn hpa_respects_max_and_tolerance() {
     assert!(actions.is_empty(), "{actions:?}");
 }
 
-#[test]
-fn report_counts_violations_cost_and_targets() {
-    let sc = mixed();
-    let row = |start: u64, p99: Option<u64>, reps: u32| IntervalStats {
+/// A statistics row of one service, `service`, with `reps` replicas and `p99` end to end.
+fn one_service_row(service: &str, start: u64, p99: Option<u64>, reps: u32) -> IntervalStats {
+    IntervalStats {
         start,
         end: start + NANOS_PER_SEC,
         services: vec![ServiceIntervalStats {
-            service: "worker".into(),
+            service: service.into(),
             arrivals: 0,
             completions: 0,
             rejections: 0,
@@ -528,7 +527,13 @@ fn report_counts_violations_cost_and_targets() {
         e2e_p50_ns: p99,
         e2e_p99_ns: p99,
         e2e_ok_p99_ns: p99,
-    };
+    }
+}
+
+#[test]
+fn report_counts_violations_cost_and_targets() {
+    let sc = mixed();
+    let row = |start: u64, p99: Option<u64>, reps: u32| one_service_row("worker", start, p99, reps);
     let rows = vec![
         row(0, Some(millis(100)), 2),
         row(secs(1), Some(millis(900)), 2),
@@ -597,4 +602,26 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
     );
     assert_eq!(server.parent_span_id, vec![3; 8]);
     assert_ne!(queue.span_id, server.span_id);
+}
+
+#[test]
+fn the_chart_escapes_names() {
+    let mut scenario = mixed();
+    scenario.name = "a<b & \"c\"".to_string();
+    let rows = [one_service_row("db<'1'>", 0, Some(millis(1)), 1)];
+    let chart = report::svg(
+        &scenario,
+        &[report::Series {
+            label: "pipe & <run>",
+            rows: &rows,
+            color: "blue",
+        }],
+    );
+    assert!(chart.contains("a&lt;b &amp; &quot;c&quot;"), "{chart}");
+    assert!(chart.contains("db&lt;&apos;1&apos;&gt;"), "{chart}");
+    assert!(chart.contains("pipe &amp; &lt;run&gt;"), "{chart}");
+    assert!(
+        !chart.contains("db<'1'>") && !chart.contains("<run>"),
+        "{chart}"
+    );
 }
