@@ -22,35 +22,13 @@ use tracescale_components::processors::hstree::features::{
 };
 use tracescale_components::processors::hstree::forest::{Forest, ForestParams};
 use tracescale_components::processors::hstree::{Detector, HsTreeConfig};
+use tracescale_components::random::SplitMix64;
 
 const OPERATIONS: usize = 55;
 const SPANS: usize = 10_000;
 /// Spans learned before timing, so that windows have turned and the caches hold a steady state.
 const WARM_UP_SPANS: usize = 200_000;
 const SHAPES: [(usize, u32); 2] = [(25, 15), (10, 8)];
-
-/// SplitMix64, so runs repeat.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
 
 /// A span of the stream: operation index, duration in ns.
 struct StreamSpan {
@@ -59,17 +37,17 @@ struct StreamSpan {
 }
 
 fn stream(len: usize, seed: u64) -> Vec<StreamSpan> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     (0..len)
         .map(|_| {
             // Busy operations are called more: a skewed choice, as in real traces.
-            let op = ((rng.uniform().powi(2)) * OPERATIONS as f64) as usize;
+            let op = ((rng.next_f64().powi(2)) * OPERATIONS as f64) as usize;
             let median_ns = 50e3 * (4e4f64).powf(op as f64 / (OPERATIONS - 1) as f64);
             let sigma = 0.3 + 0.3 * (op % 3) as f64 / 2.0;
-            let slow = if rng.uniform() < 0.01 { 10.0 } else { 1.0 };
+            let slow = if rng.next_f64() < 0.01 { 10.0 } else { 1.0 };
             StreamSpan {
                 op,
-                duration_ns: (median_ns * slow * (sigma * rng.normal()).exp()) as u64,
+                duration_ns: (median_ns * slow * (sigma * rng.standard_normal()).exp()) as u64,
             }
         })
         .collect()

@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tracescale_components::processors::latency_rules::engine::{
     Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
 };
+use tracescale_components::random::SplitMix64;
 use tracescale_core::component::{Emitter, Processor};
 use tracescale_core::config::{Built, build_from_toml};
 use tracescale_core::registry;
@@ -37,19 +38,6 @@ const OTHER_OPERATIONS: usize = 4;
 /// Event time one batch covers; the wall clock moves by as much per iteration.
 const BATCH_NANOS: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000_000_000_000;
-
-/// SplitMix64, so runs repeat.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn service(i: usize) -> String {
     format!("service-{}", i % SERVICES)
@@ -101,10 +89,10 @@ fn rules(n: usize) -> Vec<Rule> {
 /// operations of the service; ~1 % slower than the threshold; end times ascending with a little
 /// disorder, as batches from several SDKs have.
 fn batch(rule_count: usize, spans: usize, seed: u64) -> Traces {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES];
     for k in 0..spans {
-        let r = rng.next();
+        let r = rng.next_u64();
         let (svc, name) = if r % 10 < 8 {
             let rule = (r >> 8) as usize % rule_count;
             (rule % SERVICES, format!("operation-{rule}"))
@@ -113,20 +101,20 @@ fn batch(rule_count: usize, spans: usize, seed: u64) -> Traces {
             let other = (r >> 16) as usize % OTHER_OPERATIONS;
             (svc, format!("other-{other}"))
         };
-        let slow = rng.next().is_multiple_of(100);
+        let slow = rng.next_u64().is_multiple_of(100);
         let ms = if slow {
-            300 + rng.next() % 700
+            300 + rng.next_u64() % 700
         } else {
-            1 + rng.next() % 120
+            1 + rng.next_u64() % 120
         };
         let mut end = T0 + BATCH_NANOS * k as u64 / spans as u64;
         if k % 16 == 0 {
             end -= 2_000_000;
         }
-        let trace = [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat();
+        let trace = [rng.next_u64().to_be_bytes(), rng.next_u64().to_be_bytes()].concat();
         by_service[svc].push(Span {
             trace_id: trace,
-            span_id: rng.next().to_be_bytes().to_vec(),
+            span_id: rng.next_u64().to_be_bytes().to_vec(),
             name,
             kind: SpanKind::Server as i32,
             start_time_unix_nano: end - ms * 1_000_000,

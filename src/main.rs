@@ -379,7 +379,7 @@ fn evaluate(
     json: bool,
     limit: Option<u64>,
 ) -> ExitCode {
-    let run = || -> Result<eval::Report, eval::EvalError> {
+    let run = || -> Result<eval::DetectionReport, eval::EvalError> {
         let mut detector = eval::detector_from_file(config, processor)?;
         let spans = eval::read_csv(input, limit)?;
         Ok(eval::replay(&mut detector, &spans))

@@ -58,9 +58,9 @@ async fn exporter(
     Ok(e)
 }
 
+/// The nearest-rank quantile `q` (a fraction) of `sorted`; zero when empty.
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
+    tracescale_components::stats::percentile(sorted, q * 100.0).unwrap_or_default()
 }
 
 #[tokio::main]

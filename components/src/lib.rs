@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backoff;
 pub mod eval;
 pub mod exporters;
 pub mod processors;
+pub mod random;
 pub mod receivers;
 pub mod scaling;
 pub mod simulation;
+pub mod stats;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
 /// registry, because a factory that is not linked vanishes without a sound.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tracescale_components::receivers::demo_traces::Generator;
+use tracescale_components::stats;
 
 struct Args {
     endpoint: String,
@@ -97,12 +98,9 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The nearest-rank percentile `p` of `sorted`; zero when empty.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    stats::percentile(sorted, p).unwrap_or_default()
 }
 
 #[tokio::main]

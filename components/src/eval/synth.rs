@@ -1,5 +1,5 @@
 //! `tracescale synth`: a seeded generator of synthetic labeled traces, written as the labeled
-//! span CSV that `tracescale eval` reads (see the data README).
+//! span CSV that `tracescale eval` reads (its schema is in the eval README).
 //!
 //! A small shop: `frontend` serves product pages (`catalog` → `catalog-db` and `cart` → `redis`
 //! in parallel) and checkouts (`catalog`, then `checkout` → `cart` → `redis`, `payment` →
@@ -27,8 +27,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
+
+use super::labeled_csv;
+use crate::random::{self, SplitMix64};
 
 /// The CSV header written first.
 pub const HEADER: &str = "trace_id,span_id,parent_span_id,service,operation,start_unix_nano,end_unix_nano,label,trace_label,fault_id,fault_type";
@@ -71,40 +74,6 @@ pub struct SynthSummary {
     pub anomalous_spans: u64,
     /// Injected faults: id, type, window start and end (nanoseconds since the Unix epoch).
     pub faults: Vec<(String, &'static str, u64, u64)>,
-}
-
-/// SplitMix64: small, fast, and the same sequence everywhere.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `(0, 1]`.
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.unit(), self.unit());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    fn nonzero(&mut self) -> u64 {
-        loop {
-            let x = self.next_u64();
-            if x != 0 {
-                return x;
-            }
-        }
-    }
 }
 
 /// `(service, operation, median self time in ms, sigma of its log)`.
@@ -287,17 +256,23 @@ struct Span {
     fault: Option<usize>,
 }
 
-struct Generator {
-    rng: Rng,
+struct TraceSynthesizer {
+    rng: SplitMix64,
     faults: Vec<Fault>,
     seq: u64,
 }
 
-impl Generator {
+impl TraceSynthesizer {
+    /// Standard normal (Box–Muller on two uniforms in `(0, 1]`).
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.rng.next_f64_nonzero(), self.rng.next_f64_nonzero());
+        random::box_muller(u, v).0
+    }
+
     /// Self time of `op` for a span starting at `t`, and whether a fault makes it anomalous.
     fn self_time(&mut self, op: usize, t: u64) -> (u64, bool) {
         let (_, _, median_ms, sigma) = OPS[op];
-        let z = self.rng.normal();
+        let z = self.normal();
         let mut mult = 1.0;
         let mut sig = sigma;
         let mut faulty = false;
@@ -329,7 +304,7 @@ impl Generator {
                 Kind::LevelShift => {}
             }
         }
-        let ms = median_ms * (sig * z).exp() * mult;
+        let ms = random::log_normal(median_ms, sig, z) * mult;
         if tail && ms > median_ms * (Z99 * sigma).exp() {
             faulty = true;
         }
@@ -359,7 +334,7 @@ impl Generator {
         start: u64,
         out: &mut Vec<Span>,
     ) -> (u64, bool) {
-        let span_id = self.rng.nonzero();
+        let span_id = self.rng.next_nonzero();
         let index = out.len();
         out.push(Span {
             end: 0,
@@ -394,12 +369,13 @@ impl Generator {
     }
 
     fn trace(&mut self, start: u64) -> Vec<Span> {
-        let root = if self.rng.unit() < CHECKOUT_SHARE {
+        let root = if self.rng.next_f64_nonzero() < CHECKOUT_SHARE {
             checkout_page()
         } else {
             product_page()
         };
-        let trace_id = (u128::from(self.rng.nonzero()) << 64) | u128::from(self.rng.next_u64());
+        let trace_id =
+            (u128::from(self.rng.next_nonzero()) << 64) | u128::from(self.rng.next_u64());
         let mut spans = Vec::new();
         let (_, trace_label) = self.span(&root, trace_id, None, start, &mut spans);
         for span in &mut spans {
@@ -412,29 +388,32 @@ impl Generator {
     }
 }
 
-fn write_span(w: &mut impl Write, s: &Span, faults: &[Fault]) -> io::Result<()> {
+fn write_span<W: Write>(w: &mut csv::Writer<W>, s: &Span, faults: &[Fault]) -> io::Result<()> {
     let (service, operation, _, _) = OPS[s.op];
-    write!(w, "{:032x},{:016x},", s.trace_id, s.span_id)?;
-    if let Some(p) = s.parent {
-        write!(w, "{p:016x}")?;
-    }
-    write!(
-        w,
-        ",{service},{operation},{},{},{},{},",
-        s.start,
-        s.end,
-        u8::from(s.label),
-        u8::from(s.trace_label)
-    )?;
-    match s.fault.map(|i| &faults[i]) {
-        Some(f) => writeln!(w, "{},{}", f.id, f.kind.as_str()),
-        None => writeln!(w, ","),
-    }
+    let parent = s.parent.map(|p| format!("{p:016x}")).unwrap_or_default();
+    let (fault_id, fault_type) = match s.fault.map(|i| &faults[i]) {
+        Some(f) => (f.id.as_str(), f.kind.as_str()),
+        None => ("", ""),
+    };
+    w.write_record([
+        format!("{:032x}", s.trace_id).as_str(),
+        &format!("{:016x}", s.span_id),
+        &parent,
+        service,
+        operation,
+        &s.start.to_string(),
+        &s.end.to_string(),
+        if s.label { "1" } else { "0" },
+        if s.trace_label { "1" } else { "0" },
+        fault_id,
+        fault_type,
+    ])?;
+    Ok(())
 }
 
 /// Writes the header and the spans of `config.traces` traces, sorted by end time.
 pub fn generate(config: &SynthConfig, writer: impl Write) -> io::Result<SynthSummary> {
-    let mut w = BufWriter::with_capacity(1 << 16, writer);
+    let mut w = labeled_csv::writer(writer);
     let rate = if config.traces_per_second > 0.0 {
         config.traces_per_second
     } else {
@@ -453,21 +432,21 @@ pub fn generate(config: &SynthConfig, writer: impl Write) -> io::Result<SynthSum
             .collect(),
         ..SynthSummary::default()
     };
-    let mut synth = Generator {
-        rng: Rng(config.seed),
+    let mut synth = TraceSynthesizer {
+        rng: SplitMix64::new(config.seed),
         faults,
         seq: 0,
     };
-    writeln!(w, "{HEADER}")?;
+    w.write_record(HEADER.split(','))?;
     let mut pending: BinaryHeap<Reverse<Span>> = BinaryHeap::new();
-    let mut emit = |w: &mut BufWriter<_>, s: &Span, faults: &[Fault]| {
+    let mut emit = |w: &mut csv::Writer<_>, s: &Span, faults: &[Fault]| {
         summary.spans += 1;
         summary.anomalous_spans += u64::from(s.label);
         write_span(w, s, faults)
     };
     let mut now = config.start_unix_nano as f64;
     for _ in 0..config.traces {
-        now += -synth.rng.unit().ln() / rate * 1e9;
+        now += random::exponential(synth.rng.next_f64_nonzero(), rate) * 1e9;
         let start = now as u64;
         while let Some(Reverse(s)) = pending.peek() {
             if s.end > start {

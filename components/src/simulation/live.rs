@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::report::{Series, Summary, run_baseline, svg, table};
-use super::sim::{IntervalStats, NANOS_PER_SEC, Report, ScaleAction, Scenario};
 use super::{Action, started_clusters};
+use super::{IntervalStats, NANOS_PER_SEC, RunScore, ScaleAction, Scenario};
 
 /// Prints, about once a second, the simulated time, the end-to-end p99 and each service's
 /// replicas, and every replica change with its reason as it happens, until `stop`.
@@ -135,7 +135,7 @@ pub fn outcome() -> Result<Outcome, String> {
         ));
     }
     let actions: Vec<ScaleAction> = state.actions.iter().map(|a| a.action.clone()).collect();
-    let report = Report::compute(&scenario, &state.rows, &actions);
+    let report = RunScore::compute(&scenario, &state.rows, &actions);
     Ok(Outcome {
         pipeline: Summary::new(&report, actions.len()),
         rows: state.rows.clone(),

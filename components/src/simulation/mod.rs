@@ -1,5 +1,7 @@
 //! The simulated shop behind `tracescale demo` and `tracescale simulate`: a seeded
-//! discrete-event simulation ([`sim`]), the state its receiver and exporter share
+//! discrete-event simulation ([`Sim`], configured by [`SimConfig`], producing the records of
+//! `records`), the HPA baseline ([`Hpa`]), the scenarios and their scoring ([`Scenario`],
+//! [`RunScore`], and the built-in [`presets`]), the state its receiver and exporter share
 //! ([`SimCluster`]), the spans it turns into OTLP, and the comparison report ([`report`]).
 //!
 //! The `simulated_traces` receiver owns the simulation and advances it; the `simulated_cluster`
@@ -7,10 +9,17 @@
 //! replica changes to the receiver through a [`SimCluster`] found by name. Both look it up with
 //! [`cluster`], so a pipeline file wires them by giving both the same `cluster` key.
 
+mod config;
+mod engine;
+mod hpa;
 pub mod live;
+pub mod presets;
+mod records;
 pub mod report;
-pub mod sim;
+mod scenario;
 pub mod sweep;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -22,7 +31,18 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use tracescale_core::signal::Traces;
 
-pub use sim::{IntervalStats, Report, RunResult, ScaleAction, Scenario, SimSpan};
+pub use config::{
+    CallConfig, NANOS_PER_MILLI, NANOS_PER_SEC, ServiceConfig, SimConfig, SimError, SlowdownFault,
+    TrafficPattern, millis, secs,
+};
+pub use engine::Sim;
+pub use hpa::{Hpa, HpaConfig};
+pub use presets::DEFAULT_SLO_NS;
+pub use records::{IntervalStats, ScaleAction, ServiceIntervalStats, SimSpan};
+pub use scenario::{
+    FaultPhase, NoScaling, PhaseReport, ReplicaController, RunResult, RunScore, Scenario,
+    ScheduledScaler, ScheduledStep, run_scenario,
+};
 
 /// The names of the built-in scenarios, in the order the README lists them.
 pub const SCENARIOS: &[&str] = &["worker-cap", "db-bottleneck", "mixed"];
@@ -30,9 +50,9 @@ pub const SCENARIOS: &[&str] = &["worker-cap", "db-bottleneck", "mixed"];
 /// A built-in scenario by name.
 pub fn scenario(name: &str) -> Option<Scenario> {
     match name {
-        "worker-cap" => Some(sim::worker_cap()),
-        "db-bottleneck" => Some(sim::db_bottleneck()),
-        "mixed" => Some(sim::mixed()),
+        "worker-cap" => Some(presets::worker_cap()),
+        "db-bottleneck" => Some(presets::db_bottleneck()),
+        "mixed" => Some(presets::mixed()),
         _ => None,
     }
 }
@@ -236,52 +256,5 @@ impl OtlpBuilder {
             })
             .collect();
         Traces::new(resource_spans)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_built_in_scenario_is_named() {
-        for name in SCENARIOS {
-            assert!(scenario(name).is_some(), "{name}");
-        }
-        assert!(scenario("nope").is_none());
-    }
-
-    #[test]
-    fn queueing_becomes_a_child_span_inside_the_visit() {
-        let mut b = OtlpBuilder::new("shop", 1_000);
-        b.push(&SimSpan {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent_span_id: Some([3; 8]),
-            service: "worker",
-            operation: "CartService/GetCart",
-            start: 10,
-            started: 30,
-            end: 100,
-            error: false,
-        });
-        let t = b.take();
-        assert!(b.is_empty());
-        assert_eq!(t.span_count(), 2);
-        let spans = &t.resource_spans[0].scope_spans[0].spans;
-        let queue = &spans[0];
-        let server = &spans[1];
-        assert_eq!(queue.name, "queue");
-        assert_eq!(queue.parent_span_id, server.span_id);
-        assert_eq!(
-            (queue.start_time_unix_nano, queue.end_time_unix_nano),
-            (1_010, 1_030)
-        );
-        assert_eq!(
-            (server.start_time_unix_nano, server.end_time_unix_nano),
-            (1_010, 1_100)
-        );
-        assert_eq!(server.parent_span_id, vec![3; 8]);
-        assert_ne!(queue.span_id, server.span_id);
     }
 }

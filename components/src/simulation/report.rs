@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::sim::{self, Hpa, HpaConfig, IntervalStats, Report, Scenario, SimError};
+use super::{
+    Hpa, HpaConfig, IntervalStats, NANOS_PER_SEC, RunResult, RunScore, Scenario, Sim, SimError,
+    run_scenario,
+};
 
 /// The figures of one run, as `--json` prints them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,7 +28,7 @@ pub struct Summary {
 
 impl Summary {
     /// The figures of a report and its actions.
-    pub fn new(report: &Report, actions: usize) -> Self {
+    pub fn new(report: &RunScore, actions: usize) -> Self {
         Self {
             slo_violation_seconds: report.slo_violation_seconds,
             replica_seconds: report.replica_seconds,
@@ -38,10 +41,10 @@ impl Summary {
 
 /// The CPU baseline: the HPA algorithm on simulated CPU (target utilisation per service,
 /// tolerance 0.1, 15 s sync, 300 s scale-down stabilisation) on the same scenario and seed.
-pub fn run_baseline(scenario: &Scenario) -> Result<sim::RunResult, SimError> {
-    let probe = sim::Sim::new(&scenario.sim)?;
+pub fn run_baseline(scenario: &Scenario) -> Result<RunResult, SimError> {
+    let probe = Sim::new(&scenario.sim)?;
     let mut hpa = Hpa::new(&probe, HpaConfig::default());
-    sim::run_scenario(scenario, &mut hpa)
+    run_scenario(scenario, &mut hpa)
 }
 
 /// A side-by-side table.
@@ -53,7 +56,7 @@ pub fn table(scenario: &Scenario, pipeline: &Summary, baseline: Option<&Summary>
         "scenario {} (seed {}, {} s simulated, SLO: end-to-end p99 <= {slo_ms:.0} ms)",
         scenario.name,
         scenario.sim.seed,
-        scenario.duration_ns / sim::NANOS_PER_SEC
+        scenario.duration_ns / NANOS_PER_SEC
     );
     let _ = writeln!(s);
     let cells = |m: &Summary| {
@@ -143,7 +146,7 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="14">{}: end-to-end p99 latency (log scale)</text>"#,
-        scenario.name
+        xml_escape(&scenario.name)
     );
     for ms in [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0] {
         let y = y_lat(ms);
@@ -233,12 +236,13 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
                 run.color,
                 dashes[j % dashes.len()],
                 pts.join(" "),
-                run.label
+                xml_escape(run.label),
+                name = xml_escape(name),
             );
         }
         let legend_y = 2.0 * H + GAP + 20.0;
         let lx = LEFT + i as f64 * 220.0;
-        let names = services.join(", ");
+        let names = xml_escape(&services.join(", "));
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-width="3"/><text x="{}" y="{legend_y}">{} ({names})</text>"#,
@@ -247,9 +251,26 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
             legend_y - 4.0,
             run.color,
             lx + 26.0,
-            run.label
+            xml_escape(run.label)
         );
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// `text` with the five characters XML gives a meaning escaped, so a name can be neither markup
+/// nor break out of an attribute.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

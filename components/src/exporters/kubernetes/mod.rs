@@ -19,7 +19,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -488,11 +488,7 @@ fn describe(
 
 /// Up to a quarter less than `d`, so that many exporters do not retry in step.
 fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    let fraction = f64::from(nanos % 1000) / 1000.0 * 0.25;
-    d.mul_f64(1.0 - fraction)
+    crate::backoff::jittered(d, crate::backoff::Spread::shorter(0.25))
 }
 
 inventory::submit! {

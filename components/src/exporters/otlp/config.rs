@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, HumanDuration};
 
-use super::retry::RetryPolicy;
+use crate::backoff::{BackoffPolicy, Spread};
 
 /// The largest `send_batch_size`: beyond it one request would exceed what any OTLP receiver
 /// accepts (the Collector's gRPC limit is 4 MiB, a few thousand spans).
@@ -138,6 +138,45 @@ impl Default for RetryConfig {
     }
 }
 
+/// The retry settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RetryPolicy {
+    pub(super) enabled: bool,
+    pub(super) initial_interval: Duration,
+    pub(super) max_interval: Duration,
+    /// `None`: retry until shutdown.
+    pub(super) max_elapsed_time: Option<Duration>,
+    pub(super) multiplier: f64,
+    pub(super) randomization_factor: f64,
+}
+
+impl RetryPolicy {
+    /// The waits between attempts: each the previous one times the multiplier, randomised by ±
+    /// the randomisation factor, never above `max_interval`.
+    pub(super) fn backoff(&self) -> BackoffPolicy {
+        BackoffPolicy {
+            initial: self.initial_interval,
+            max: self.max_interval,
+            multiplier: self.multiplier,
+            spread: Spread::symmetric(self.randomization_factor),
+        }
+    }
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(c: &RetryConfig) -> Self {
+        let max_elapsed = c.max_elapsed_time.get();
+        Self {
+            enabled: c.enabled,
+            initial_interval: c.initial_interval.get(),
+            max_interval: c.max_interval.get(),
+            max_elapsed_time: (!max_elapsed.is_zero()).then_some(max_elapsed),
+            multiplier: c.multiplier,
+            randomization_factor: c.randomization_factor,
+        }
+    }
+}
+
 /// Where requests go, checked.
 #[derive(Debug, Clone)]
 pub(super) enum Target {
@@ -149,7 +188,7 @@ pub(super) enum Target {
 
 /// The checked config the exporter runs with.
 #[derive(Debug, Clone)]
-pub(super) struct Settings {
+pub(super) struct ExporterSettings {
     /// The endpoint as written, for messages.
     pub(super) endpoint: String,
     pub(super) target: Target,
@@ -164,7 +203,7 @@ pub(super) struct Settings {
     pub(super) tls: Option<ExporterTlsConfig>,
 }
 
-impl Settings {
+impl ExporterSettings {
     /// Spans the exporter holds at most, waiting or in flight: two batches, so that one can
     /// fill while the other is sent.
     pub(super) fn capacity(&self) -> usize {
@@ -202,7 +241,7 @@ impl Problem {
 impl OtlpExporterConfig {
     /// Checks the config and returns the settings to run with; errors and warnings point at
     /// their keys.
-    pub(super) fn validate(self, ctx: &BuildContext<'_>) -> Result<Settings, BuildError> {
+    pub(super) fn validate(self, ctx: &BuildContext<'_>) -> Result<ExporterSettings, BuildError> {
         let mut warnings = Vec::new();
         let checked = self.check(&mut warnings);
         for w in warnings {
@@ -214,7 +253,10 @@ impl OtlpExporterConfig {
     }
 
     /// Checks the config, collecting every problem.
-    pub(super) fn check(self, warnings: &mut Vec<Problem>) -> Result<Settings, Vec<Problem>> {
+    pub(super) fn check(
+        self,
+        warnings: &mut Vec<Problem>,
+    ) -> Result<ExporterSettings, Vec<Problem>> {
         let mut errors = Vec::new();
         let https = self.endpoint.trim_start().starts_with("https://");
         if let Some(tls) = &self.tls {
@@ -303,7 +345,7 @@ impl OtlpExporterConfig {
             ));
         }
         match target {
-            Some(target) if errors.is_empty() => Ok(Settings {
+            Some(target) if errors.is_empty() => Ok(ExporterSettings {
                 endpoint: self.endpoint,
                 target,
                 compression: self.compression,
@@ -453,4 +495,23 @@ fn check_header(
     // Headers often carry tokens: keep them out of Debug output.
     value.set_sensitive(true);
     Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::from(&RetryConfig::default())
+    }
+
+    #[test]
+    fn zero_max_elapsed_time_means_unbounded() {
+        let c = RetryConfig {
+            max_elapsed_time: tracescale_core::config::HumanDuration::from_secs(0),
+            ..RetryConfig::default()
+        };
+        assert_eq!(RetryPolicy::from(&c).max_elapsed_time, None);
+        assert_eq!(policy().max_elapsed_time, Some(Duration::from_secs(300)));
+    }
 }

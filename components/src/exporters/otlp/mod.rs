@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 pub use config::{Compression, OtlpExporterConfig, Protocol, RetryConfig};
 
 use batch::Pending;
-use config::Settings;
+use config::ExporterSettings;
 use counters::{Counters, DropReason};
 use sender::Sender;
 use transport::Transport;
@@ -60,7 +60,7 @@ pub enum OtlpExporterError {
 
 /// Sends traces to an OTLP endpoint. Built from [`OtlpExporterConfig`].
 pub struct OtlpExporter {
-    settings: Arc<Settings>,
+    settings: Arc<ExporterSettings>,
     state: State,
     /// The exporter's id, once started.
     id: String,
@@ -94,7 +94,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl OtlpExporter {
-    fn new(settings: Settings) -> Self {
+    fn new(settings: ExporterSettings) -> Self {
         Self {
             settings: Arc::new(settings),
             state: State::Built,

@@ -14,10 +14,11 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use super::batch::Pending;
-use super::config::Settings;
+use super::config::ExporterSettings;
 use super::counters::{Counters, DropReason};
-use super::retry::{Backoff, Jitter, Verdict};
+use super::retry::Verdict;
 use super::transport::{Accepted, Transport};
+use crate::backoff::{Backoff, Jitter};
 
 /// The shortest gap between two warnings of one kind from one exporter.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,7 +35,7 @@ enum Outcome {
 /// The background half of the exporter.
 pub(super) struct Sender {
     id: String,
-    settings: Arc<Settings>,
+    settings: Arc<ExporterSettings>,
     transport: Transport,
     rx: mpsc::Receiver<Vec<ResourceSpans>>,
     room: Arc<Semaphore>,
@@ -53,7 +54,7 @@ impl Sender {
     /// A sender fed by `rx`, giving permits back to `room`.
     pub(super) fn new(
         id: String,
-        settings: Arc<Settings>,
+        settings: Arc<ExporterSettings>,
         transport: Transport,
         rx: mpsc::Receiver<Vec<ResourceSpans>>,
         room: Arc<Semaphore>,
@@ -157,7 +158,7 @@ impl Sender {
         drop(request);
         let policy = self.settings.retry;
         let first = Instant::now();
-        let mut backoff = Backoff::new(policy);
+        let mut backoff = Backoff::new(policy.backoff());
         loop {
             if self.deadline.borrow().is_some_and(|d| Instant::now() >= d) {
                 self.log_drop(spans, DropReason::Shutdown, &"the shutdown deadline passed");

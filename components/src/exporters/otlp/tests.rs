@@ -321,7 +321,7 @@ async fn closed_port() -> SocketAddr {
 // Exporters
 
 /// The checked settings of a config table.
-fn settings(table: &str) -> Settings {
+fn settings(table: &str) -> ExporterSettings {
     let config: OtlpExporterConfig = toml::from_str(table).unwrap();
     config.check(&mut Vec::new()).unwrap()
 }

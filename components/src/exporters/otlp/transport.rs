@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use super::config::{Compression, Settings, Target};
+use super::config::{Compression, ExporterSettings, Target};
 use super::retry::{Verdict, grpc_verdict, http_verdict, parse_retry_after};
 
 /// The gRPC method, as the generated client names it.
@@ -131,7 +131,7 @@ pub(super) struct HttpTransport {
 impl Transport {
     /// Creates the client. Nothing connects until the first request, so an endpoint that is
     /// down does not fail the start; unreadable TLS files do. Must run inside the tokio runtime.
-    pub(super) fn new(settings: &Settings) -> Result<Self, String> {
+    pub(super) fn new(settings: &ExporterSettings) -> Result<Self, String> {
         Ok(match &settings.target {
             Target::Grpc(endpoint) => {
                 let mut endpoint = tonic::transport::Endpoint::clone(endpoint);

@@ -5,7 +5,8 @@ use super::config::{Calibration, DetectorKind, Features, HsTreeConfig};
 use super::features::{
     Lookup, OneHot, Operations, log_duration, operation_feature, paper_duration,
 };
-use super::forest::{Forest, ForestParams, SplitMix64, WindowState};
+use super::forest::{Forest, ForestParams, WindowState};
+use crate::random::SplitMix64;
 
 /// Mixed into the seed of the feedback coin so that it does not repeat the split draws.
 const COIN_SEED: u64 = 0x5EED_C01F_0000_0001;

@@ -40,6 +40,8 @@
 
 use std::fmt;
 
+use crate::random::SplitMix64;
+
 /// River's padding: a split never falls in the outer 15 % of its node's range on either side.
 const PADDING: f64 = 0.15;
 
@@ -810,31 +812,6 @@ impl Fenwick {
             step >>= 1;
         }
         pos.min(len - 1)
-    }
-}
-
-/// SplitMix64: small, fast, seedable, and its whole state is one `u64` to save.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn tracks_a_high_quantile_of_a_uniform_stream() {
         let mut est = P2Quantile::new(0.99);
-        let mut rng = super::super::forest::SplitMix64::new(3);
+        let mut rng = crate::random::SplitMix64::new(3);
         for _ in 0..100_000 {
             est.observe(rng.next_f64());
         }

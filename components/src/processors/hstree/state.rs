@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use super::config::{DetectorKind, Features, HsTreeConfig};
 use super::detector::{Detector, DetectorCounters, Model};
 use super::features::{OneHot, Operation, Operations};
-use super::forest::{SplitMix64, WindowState};
+use super::forest::WindowState;
+use crate::random::SplitMix64;
 
 const MAGIC: &[u8; 8] = b"TSHSTREE";
 const VERSION: u32 = 1;

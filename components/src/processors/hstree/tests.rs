@@ -18,8 +18,9 @@ use super::features::{
     LogStats, Lookup, OneHot, Operations, Overflow, STATS_HORIZON, operation_feature,
     paper_duration,
 };
-use super::forest::{Forest, ForestError, ForestParams, Point, SplitMix64};
+use super::forest::{Forest, ForestError, ForestParams, Point};
 use super::*;
+use crate::random::SplitMix64;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -35,13 +36,6 @@ fn params(trees: usize, height: u32, window: u32, dims: usize, seed: u64) -> For
     }
 }
 
-/// A standard normal draw (Box–Muller).
-fn normal(rng: &mut SplitMix64) -> f64 {
-    let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
-    let u2 = rng.next_f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// Operations of a realistic stream: (service, operation, median duration in ns).
 const OPS: [(&str, &str, f64); 6] = [
     ("frontend", "GET /", 2.0e6),
@@ -55,7 +49,7 @@ const OPS: [(&str, &str, f64); 6] = [
 /// One healthy span: an operation drawn uniformly, a log-normal duration with σ = 0.3.
 fn healthy(rng: &mut SplitMix64) -> (usize, u64) {
     let i = (rng.next_u64() % OPS.len() as u64) as usize;
-    let d = OPS[i].2 * (0.3 * normal(rng)).exp();
+    let d = OPS[i].2 * (0.3 * rng.standard_normal()).exp();
     (i, d as u64)
 }
 
@@ -150,7 +144,13 @@ async fn trained(p: &mut Box<dyn Processor>, n: u64, rng: &mut SplitMix64) -> Ve
     let mut i = 0;
     while i < n {
         let spans = (i..(i + 100).min(n))
-            .map(|k| span(k, "PlaceOrder", (10.0e6 * (0.2 * normal(rng)).exp()) as u64))
+            .map(|k| {
+                span(
+                    k,
+                    "PlaceOrder",
+                    (10.0e6 * (0.2 * rng.standard_normal()).exp()) as u64,
+                )
+            })
             .collect();
         p.process(batch_of("checkout", spans), &mut out)
             .await
@@ -244,7 +244,7 @@ fn an_outlier_scores_higher_than_inliers_after_training() {
         let mut forest = Forest::<Vec<f32>>::new(params(25, 8, 250, dims, 11)).unwrap();
         let inlier = |rng: &mut SplitMix64| -> Vec<f32> {
             (0..dims)
-                .map(|_| (0.3 + 0.05 * normal(rng)) as f32)
+                .map(|_| (0.3 + 0.05 * rng.standard_normal()) as f32)
                 .collect()
         };
         for _ in 0..2000 {
@@ -974,7 +974,7 @@ async fn tag_mode_forwards_everything_and_tags_judged_spans() {
             span(
                 1000 + k,
                 "PlaceOrder",
-                (10.0e6 * (0.2 * normal(&mut rng)).exp()) as u64,
+                (10.0e6 * (0.2 * rng.standard_normal()).exp()) as u64,
             )
         })
         .collect();
@@ -1019,7 +1019,7 @@ async fn drop_mode_forwards_only_anomalous_spans_with_their_resource_and_scope()
             span(
                 1000 + k,
                 "PlaceOrder",
-                (10.0e6 * (0.2 * normal(&mut rng)).exp()) as u64,
+                (10.0e6 * (0.2 * rng.standard_normal()).exp()) as u64,
             )
         })
         .collect();

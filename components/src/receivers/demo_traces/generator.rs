@@ -6,6 +6,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tracescale_core::signal::Traces;
 
+use crate::random::{self, SplitMix64};
+
 /// The call chain of the demo shop: (service, operation, span kind, median ms).
 const CHAIN: [(&str, &str, SpanKind, f64); 3] = [
     ("frontend", "GET /checkout", SpanKind::Server, 4.0),
@@ -15,7 +17,7 @@ const CHAIN: [(&str, &str, SpanKind, f64); 3] = [
 
 /// Generates traces frontend → checkout → payments-db with log-normal self times.
 pub struct Generator {
-    state: u64,
+    rng: SplitMix64,
     slow_share: f64,
 }
 
@@ -23,30 +25,14 @@ impl Generator {
     /// A generator; the same seed gives the same ids and durations.
     pub fn new(seed: u64, slow_share: f64) -> Self {
         Self {
-            state: seed,
+            rng: SplitMix64::new(seed),
             slow_share,
         }
     }
 
-    /// SplitMix64: tiny, fast, and good enough for synthetic data.
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
     /// A log-normal sample with the given median and σ = 0.5 (Box–Muller).
     fn lognormal(&mut self, median_ms: f64) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        median_ms * (0.5 * z).exp()
+        random::log_normal(median_ms, 0.5, self.rng.standard_normal())
     }
 
     /// One batch of `traces` traces, grouped by service as an SDK would send them.
@@ -56,8 +42,12 @@ impl Generator {
             .map_or(0, |d| d.as_nanos() as u64);
         let mut by_service: [Vec<Span>; 3] = Default::default();
         for _ in 0..traces {
-            let trace_id = [self.next_u64().to_be_bytes(), self.next_u64().to_be_bytes()].concat();
-            let slow = self.uniform() < self.slow_share;
+            let trace_id = [
+                self.rng.next_u64().to_be_bytes(),
+                self.rng.next_u64().to_be_bytes(),
+            ]
+            .concat();
+            let slow = self.rng.next_f64() < self.slow_share;
             // Self time of each hop, innermost last; a slow trace has a slow database call.
             let mut self_ms = [0.0; 3];
             for (i, (_, _, _, median)) in CHAIN.iter().enumerate() {
@@ -67,7 +57,7 @@ impl Generator {
                 self_ms[2] *= 40.0;
             }
             let ids: Vec<Vec<u8>> = (0..3)
-                .map(|_| self.next_u64().to_be_bytes().to_vec())
+                .map(|_| self.rng.next_u64().to_be_bytes().to_vec())
                 .collect();
             // Each span covers its own time plus everything below it.
             let mut start = now;

@@ -15,9 +15,9 @@ use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::simulation::sim::{NANOS_PER_SEC, Sim, TrafficPattern};
 use crate::simulation::{
-    Action, MAX_ROWS, OtlpBuilder, SCENARIOS, Scenario, ServiceView, cluster, scenario,
+    Action, MAX_ROWS, NANOS_PER_SEC, OtlpBuilder, SCENARIOS, Scenario, ServiceView, Sim,
+    TrafficPattern, cluster, scenario,
 };
 
 /// Config of the `simulated_traces` receiver.

@@ -1,0 +1,240 @@
+//! How a request moves through the shop: arrival, a slot or the queue, its downstream calls, and
+//! its span when it completes or is rejected.
+
+use super::super::records::SimSpan;
+use super::{Event, EventKind, Request, Sim, SpanSink};
+use crate::random::SeededRng;
+
+fn nonzero_bytes8(rng: &mut SeededRng) -> [u8; 8] {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v.to_be_bytes();
+        }
+    }
+}
+
+fn nonzero_bytes16(rng: &mut SeededRng) -> [u8; 16] {
+    loop {
+        let hi = rng.next_u64();
+        let lo = rng.next_u64();
+        if hi != 0 || lo != 0 {
+            let mut out = [0u8; 16];
+            out[..8].copy_from_slice(&hi.to_be_bytes());
+            out[8..].copy_from_slice(&lo.to_be_bytes());
+            return out;
+        }
+    }
+}
+
+impl Sim {
+    pub(super) fn process(&mut self, ev: Event, out: &mut SpanSink<'_>) {
+        self.now = ev.time;
+        match ev.kind {
+            EventKind::RootArrival => {
+                let rate = self.traffic.rate_at(self.now);
+                let accept = self.arrivals_rng.next_f64() * self.max_rate < rate;
+                if accept {
+                    let trace_id = nonzero_bytes16(&mut self.ids_rng);
+                    let req = self.new_request(trace_id, None, self.root);
+                    self.arrive(req, out);
+                }
+                self.schedule_next_arrival();
+            }
+            EventKind::ServiceDone(req) => {
+                let svc = self.requests[req].service;
+                let s = &mut self.services[svc];
+                s.touch(self.now);
+                s.in_service = s.in_service.saturating_sub(1);
+                self.proceed(req, out);
+            }
+            EventKind::ReplicaReady(svc) => {
+                let now = self.now;
+                let s = &mut self.services[svc];
+                if s.pending_ready.front() == Some(&now) {
+                    s.pending_ready.pop_front();
+                    s.touch(now);
+                    s.ready += 1;
+                    self.dispatch(svc);
+                }
+            }
+            EventKind::Scale { service, replicas } => self.apply_replicas(service, replicas),
+        }
+    }
+
+    fn new_request(&mut self, trace_id: [u8; 16], parent: Option<usize>, service: usize) -> usize {
+        let span_id = nonzero_bytes8(&mut self.ids_rng);
+        let parent_span = parent.map(|p| self.requests[p].span_id);
+        let r = Request {
+            trace_id,
+            span_id,
+            parent_span,
+            parent,
+            service,
+            arrival: self.now,
+            started: self.now,
+            error: false,
+            next_call: 0,
+            remaining: 0,
+        };
+        if let Some(i) = self.free.pop() {
+            self.requests[i] = r;
+            i
+        } else {
+            self.requests.push(r);
+            self.requests.len() - 1
+        }
+    }
+
+    fn arrive(&mut self, req: usize, out: &mut SpanSink<'_>) {
+        let svc = self.requests[req].service;
+        let s = &mut self.services[svc];
+        s.acc.arrivals += 1;
+        if s.queue.is_empty() && u64::from(s.busy) < s.capacity_slots() {
+            self.start(req);
+        } else if s.queue.len() < s.queue_limit {
+            s.queue.push_back(req);
+        } else {
+            s.acc.rejections += 1;
+            self.reject(req, out);
+        }
+    }
+
+    fn start(&mut self, req: usize) {
+        let now = self.now;
+        let svc = self.requests[req].service;
+        self.requests[req].started = now;
+        let s = &mut self.services[svc];
+        s.touch(now);
+        s.busy += 1;
+        s.in_service += 1;
+        let median = s.median_ns * s.slowdown_at(now);
+        let base = s.rng.log_normal(median, s.sigma);
+        let cores = s.cores();
+        let over = (f64::from(s.in_service) - cores).max(0.0);
+        let factor = if cores > 0.0 {
+            1.0 + s.contention * over / cores
+        } else {
+            1.0
+        };
+        let done = now.saturating_add((base * factor) as u64);
+        self.push_event(done, EventKind::ServiceDone(req));
+    }
+
+    pub(super) fn dispatch(&mut self, svc: usize) {
+        loop {
+            let s = &mut self.services[svc];
+            if u64::from(s.busy) >= s.capacity_slots() {
+                return;
+            }
+            match s.queue.pop_front() {
+                Some(req) => self.start(req),
+                None => return,
+            }
+        }
+    }
+
+    /// Moves a request past its own work: next downstream call or done.
+    fn proceed(&mut self, req: usize, out: &mut SpanSink<'_>) {
+        let svc = self.requests[req].service;
+        loop {
+            let r = &mut self.requests[req];
+            if r.remaining > 0 {
+                r.remaining -= 1;
+                let call = r.next_call - 1;
+                let trace_id = r.trace_id;
+                let target = self.services[svc].calls[call].target;
+                let child = self.new_request(trace_id, Some(req), target);
+                self.arrive(child, out);
+                return;
+            }
+            let s = &mut self.services[svc];
+            match s.calls.get(r.next_call) {
+                Some(c) => {
+                    r.next_call += 1;
+                    if c.count > 0 && s.rng.next_f64() < c.probability {
+                        r.remaining = c.count;
+                    }
+                }
+                None => {
+                    self.complete(req, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, req: usize, out: &mut SpanSink<'_>) {
+        let r = &self.requests[req];
+        let span = SimSpan {
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span,
+            service: &self.names[r.service],
+            operation: &self.operations[r.service],
+            start: r.arrival,
+            started: r.started,
+            end: self.now,
+            error: r.error,
+        };
+        out(&span);
+        self.spans_emitted += 1;
+    }
+
+    /// Turns away a visit that found the queue full.
+    fn reject(&mut self, req: usize, out: &mut SpanSink<'_>) {
+        self.requests[req].error = true;
+        let parent = self.requests[req].parent;
+        if parent.is_none() {
+            self.root_failed += 1;
+            self.root_outcomes.push(u64::MAX);
+        }
+        self.emit(req, out);
+        self.free.push(req);
+        if let Some(p) = parent {
+            self.child_done(p, true, out);
+        }
+    }
+
+    /// Ends an admitted visit, frees its slot and resumes its caller.
+    fn complete(&mut self, req: usize, out: &mut SpanSink<'_>) {
+        let now = self.now;
+        let (svc, error, parent, latency) = {
+            let r = &self.requests[req];
+            (r.service, r.error, r.parent, now - r.arrival)
+        };
+        let s = &mut self.services[svc];
+        s.busy = s.busy.saturating_sub(1);
+        s.acc.completions += 1;
+        if error {
+            s.acc.errors += 1;
+        }
+        s.acc.latencies.push(latency);
+        if parent.is_none() {
+            if error {
+                self.root_failed += 1;
+                self.root_outcomes.push(u64::MAX);
+            } else {
+                self.root_ok += 1;
+                self.root_outcomes.push(latency);
+            }
+        }
+        self.emit(req, out);
+        self.free.push(req);
+        self.dispatch(svc);
+        if let Some(p) = parent {
+            self.child_done(p, error, out);
+        }
+    }
+
+    /// A callee answered; a failure aborts the caller's remaining calls
+    /// and fails it too, as an unhandled RPC error would.
+    fn child_done(&mut self, parent: usize, error: bool, out: &mut SpanSink<'_>) {
+        if error {
+            self.requests[parent].error = true;
+            self.complete(parent, out);
+        } else {
+            self.proceed(parent, out);
+        }
+    }
+}
