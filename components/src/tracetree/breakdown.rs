@@ -116,6 +116,9 @@ struct Builder {
     edges: HashMap<(Symbol, Symbol), EdgeGaps>,
     /// Path time attributed so far.
     elapsed: u64,
+    /// Per span index, its service's slot, filled by [`arrivals`] so that the walk does not
+    /// hash a symbol per span.
+    span_slot: Vec<u32>,
 }
 
 impl Builder {
@@ -131,8 +134,7 @@ impl Builder {
         })
     }
 
-    fn enter(&mut self, service: Symbol) {
-        let i = self.slot(service);
+    fn enter(&mut self, i: usize) {
         let a = &mut self.activity[i];
         if a.depth == 0 {
             a.entered_at = self.elapsed;
@@ -141,8 +143,7 @@ impl Builder {
         a.depth += 1;
     }
 
-    fn leave(&mut self, service: Symbol) {
-        let i = self.slot(service);
+    fn leave(&mut self, i: usize) {
         let a = &mut self.activity[i];
         a.depth -= 1;
         if a.depth == 0 {
@@ -152,11 +153,10 @@ impl Builder {
         }
     }
 
-    fn attribute(&mut self, service: Symbol, duration: u64, part: Part) {
+    fn attribute(&mut self, i: usize, duration: u64, part: Part) {
         if duration == 0 {
             return;
         }
-        let i = self.slot(service);
         let s = &mut self.services[i];
         match part {
             Part::Own => s.own += duration,
@@ -198,6 +198,7 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
         activity: Vec::new(),
         edges: HashMap::new(),
         elapsed: 0,
+        span_slot: vec![u32::MAX; spans.len()],
     };
     arrivals(tree, &mut b);
 
@@ -224,18 +225,19 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
             }
             stack.pop();
             on_stack[top as usize] = false;
-            b.leave(spans[top as usize].service);
+            b.leave(b.span_slot[top as usize] as usize);
         }
         for &i in chain.iter().rev() {
             stack.push(i);
             on_stack[i as usize] = true;
-            b.enter(spans[i as usize].service);
+            b.enter(b.span_slot[i as usize] as usize);
         }
 
         let span = &spans[s as usize];
         let duration = segment.duration();
+        let own = b.span_slot[s as usize] as usize;
         if span.queue {
-            b.attribute(span.service, duration, Part::Queueing);
+            b.attribute(own, duration, Part::Queueing);
         } else if span.kind == Kind::Client {
             let memo = &mut server_child[s as usize];
             if *memo == UNKNOWN {
@@ -249,21 +251,21 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
             }
             if *memo == ABSENT {
                 let to = if span.peer.is_some() {
-                    span.peer
+                    b.slot(span.peer)
                 } else {
-                    span.service
+                    own
                 };
                 b.attribute(to, duration, Part::Own);
             } else {
-                let server = &spans[*memo as usize];
-                attribute_client_gap(&mut b, span, server, segment);
+                let server = *memo;
+                attribute_client_gap(&mut b, spans, s, server, segment);
             }
         } else {
-            b.attribute(span.service, duration, Part::Own);
+            b.attribute(own, duration, Part::Own);
         }
     }
     while let Some(top) = stack.pop() {
-        b.leave(spans[top as usize].service);
+        b.leave(b.span_slot[top as usize] as usize);
     }
 
     let mut services = b.services;
@@ -285,19 +287,24 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
 /// sibling overlapped it) the caller's own.
 fn attribute_client_gap(
     b: &mut Builder,
-    client: &SpanRecord,
-    server: &SpanRecord,
+    spans: &[SpanRecord],
+    client: u32,
+    server: u32,
     segment: &Segment,
 ) {
+    let (caller_slot, callee_slot) = (
+        b.span_slot[client as usize] as usize,
+        b.span_slot[server as usize] as usize,
+    );
+    let server = &spans[server as usize];
     let before = segment.end.min(server.start).saturating_sub(segment.start);
     let after = segment.end.saturating_sub(segment.start.max(server.end));
     let during = segment.duration() - before - after;
-    let (caller, callee) = (client.service, server.service);
-    b.attribute(callee, before, Part::Queueing);
-    b.attribute(callee, after, Part::Response);
-    b.attribute(caller, during, Part::Own);
+    b.attribute(callee_slot, before, Part::Queueing);
+    b.attribute(callee_slot, after, Part::Response);
+    b.attribute(caller_slot, during, Part::Own);
     if before > 0 || after > 0 {
-        let edge = b.edge(caller, callee);
+        let edge = b.edge(spans[client as usize].service, server.service);
         edge.queueing += before;
         edge.response += after;
     }
@@ -314,6 +321,7 @@ fn arrivals(tree: &TraceTree<'_>, b: &mut Builder) {
         stack.extend_from_slice(tree.children(i));
         let span = &spans[i as usize];
         let slot = b.slot(span.service);
+        b.span_slot[i as usize] = slot as u32;
         b.services[slot].pseudo = false;
         if span.kind != Kind::Server {
             continue;
