@@ -9,6 +9,7 @@ pub mod receivers;
 pub mod scaling;
 pub mod simulation;
 pub mod stats;
+pub mod tracetree;
 
 /// The components this crate registers, as `(kind, type)`; a test checks that each one is in the
 /// registry, because a factory that is not linked vanishes without a sound.

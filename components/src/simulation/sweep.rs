@@ -261,23 +261,13 @@ pub struct Spread {
 impl Spread {
     fn of(mut values: Vec<f64>) -> Option<Self> {
         values.sort_by(f64::total_cmp);
-        let at = |p: f64| nearest_rank(&values, p);
+        let at = |p: f64| crate::stats::percentile(&values, p);
         Some(Self {
             median: at(50.0)?,
             p10: at(10.0)?,
             p90: at(90.0)?,
         })
     }
-}
-
-/// The nearest-rank percentile of sorted values: the smallest value with at least `p` % of
-/// the values at or below it.
-fn nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 /// One policy's figures over the seeds.
@@ -514,16 +504,6 @@ mod tests {
         assert_eq!(doc["receivers"]["sim/b"]["seed"].as_integer(), Some(9));
         assert!(doc["receivers"]["otlp"].get("seed").is_none());
         assert!(set_receiver_key("[receivers.otlp]\n", "seed", 1.into()).is_err());
-    }
-
-    #[test]
-    fn nearest_rank_matches_its_definition() {
-        let v: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(nearest_rank(&v, 50.0), Some(5.0));
-        assert_eq!(nearest_rank(&v, 10.0), Some(1.0));
-        assert_eq!(nearest_rank(&v, 90.0), Some(9.0));
-        assert_eq!(nearest_rank(&v, 100.0), Some(10.0));
-        assert_eq!(nearest_rank(&[], 50.0), None);
     }
 
     #[test]
