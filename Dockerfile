@@ -1,4 +1,4 @@
-# The tracescale image that examples/kubernetes/tracescale.yaml runs:
+# The tracescale image that the Kubernetes package (examples/kubernetes/) runs:
 #   docker build -t ghcr.io/tracescale/tracescale:0.1.0 .
 # The release binary on distroless/cc: glibc and CA certificates (for the OTLP exporter's and
 # the Kubernetes client's TLS), no shell, and the nonroot user the Deployment runs as.

@@ -56,36 +56,32 @@ fn every_config_key_is_documented_in_the_readme() {
     }
 }
 
+/// The package's pipeline ConfigMap is generated from configs/kubernetes.toml itself, not kept
+/// beside it (tests/package.rs renders it and compares the bytes).
 #[test]
-fn the_kubernetes_example_runs_the_kubernetes_config() {
+fn the_kubernetes_package_generates_its_pipeline_from_the_kubernetes_config() {
     let repo = crate::util::repo();
-    let manifest =
-        std::fs::read_to_string(repo.join("examples/kubernetes/tracescale.yaml")).unwrap();
-    let block = manifest
-        .split("pipeline.toml: |\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n---").next())
-        .unwrap();
-    let embedded: Vec<&str> = block
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect();
-    let config = std::fs::read_to_string(repo.join("configs/kubernetes.toml")).unwrap();
-    let file: Vec<&str> = config
-        .lines()
-        .skip_while(|l| l.starts_with('#') || l.is_empty())
-        .collect();
-    assert_eq!(
-        embedded.join("\n").trim_end(),
-        file.join("\n").trim_end(),
-        "examples/kubernetes/tracescale.yaml and configs/kubernetes.toml differ"
+    let generator = std::fs::read_to_string(repo.join("configs/kustomization.yaml")).unwrap();
+    assert!(
+        generator.contains("- pipeline.toml=kubernetes.toml"),
+        "{generator}"
+    );
+    let base =
+        std::fs::read_to_string(repo.join("examples/kubernetes/base/kustomization.yaml")).unwrap();
+    assert!(base.contains("- ../../../configs\n"), "{base}");
+    let deployment =
+        std::fs::read_to_string(repo.join("examples/kubernetes/base/deployment.yaml")).unwrap();
+    assert!(
+        !deployment.contains("kind: ConfigMap"),
+        "no ConfigMap kept by hand"
     );
 }
 
 #[test]
 fn the_rbac_example_grants_only_what_the_exporter_uses() {
     let rbac =
-        std::fs::read_to_string(crate::util::repo().join("examples/kubernetes/rbac.yaml")).unwrap();
+        std::fs::read_to_string(crate::util::repo().join("examples/kubernetes/base/rbac.yaml"))
+            .unwrap();
     let rules: Vec<&str> = rbac
         .lines()
         .map(str::trim)
@@ -113,7 +109,7 @@ fn the_image_runs_as_the_deployment_expects() {
     let repo = crate::util::repo();
     let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).unwrap();
     let manifest =
-        std::fs::read_to_string(repo.join("examples/kubernetes/tracescale.yaml")).unwrap();
+        std::fs::read_to_string(repo.join("examples/kubernetes/base/deployment.yaml")).unwrap();
     // The user the Deployment's securityContext demands is the image's.
     assert!(manifest.contains("runAsUser: 65532"), "{manifest}");
     assert!(dockerfile.contains("USER 65532:65532"), "{dockerfile}");

@@ -14,6 +14,7 @@ mod docs;
 mod fuzz_regressions;
 mod interop;
 mod kubernetes;
+mod package;
 mod reliability;
 mod run;
 mod simulate;
