@@ -173,15 +173,56 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 pub struct OtlpBuilder {
     namespace: String,
     epoch_unix_nano: u64,
+    shape: SpanShape,
     by_service: BTreeMap<String, Vec<Span>>,
 }
 
+/// How a visit becomes spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanShape {
+    /// A CLIENT span on the caller around each call, parent of the callee's SERVER span, as
+    /// OpenTelemetry instrumentation on both sides records a call.
+    pub client_spans: bool,
+    /// An INTERNAL `queue` span over each admitted visit's wait for a slot, inside its SERVER
+    /// span. Without it, a callee's SERVER span starts when a slot takes the request, so the
+    /// wait shows as the gap between the caller's CLIENT span and it (a root visit, having no
+    /// caller, keeps its wait inside its SERVER span, as an ingress proxy's span would).
+    pub queue_spans: bool,
+}
+
+impl Default for SpanShape {
+    fn default() -> Self {
+        Self {
+            client_spans: true,
+            queue_spans: true,
+        }
+    }
+}
+
+/// A span id derived from a visit's: ids stay a function of the seed.
+fn derived_id(id: [u8; 8], salt: u8) -> Vec<u8> {
+    let mut id = id;
+    id[0] ^= salt;
+    id[7] ^= !salt;
+    id.to_vec()
+}
+
+/// Salts of the derived span ids.
+const QUEUE_SALT: u8 = 0x5a;
+const CLIENT_SALT: u8 = 0x3c;
+
 impl OtlpBuilder {
-    /// A builder stamping spans from `epoch_unix_nano`.
+    /// A builder stamping spans from `epoch_unix_nano`, with the default [`SpanShape`].
     pub fn new(namespace: &str, epoch_unix_nano: u64) -> Self {
+        Self::with_shape(namespace, epoch_unix_nano, SpanShape::default())
+    }
+
+    /// A builder stamping spans from `epoch_unix_nano` in the given shape.
+    pub fn with_shape(namespace: &str, epoch_unix_nano: u64, shape: SpanShape) -> Self {
         Self {
             namespace: namespace.to_string(),
             epoch_unix_nano,
+            shape,
             by_service: BTreeMap::new(),
         }
     }
@@ -193,26 +234,53 @@ impl OtlpBuilder {
             code: StatusCode::Error as i32,
             message: "rejected: queue full".to_string(),
         });
+        let client = match (self.shape.client_spans, s.caller, s.parent_span_id) {
+            (true, Some(caller), Some(parent)) => Some((caller, parent)),
+            _ => None,
+        };
+        let server_parent = match client {
+            Some(_) => derived_id(s.span_id, CLIENT_SALT),
+            None => s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        };
+        // Without a queue span, the wait of a called visit is the CLIENT-to-SERVER gap.
+        let server_start = if client.is_some() && !self.shape.queue_spans {
+            s.started
+        } else {
+            s.start
+        };
+        if let Some((caller, parent)) = client {
+            self.by_service
+                .entry(caller.to_string())
+                .or_default()
+                .push(Span {
+                    trace_id: s.trace_id.to_vec(),
+                    span_id: derived_id(s.span_id, CLIENT_SALT),
+                    parent_span_id: parent.to_vec(),
+                    name: s.operation.to_string(),
+                    kind: SpanKind::Client as i32,
+                    start_time_unix_nano: at(s.start),
+                    end_time_unix_nano: at(s.end),
+                    attributes: vec![string_kv("peer.service", s.service)],
+                    status: status.clone(),
+                    ..Span::default()
+                });
+        }
         let server = Span {
             trace_id: s.trace_id.to_vec(),
             span_id: s.span_id.to_vec(),
-            parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            parent_span_id: server_parent,
             name: s.operation.to_string(),
             kind: SpanKind::Server as i32,
-            start_time_unix_nano: at(s.start),
+            start_time_unix_nano: at(server_start),
             end_time_unix_nano: at(s.end),
             status,
             ..Span::default()
         };
         let spans = self.by_service.entry(s.service.to_string()).or_default();
-        if !s.error {
-            // A distinct id derived from the visit's: ids stay a function of the seed.
-            let mut id = s.span_id;
-            id[0] ^= 0x5a;
-            id[7] ^= 0xa5;
+        if !s.error && self.shape.queue_spans {
             spans.push(Span {
                 trace_id: s.trace_id.to_vec(),
-                span_id: id.to_vec(),
+                span_id: derived_id(s.span_id, QUEUE_SALT),
                 parent_span_id: s.span_id.to_vec(),
                 name: "queue".to_string(),
                 kind: SpanKind::Internal as i32,

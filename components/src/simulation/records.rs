@@ -11,6 +11,8 @@ pub struct SimSpan<'a> {
     pub span_id: [u8; 8],
     /// The calling visit, `None` for the root.
     pub parent_span_id: Option<[u8; 8]>,
+    /// The calling visit's service, `None` for the root.
+    pub caller: Option<&'a str>,
     /// Visited service.
     pub service: &'a str,
     /// The service's operation name.

@@ -572,11 +572,16 @@ fn every_built_in_scenario_is_named() {
 
 #[test]
 fn queueing_becomes_a_child_span_inside_the_visit() {
-    let mut b = OtlpBuilder::new("shop", 1_000);
+    let shape = SpanShape {
+        client_spans: false,
+        queue_spans: true,
+    };
+    let mut b = OtlpBuilder::with_shape("shop", 1_000, shape);
     b.push(&SimSpan {
         trace_id: [1; 16],
         span_id: [2; 8],
         parent_span_id: Some([3; 8]),
+        caller: Some("frontend"),
         service: "worker",
         operation: "CartService/GetCart",
         start: 10,
@@ -624,4 +629,69 @@ fn the_chart_escapes_names() {
         !chart.contains("db<'1'>") && !chart.contains("<run>"),
         "{chart}"
     );
+}
+
+/// With CLIENT spans and no queue spans, a called visit's wait is the gap between the caller's
+/// CLIENT span and the callee's SERVER span, and the trace tree attributes it to the callee.
+#[test]
+fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
+    let shape = SpanShape {
+        client_spans: true,
+        queue_spans: false,
+    };
+    let mut b = OtlpBuilder::with_shape("shop", 1_000, shape);
+    let visit = |span_id: [u8; 8], parent, caller, service, start, started, end| SimSpan {
+        trace_id: [1; 16],
+        span_id,
+        parent_span_id: parent,
+        caller,
+        service,
+        operation: "op",
+        start,
+        started,
+        end,
+        error: false,
+    };
+    b.push(&visit(
+        [2; 8],
+        Some([1; 8]),
+        Some("frontend"),
+        "worker",
+        10,
+        50,
+        150,
+    ));
+    b.push(&visit([1; 8], None, None, "frontend", 0, 0, 200));
+    let traces = b.take();
+    assert_eq!(traces.span_count(), 3, "root SERVER, CLIENT, callee SERVER");
+    let spans: Vec<_> = traces
+        .resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter()))
+        .collect();
+    let client = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32 && s.span_id == vec![2; 8])
+        .unwrap();
+    assert_eq!(server.parent_span_id, client.span_id);
+    assert_eq!(client.parent_span_id, vec![1; 8]);
+    assert_eq!(
+        server.start_time_unix_nano, 1_050,
+        "the SERVER span starts with a slot"
+    );
+    assert_eq!(client.start_time_unix_nano, 1_010);
+
+    let mut catalog = crate::tracetree::SpanCatalog::new(Default::default());
+    let mut records = Vec::new();
+    catalog.extract(&traces.resource_spans, &mut records);
+    let analysis = crate::tracetree::analyze(&records).unwrap();
+    let worker = catalog.service_symbol("worker").unwrap();
+    let frontend = catalog.service_symbol("frontend").unwrap();
+    let w = analysis.breakdown.service(worker).unwrap();
+    assert_eq!((w.queueing, w.own), (40, 100));
+    assert_eq!(analysis.breakdown.service(frontend).unwrap().own, 60);
 }

@@ -16,7 +16,7 @@ use tracescale_core::signal::{Signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::simulation::{
-    Action, MAX_ROWS, NANOS_PER_SEC, OtlpBuilder, SCENARIOS, Scenario, ServiceView, Sim,
+    Action, MAX_ROWS, NANOS_PER_SEC, OtlpBuilder, SCENARIOS, Scenario, ServiceView, Sim, SpanShape,
     TrafficPattern, cluster, scenario,
 };
 
@@ -51,6 +51,17 @@ pub struct SimulatedTracesConfig {
     /// The namespace of the simulated workloads (`k8s.namespace.name`; decisions must name it).
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// A CLIENT span on the caller around each call, parent of the callee's SERVER span.
+    #[serde(default = "default_true")]
+    pub client_spans: bool,
+    /// An INTERNAL `queue` span over each visit's wait for a slot; without it (and with
+    /// `client_spans`), a called visit's wait is the gap between the CLIENT and SERVER spans.
+    #[serde(default = "default_true")]
+    pub queue_spans: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `traffic`: requests per second at the frontend over time.
@@ -209,6 +220,10 @@ impl Receiver for SimulatedTraces {
         let speed = self.config.speed;
         let duration = self.scenario.duration_ns;
         let namespace = self.config.namespace.clone();
+        let shape = SpanShape {
+            client_spans: self.config.client_spans,
+            queue_spans: self.config.queue_spans,
+        };
         let stop = self.stop.clone();
         let ReceiverContext {
             output,
@@ -220,7 +235,7 @@ impl Receiver for SimulatedTraces {
             simulated_seconds = duration / NANOS_PER_SEC, speed, "simulation started");
         self.task = Some(tokio::spawn(async move {
             let wall_start = Instant::now();
-            let mut builder = OtlpBuilder::new(&namespace, epoch);
+            let mut builder = OtlpBuilder::with_shape(&namespace, epoch, shape);
             let mut t = 0u64;
             'run: while t < duration {
                 // Replica changes the exporter asked for since the last step.

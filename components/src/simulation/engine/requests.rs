@@ -170,6 +170,10 @@ impl Sim {
             trace_id: r.trace_id,
             span_id: r.span_id,
             parent_span_id: r.parent_span,
+            caller: r
+                .parent
+                .and_then(|p| self.requests.get(p))
+                .map(|p| self.names[p.service].as_str()),
             service: &self.names[r.service],
             operation: &self.operations[r.service],
             start: r.arrival,
