@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
@@ -47,6 +48,7 @@ pub struct BuildContext<'a> {
     id: &'a ComponentId,
     kind: ComponentKind,
     table: &'a Spanned<DeValue<'a>>,
+    dir: Option<&'a Path>,
     warnings: RefCell<Vec<Diagnostic>>,
 }
 
@@ -60,8 +62,22 @@ impl<'a> BuildContext<'a> {
             id,
             kind,
             table,
+            dir: None,
             warnings: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The same context, for a component of the pipeline file at `file`.
+    pub(crate) fn in_file(mut self, file: &'a Path) -> Self {
+        self.dir = file.parent();
+        self
+    }
+
+    /// The directory of the pipeline file the component is in, against which it resolves the
+    /// relative paths its config names (`None` when it is built outside a file, and empty for a
+    /// file named without a directory: the working directory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir
     }
 
     /// The component's id.

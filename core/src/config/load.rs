@@ -285,7 +285,7 @@ impl Loader {
 
         // Build every configured component, used or not, so that the whole file is validated.
         for entry in &mut entries {
-            let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table);
+            let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table).in_file(path);
             match build(entry.factory, &ctx) {
                 Ok(built) => entry.built = Some(built),
                 Err(e) => {

@@ -7,6 +7,7 @@
 
 mod build;
 mod diagnostic;
+mod document;
 mod env;
 mod introspect;
 mod load;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub use build::{BuildContext, BuildError, build_from_toml};
 pub use diagnostic::{ConfigError, Diagnostic, Severity, suggest};
+pub use document::Document;
 pub use introspect::field_names;
 pub use load::{Built, component_table, load_file, load_str};
 pub use units::{ByteSize, HumanDuration};
