@@ -29,8 +29,53 @@ pub struct CallConfig {
     pub service: String,
     /// Chance in `[0, 1]` that a request makes this call at all.
     pub probability: f64,
-    /// Sequential repetitions when the call is made (fan-out).
+    /// Repetitions when the call is made (fan-out): one after the other, or all at once when
+    /// `parallel`.
     pub count: u32,
+    /// Adjacent parallel calls form one group: they are all sent at once and the caller goes
+    /// on when the last one has answered.
+    pub parallel: bool,
+}
+
+impl CallConfig {
+    /// One sequential call that is always made.
+    pub fn to(service: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            probability: 1.0,
+            count: 1,
+            parallel: false,
+        }
+    }
+}
+
+/// The Kubernetes workload a service runs as, which names the resource attribute its spans carry
+/// and the scaling target that reaches it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    /// A Deployment (`k8s.deployment.name`, target `deployment/NAME`).
+    #[default]
+    Deployment,
+    /// A StatefulSet (`k8s.statefulset.name`, target `statefulset/NAME`).
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    /// The lower-case kind, as scaling targets spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+        }
+    }
+
+    /// The OpenTelemetry resource attribute naming the workload.
+    pub fn resource_attribute(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "k8s.deployment.name",
+            WorkloadKind::StatefulSet => "k8s.statefulset.name",
+        }
+    }
 }
 
 /// Static description of one service; plain data so it can come from a file.
@@ -73,6 +118,8 @@ pub struct ServiceConfig {
     /// Target CPU utilisation for the HPA baseline; `None` leaves the
     /// service unmanaged.
     pub hpa_target_utilisation: Option<f64>,
+    /// The workload kind it runs as.
+    pub kind: WorkloadKind,
 }
 
 /// Open-loop arrival rate over time at the root service.
@@ -112,6 +159,12 @@ pub enum TrafficPattern {
         /// Cycle length.
         period: u64,
     },
+}
+
+impl Default for TrafficPattern {
+    fn default() -> Self {
+        TrafficPattern::Steady { rps: 0.0 }
+    }
 }
 
 impl TrafficPattern {
@@ -190,8 +243,55 @@ pub struct SlowdownFault {
     pub end: u64,
 }
 
-/// Everything needed to build a [`Sim`]; plain data.
+/// Replicas of a service dying at one instant; the controller replaces them, so they serve again
+/// after the service's startup delay.
 #[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaLossFault {
+    /// Affected service.
+    pub service: String,
+    /// When the replicas die.
+    pub at: u64,
+    /// How many ready replicas die (at most the ready ones).
+    pub count: u32,
+}
+
+/// Network delay added to every request sent on one call edge during a window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkDelayFault {
+    /// The calling service.
+    pub caller: String,
+    /// The called service.
+    pub callee: String,
+    /// Added to the request's way from caller to callee.
+    pub delay: u64,
+    /// First instant at which requests sent are delayed.
+    pub start: u64,
+    /// Instant from which requests are no longer delayed.
+    pub end: u64,
+}
+
+/// The arrival rate multiplied during a window, on top of the traffic pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficSpikeFault {
+    /// Multiplier on the arrival rate.
+    pub factor: f64,
+    /// Start of the spike.
+    pub start: u64,
+    /// End of the spike.
+    pub end: u64,
+}
+
+/// A service external traffic enters at, with its share of the arrivals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryConfig {
+    /// The entry service.
+    pub service: String,
+    /// Relative weight of this entry among all entries.
+    pub share: f64,
+}
+
+/// Everything needed to build a [`Sim`]; plain data.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct SimConfig {
     /// Seed of all random streams.
     pub seed: u64,
@@ -205,6 +305,14 @@ pub struct SimConfig {
     pub faults: Vec<SlowdownFault>,
     /// Length of a statistics row.
     pub stats_interval_ns: u64,
+    /// Several entry services sharing the arrivals; empty: all traffic enters at `root`.
+    pub entries: Vec<EntryConfig>,
+    /// Replicas lost at given instants.
+    pub replica_losses: Vec<ReplicaLossFault>,
+    /// Network delays on call edges.
+    pub network_delays: Vec<NetworkDelayFault>,
+    /// Traffic spikes on top of the pattern.
+    pub traffic_spikes: Vec<TrafficSpikeFault>,
 }
 
 /// Why a configuration or a call was refused.

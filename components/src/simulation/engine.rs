@@ -13,7 +13,8 @@ mod requests;
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::config::{
-    NANOS_PER_SEC, SimConfig, SimError, TrafficPattern, find_cycle, invalid, validate_service,
+    NANOS_PER_SEC, SimConfig, SimError, TrafficPattern, WorkloadKind, find_cycle, invalid,
+    validate_service,
 };
 use super::records::{IntervalStats, ScaleAction, ServiceIntervalStats, SimSpan};
 use crate::random::{SeededRng, SplitMix64};
@@ -23,7 +24,11 @@ struct ResolvedCall {
     target: usize,
     probability: f64,
     count: u32,
+    parallel: bool,
 }
+
+/// A network delay on one call edge: (caller, callee, delay, start, end).
+type EdgeDelay = (usize, usize, u64, u64, u64);
 
 #[derive(Default)]
 struct IntervalAcc {
@@ -117,10 +122,16 @@ struct Request {
     error: bool,
     next_call: usize,
     remaining: u32,
+    /// Parallel calls still unanswered.
+    pending: u32,
+    /// When the caller sent it: before `arrival` by the network delay of its edge.
+    sent: u64,
 }
 
 enum EventKind {
     RootArrival,
+    CallArrival(usize),
+    LoseReplicas { service: usize, count: u32 },
     ServiceDone(usize),
     ReplicaReady(usize),
     Scale { service: usize, replicas: u32 },
@@ -165,8 +176,13 @@ pub struct Sim {
     names: Vec<String>,
     operations: Vec<String>,
     hpa_targets: Vec<Option<f64>>,
+    kinds: Vec<WorkloadKind>,
     services: Vec<ServiceState>,
     root: usize,
+    /// Entry services with their cumulative shares, when there is more than one.
+    entries: Vec<(usize, f64)>,
+    delays: Vec<EdgeDelay>,
+    spikes: Vec<(u64, u64, f64)>,
     traffic: TrafficPattern,
     max_rate: f64,
     arrivals_rng: SeededRng,
@@ -225,6 +241,43 @@ impl Sim {
         if !cfg.traffic.max_rate().is_finite() {
             return Err(invalid("traffic rate must be finite".into()));
         }
+        let mut entries = Vec::new();
+        if cfg.entries.len() > 1 {
+            let mut total = 0.0;
+            for e in &cfg.entries {
+                if !(e.share.is_finite() && e.share > 0.0) {
+                    return Err(invalid(format!("entry {}: share must be > 0", e.service)));
+                }
+                total += e.share;
+                entries.push((index_of(&e.service)?, total));
+            }
+        }
+        let root = match cfg.entries.first() {
+            Some(e) => index_of(&e.service)?,
+            None => root,
+        };
+        let mut delays = Vec::new();
+        for d in &cfg.network_delays {
+            let (from, to) = (index_of(&d.caller)?, index_of(&d.callee)?);
+            if !graph[from].contains(&to) {
+                return Err(invalid(format!(
+                    "network delay on {} -> {}: {} does not call {}",
+                    d.caller, d.callee, d.caller, d.callee
+                )));
+            }
+            delays.push((from, to, d.delay, d.start, d.end));
+        }
+        let mut spikes = Vec::new();
+        for f in &cfg.traffic_spikes {
+            if !(f.factor.is_finite() && f.factor >= 0.0) {
+                return Err(invalid("traffic spike: factor must be >= 0".into()));
+            }
+            spikes.push((f.start, f.end, f.factor));
+        }
+        let mut losses = Vec::new();
+        for l in &cfg.replica_losses {
+            losses.push((l.at, index_of(&l.service)?, l.count));
+        }
 
         let mut seeder = SplitMix64::new(cfg.seed);
         let arrivals_rng = SeededRng::new(seeder.next_u64());
@@ -239,6 +292,7 @@ impl Sim {
                     target,
                     probability: c.probability,
                     count: c.count,
+                    parallel: c.parallel,
                 })
                 .collect();
             services.push(ServiceState {
@@ -277,9 +331,16 @@ impl Sim {
                 .iter()
                 .map(|s| s.hpa_target_utilisation)
                 .collect(),
+            kinds: cfg.services.iter().map(|s| s.kind).collect(),
             services,
             root,
-            max_rate: cfg.traffic.max_rate(),
+            entries,
+            delays,
+            // The thinning bound covers every spike at once.
+            max_rate: spikes
+                .iter()
+                .fold(cfg.traffic.max_rate(), |r, s| r * s.2.max(1.0)),
+            spikes,
             traffic: cfg.traffic.clone(),
             arrivals_rng,
             ids_rng,
@@ -292,6 +353,9 @@ impl Sim {
             root_failed: 0,
             spans_emitted: 0,
         };
+        for (at, service, count) in losses {
+            sim.push_event(at, EventKind::LoseReplicas { service, count });
+        }
         sim.schedule_next_arrival();
         Ok(sim)
     }
@@ -315,6 +379,12 @@ impl Sim {
     pub fn hpa_target(&self, name: &str) -> Option<f64> {
         self.service_index(name)
             .and_then(|i| self.hpa_targets.get(i).copied().flatten())
+    }
+
+    /// The workload kind of a service.
+    pub fn kind(&self, name: &str) -> Option<WorkloadKind> {
+        self.service_index(name)
+            .and_then(|i| self.kinds.get(i).copied())
     }
 
     /// Desired replicas (ready plus starting), what a scaler last asked for.

@@ -17,6 +17,7 @@ pub mod presets;
 mod records;
 pub mod report;
 mod scenario;
+pub mod shop;
 pub mod sweep;
 #[cfg(test)]
 mod tests;
@@ -32,8 +33,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use tracescale_core::signal::Traces;
 
 pub use config::{
-    CallConfig, NANOS_PER_MILLI, NANOS_PER_SEC, ServiceConfig, SimConfig, SimError, SlowdownFault,
-    TrafficPattern, millis, secs,
+    CallConfig, EntryConfig, NANOS_PER_MILLI, NANOS_PER_SEC, NetworkDelayFault, ReplicaLossFault,
+    ServiceConfig, SimConfig, SimError, SlowdownFault, TrafficPattern, TrafficSpikeFault,
+    WorkloadKind, millis, secs,
 };
 pub use engine::Sim;
 pub use hpa::{Hpa, HpaConfig};
@@ -47,14 +49,9 @@ pub use scenario::{
 /// The names of the built-in scenarios, in the order the README lists them.
 pub const SCENARIOS: &[&str] = &["worker-cap", "db-bottleneck", "mixed"];
 
-/// A built-in scenario by name.
+/// A built-in scenario by name: the shipped shop file of that name (`configs/shops/NAME.toml`).
 pub fn scenario(name: &str) -> Option<Scenario> {
-    match name {
-        "worker-cap" => Some(presets::worker_cap()),
-        "db-bottleneck" => Some(presets::db_bottleneck()),
-        "mixed" => Some(presets::mixed()),
-        _ => None,
-    }
+    presets::builtin(name).and_then(Result::ok)
 }
 
 /// Most statistics rows a [`SimCluster`] keeps (one per simulated second): a day.
@@ -78,6 +75,8 @@ pub struct ServiceView {
     pub desired: u32,
     /// Replicas serving.
     pub ready: u32,
+    /// The workload kind: a decision must name it in its target.
+    pub kind: WorkloadKind,
 }
 
 /// What the receiver and the exporters of one simulated cluster share.
@@ -174,6 +173,7 @@ pub struct OtlpBuilder {
     namespace: String,
     epoch_unix_nano: u64,
     shape: SpanShape,
+    kinds: BTreeMap<String, WorkloadKind>,
     by_service: BTreeMap<String, Vec<Span>>,
 }
 
@@ -223,8 +223,16 @@ impl OtlpBuilder {
             namespace: namespace.to_string(),
             epoch_unix_nano,
             shape,
+            kinds: BTreeMap::new(),
             by_service: BTreeMap::new(),
         }
+    }
+
+    /// Services that run as something other than a Deployment, so their resource names the
+    /// right workload (`k8s.statefulset.name`).
+    pub fn with_kinds(mut self, kinds: impl IntoIterator<Item = (String, WorkloadKind)>) -> Self {
+        self.kinds = kinds.into_iter().collect();
+        self
     }
 
     /// Adds one visit.
@@ -258,7 +266,7 @@ impl OtlpBuilder {
                     parent_span_id: parent.to_vec(),
                     name: s.operation.to_string(),
                     kind: SpanKind::Client as i32,
-                    start_time_unix_nano: at(s.start),
+                    start_time_unix_nano: at(s.sent),
                     end_time_unix_nano: at(s.end),
                     attributes: vec![string_kv("peer.service", s.service)],
                     status: status.clone(),
@@ -307,7 +315,14 @@ impl OtlpBuilder {
                     attributes: vec![
                         string_kv("service.name", &service),
                         string_kv("k8s.namespace.name", &self.namespace),
-                        string_kv("k8s.deployment.name", &service),
+                        string_kv(
+                            self.kinds
+                                .get(&service)
+                                .copied()
+                                .unwrap_or_default()
+                                .resource_attribute(),
+                            &service,
+                        ),
                     ],
                     ..Resource::default()
                 }),

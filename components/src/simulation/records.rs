@@ -17,6 +17,8 @@ pub struct SimSpan<'a> {
     pub service: &'a str,
     /// The service's operation name.
     pub operation: &'a str,
+    /// When the caller sent the request: before `start` by the network delay of the call edge.
+    pub sent: u64,
     /// Arrival at the service, so queueing is inside the span.
     pub start: u64,
     /// When a slot took the request: `start..started` is the time it queued.

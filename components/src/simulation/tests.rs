@@ -130,10 +130,12 @@ fn single_service(rps: f64, replicas: u32) -> SimConfig {
             startup_ns: secs(5),
             calls: Vec::new(),
             hpa_target_utilisation: Some(0.5),
+            kind: WorkloadKind::Deployment,
         }],
         traffic: TrafficPattern::Steady { rps },
         faults: Vec::new(),
         stats_interval_ns: NANOS_PER_SEC,
+        ..SimConfig::default()
     }
 }
 
@@ -374,11 +376,7 @@ fn scale_down_lets_in_flight_work_finish() {
 #[test]
 fn config_errors_are_reported() {
     let mut cfg = single_service(1.0, 1);
-    cfg.services[0].calls.push(CallConfig {
-        service: "svc".into(),
-        probability: 1.0,
-        count: 1,
-    });
+    cfg.services[0].calls.push(CallConfig::to("svc"));
     assert!(matches!(Sim::new(&cfg), Err(SimError::CallCycle(_))));
     cfg.services[0].calls[0].service = "missing".into();
     assert!(matches!(Sim::new(&cfg), Err(SimError::UnknownService(_))));
@@ -584,6 +582,7 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
         caller: Some("frontend"),
         service: "worker",
         operation: "CartService/GetCart",
+        sent: 10,
         start: 10,
         started: 30,
         end: 100,
@@ -647,6 +646,7 @@ fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
         caller,
         service,
         operation: "op",
+        sent: start,
         start,
         started,
         end,

@@ -108,12 +108,17 @@ impl Exporter for SimulatedCluster {
                 };
                 continue;
             };
-            let Some(view) = state.services.get(&service).copied() else {
+            let Some(view) = state
+                .services
+                .get(&service)
+                .copied()
+                .filter(|v| d.target.kind.eq_ignore_ascii_case(v.kind.as_str()))
+            else {
                 if let Some(m) = metrics {
                     m.failed("not_found");
                 };
                 debug!(component = %self.component, target = %d.target,
-                    "no such simulated service");
+                    "no such simulated workload");
                 continue;
             };
             // A change asked for but not yet applied counts as the current count.

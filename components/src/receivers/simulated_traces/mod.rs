@@ -2,6 +2,7 @@
 //! shop and emits its traces as OTLP, reading back the replicas the `simulated_cluster` exporter
 //! sets, so that scaling changes latency and the loop closes. See README.md.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,17 +16,25 @@ use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Signal, SignalKind};
 use tracing::{info, warn};
 
+pub use crate::simulation::shop::TrafficConfig;
+use crate::simulation::shop::{ns, parse_shop};
 use crate::simulation::{
     Action, MAX_ROWS, NANOS_PER_SEC, OtlpBuilder, SCENARIOS, Scenario, ServiceView, Sim, SpanShape,
-    TrafficPattern, cluster, scenario,
+    cluster, presets,
 };
 
 /// Config of the `simulated_traces` receiver.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedTracesConfig {
-    /// The built-in scenario: `worker-cap`, `db-bottleneck` or `mixed`.
-    pub scenario: String,
+    /// A built-in scenario: `worker-cap`, `db-bottleneck` or `mixed` (the shop files shipped in
+    /// `configs/shops/`, built into the binary). Give this or `shop`.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// A shop file (see README.md), relative to the pipeline file's directory. Give this or
+    /// `scenario`.
+    #[serde(default)]
+    pub shop: Option<String>,
     /// Seed of every random draw; default: the scenario's own.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -64,46 +73,6 @@ fn default_true() -> bool {
     true
 }
 
-/// `traffic`: requests per second at the frontend over time.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "pattern", rename_all = "snake_case")]
-pub enum TrafficConfig {
-    /// A constant rate.
-    Steady {
-        /// Requests per second.
-        rps: f64,
-    },
-    /// A linear change from `from_rps` to `to_rps` over `over`, then flat.
-    Ramp {
-        /// Rate at the start.
-        from_rps: f64,
-        /// Rate at the end of the ramp.
-        to_rps: f64,
-        /// Length of the ramp.
-        over: HumanDuration,
-    },
-    /// `base_rps`, with `peak_rps` from `at` for `duration`.
-    Spike {
-        /// Rate outside the spike.
-        base_rps: f64,
-        /// Rate during the spike.
-        peak_rps: f64,
-        /// Start of the spike.
-        at: HumanDuration,
-        /// Length of the spike.
-        duration: HumanDuration,
-    },
-    /// A sine around `mean_rps`, `amplitude` a share of the mean, over `period`.
-    Diurnal {
-        /// Mean rate.
-        mean_rps: f64,
-        /// Relative amplitude in [0, 1].
-        amplitude: f64,
-        /// Length of one cycle.
-        period: HumanDuration,
-    },
-}
-
 fn default_speed() -> f64 {
     60.0
 }
@@ -117,64 +86,35 @@ fn default_namespace() -> String {
     "shop".to_string()
 }
 
-fn ns(d: HumanDuration) -> u64 {
-    u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX)
-}
-
-impl TrafficConfig {
-    fn pattern(&self) -> TrafficPattern {
-        match *self {
-            TrafficConfig::Steady { rps } => TrafficPattern::Steady { rps },
-            TrafficConfig::Ramp {
-                from_rps,
-                to_rps,
-                over,
-            } => TrafficPattern::Ramp {
-                from_rps,
-                to_rps,
-                over: ns(over),
-            },
-            TrafficConfig::Spike {
-                base_rps,
-                peak_rps,
-                at,
-                duration,
-            } => TrafficPattern::Spike {
-                base_rps,
-                peak_rps,
-                at: ns(at),
-                duration: ns(duration),
-            },
-            TrafficConfig::Diurnal {
-                mean_rps,
-                amplitude,
-                period,
-            } => TrafficPattern::Diurnal {
-                mean_rps,
-                amplitude,
-                period: ns(period),
-            },
-        }
-    }
-
-    fn rates(&self) -> Vec<f64> {
-        match *self {
-            TrafficConfig::Steady { rps } => vec![rps],
-            TrafficConfig::Ramp {
-                from_rps, to_rps, ..
-            } => vec![from_rps, to_rps],
-            TrafficConfig::Spike {
-                base_rps, peak_rps, ..
-            } => vec![base_rps, peak_rps],
-            TrafficConfig::Diurnal { mean_rps, .. } => vec![mean_rps],
-        }
-    }
-}
-
 impl SimulatedTracesConfig {
-    /// The scenario this config runs, with its overrides applied.
-    pub fn scenario(&self) -> Option<Scenario> {
-        let mut s = scenario(&self.scenario)?;
+    /// The scenario this config runs, with its overrides applied: a built-in one by name, or the
+    /// shop file, resolved against `dir`. The errors read `FILE:LINE:COL: KEY: what is wrong`.
+    pub fn scenario(&self, dir: Option<&Path>) -> Result<Scenario, Vec<String>> {
+        let mut s = match (&self.scenario, &self.shop) {
+            (Some(name), None) => match presets::builtin(name) {
+                Some(loaded) => loaded?,
+                None => {
+                    return Err(vec![format!(
+                        "unknown scenario {name:?} (scenarios: {})",
+                        SCENARIOS.join(", ")
+                    )]);
+                }
+            },
+            (None, Some(file)) => {
+                let path = dir.unwrap_or(Path::new("")).join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+                parse_shop(&path.display().to_string(), &text)?
+            }
+            (Some(_), Some(_)) => {
+                return Err(vec!["give `scenario` or `shop`, not both".to_string()]);
+            }
+            (None, None) => {
+                return Err(vec![
+                    "give `scenario` (a built-in one) or `shop` (a shop file)".to_string(),
+                ]);
+            }
+        };
         if let Some(seed) = self.seed {
             s.sim.seed = seed;
         }
@@ -187,7 +127,7 @@ impl SimulatedTracesConfig {
         if let Some(t) = &self.traffic {
             s.sim.traffic = t.pattern();
         }
-        Some(s)
+        Ok(s)
     }
 }
 
@@ -235,7 +175,12 @@ impl Receiver for SimulatedTraces {
             simulated_seconds = duration / NANOS_PER_SEC, speed, "simulation started");
         self.task = Some(tokio::spawn(async move {
             let wall_start = Instant::now();
-            let mut builder = OtlpBuilder::with_shape(&namespace, epoch, shape);
+            let kinds = sim
+                .service_names()
+                .iter()
+                .filter_map(|n| sim.kind(n).map(|k| (n.clone(), k)))
+                .collect::<Vec<_>>();
+            let mut builder = OtlpBuilder::with_shape(&namespace, epoch, shape).with_kinds(kinds);
             let mut t = 0u64;
             'run: while t < duration {
                 // Replica changes the exporter asked for since the last step.
@@ -329,8 +274,17 @@ impl Receiver for SimulatedTraces {
 
 fn publish(sim: &Sim, services: &mut std::collections::BTreeMap<String, ServiceView>) {
     for name in sim.service_names() {
-        if let (Some(desired), Some(ready)) = (sim.replicas(name), sim.ready_replicas(name)) {
-            services.insert(name.clone(), ServiceView { desired, ready });
+        if let (Some(desired), Some(ready), Some(kind)) =
+            (sim.replicas(name), sim.ready_replicas(name), sim.kind(name))
+        {
+            services.insert(
+                name.clone(),
+                ServiceView {
+                    desired,
+                    ready,
+                    kind,
+                },
+            );
         }
     }
 }
@@ -338,15 +292,18 @@ fn publish(sim: &Sim, services: &mut std::collections::BTreeMap<String, ServiceV
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
     let config: SimulatedTracesConfig = ctx.parse()?;
     let mut errors = Vec::new();
-    let Some(scenario) = config.scenario() else {
-        return Err(ctx.invalid(
-            "scenario",
-            format!(
-                "unknown scenario {:?} (scenarios: {})",
-                config.scenario,
-                SCENARIOS.join(", ")
-            ),
-        ));
+    let key = if config.shop.is_some() {
+        "shop"
+    } else {
+        "scenario"
+    };
+    let scenario = match config.scenario(ctx.dir()) {
+        Ok(s) => s,
+        Err(problems) => {
+            return Err(BuildContext::errors(
+                problems.into_iter().map(|p| ctx.invalid(key, p)),
+            ));
+        }
     };
     if !(config.speed >= 0.0 && config.speed.is_finite()) {
         errors.push(ctx.invalid(
@@ -365,19 +322,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
         errors.push(ctx.invalid("slo", "must be longer than 0s"));
     }
     if let Some(t) = &config.traffic {
-        if t.rates()
-            .iter()
-            .any(|r| !(r.is_finite() && *r >= 0.0 && *r <= 100_000.0))
-        {
-            errors.push(ctx.invalid(
-                "traffic",
-                "rates must be between 0 and 100000 requests per second",
-            ));
-        }
-        if let TrafficConfig::Diurnal { amplitude, .. } = t
-            && !(0.0..=1.0).contains(amplitude)
-        {
-            errors.push(ctx.invalid("traffic.amplitude", "must be between 0 and 1"));
+        for (k, msg) in t.problems() {
+            errors.push(ctx.invalid(&format!("traffic.{k}"), msg));
         }
     }
     if config.cluster.trim().is_empty() {
@@ -387,7 +333,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
         errors.push(ctx.invalid("namespace", "must not be empty"));
     }
     if let Err(e) = Sim::new(&scenario.sim) {
-        errors.push(ctx.invalid("scenario", e));
+        errors.push(ctx.invalid(key, e));
     }
     if !errors.is_empty() {
         return Err(BuildContext::errors(errors));

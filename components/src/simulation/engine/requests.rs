@@ -32,14 +32,35 @@ impl Sim {
         self.now = ev.time;
         match ev.kind {
             EventKind::RootArrival => {
-                let rate = self.traffic.rate_at(self.now);
+                let now = self.now;
+                let mut rate = self.traffic.rate_at(now);
+                for &(start, end, factor) in &self.spikes {
+                    if now >= start && now < end {
+                        rate *= factor;
+                    }
+                }
                 let accept = self.arrivals_rng.next_f64() * self.max_rate < rate;
                 if accept {
+                    let entry = self.pick_entry();
                     let trace_id = nonzero_bytes16(&mut self.ids_rng);
-                    let req = self.new_request(trace_id, None, self.root);
+                    let req = self.new_request(trace_id, None, entry);
                     self.arrive(req, out);
                 }
                 self.schedule_next_arrival();
+            }
+            EventKind::CallArrival(req) => self.arrive(req, out),
+            EventKind::LoseReplicas { service, count } => {
+                let now = self.now;
+                let s = &mut self.services[service];
+                s.touch(now);
+                let lost = count.min(s.ready);
+                s.ready -= lost;
+                // The controller replaces them: desired replicas do not change.
+                let at = now.saturating_add(s.startup_ns);
+                for _ in 0..lost {
+                    self.services[service].pending_ready.push_back(at);
+                    self.push_event(at, EventKind::ReplicaReady(service));
+                }
             }
             EventKind::ServiceDone(req) => {
                 let svc = self.requests[req].service;
@@ -62,6 +83,44 @@ impl Sim {
         }
     }
 
+    /// The entry service of a new external request: drawn by share when there are several.
+    fn pick_entry(&mut self) -> usize {
+        match self.entries.last() {
+            Some(&(_, total)) => {
+                let u = self.arrivals_rng.next_f64() * total;
+                self.entries
+                    .iter()
+                    .find(|(_, upto)| u < *upto)
+                    .map_or(self.root, |(i, _)| *i)
+            }
+            None => self.root,
+        }
+    }
+
+    /// Sends a call from `req` to `target`: it arrives now, or after the network delay of the
+    /// edge.
+    fn send(&mut self, req: usize, target: usize, out: &mut SpanSink<'_>) {
+        let now = self.now;
+        let trace_id = self.requests[req].trace_id;
+        let child = self.new_request(trace_id, Some(req), target);
+        let from = self.requests[req].service;
+        let delay: u64 = self
+            .delays
+            .iter()
+            .filter(|d| d.0 == from && d.1 == target && now >= d.3 && now < d.4)
+            .map(|d| d.2)
+            .sum();
+        if delay == 0 {
+            self.arrive(child, out);
+        } else {
+            let at = now.saturating_add(delay);
+            let r = &mut self.requests[child];
+            r.arrival = at;
+            r.started = at;
+            self.push_event(at, EventKind::CallArrival(child));
+        }
+    }
+
     fn new_request(&mut self, trace_id: [u8; 16], parent: Option<usize>, service: usize) -> usize {
         let span_id = nonzero_bytes8(&mut self.ids_rng);
         let parent_span = parent.map(|p| self.requests[p].span_id);
@@ -76,6 +135,8 @@ impl Sim {
             error: false,
             next_call: 0,
             remaining: 0,
+            pending: 0,
+            sent: self.now,
         };
         if let Some(i) = self.free.pop() {
             self.requests[i] = r;
@@ -142,14 +203,30 @@ impl Sim {
             if r.remaining > 0 {
                 r.remaining -= 1;
                 let call = r.next_call - 1;
-                let trace_id = r.trace_id;
                 let target = self.services[svc].calls[call].target;
-                let child = self.new_request(trace_id, Some(req), target);
-                self.arrive(child, out);
+                self.send(req, target, out);
                 return;
             }
             let s = &mut self.services[svc];
             match s.calls.get(r.next_call) {
+                Some(c) if c.parallel => {
+                    // The whole group at once: draw each call, then send every repetition.
+                    let mut sends = Vec::new();
+                    while let Some(c) = s.calls.get(r.next_call).filter(|c| c.parallel) {
+                        r.next_call += 1;
+                        if c.count > 0 && s.rng.next_f64() < c.probability {
+                            sends.extend(std::iter::repeat_n(c.target, c.count as usize));
+                        }
+                    }
+                    if sends.is_empty() {
+                        continue;
+                    }
+                    r.pending = u32::try_from(sends.len()).unwrap_or(u32::MAX);
+                    for target in sends {
+                        self.send(req, target, out);
+                    }
+                    return;
+                }
                 Some(c) => {
                     r.next_call += 1;
                     if c.count > 0 && s.rng.next_f64() < c.probability {
@@ -176,6 +253,7 @@ impl Sim {
                 .map(|p| self.names[p.service].as_str()),
             service: &self.names[r.service],
             operation: &self.operations[r.service],
+            sent: r.sent,
             start: r.arrival,
             started: r.started,
             end: self.now,
@@ -233,7 +311,22 @@ impl Sim {
 
     /// A callee answered; a failure aborts the caller's remaining calls
     /// and fails it too, as an unhandled RPC error would.
+    /// In a parallel group the caller waits for every call, then fails if one did.
     fn child_done(&mut self, parent: usize, error: bool, out: &mut SpanSink<'_>) {
+        let p = &mut self.requests[parent];
+        if p.pending > 0 {
+            p.pending -= 1;
+            p.error |= error;
+            if p.pending > 0 {
+                return;
+            }
+            if p.error {
+                self.complete(parent, out);
+            } else {
+                self.proceed(parent, out);
+            }
+            return;
+        }
         if error {
             self.requests[parent].error = true;
             self.complete(parent, out);
