@@ -188,6 +188,7 @@ fn simulate_gives_the_same_figures_at_any_speed_and_under_cpu_load() {
                 .is_some(),
             "{name}: no simulated_traces receiver"
         );
+        shop_from(&mut doc, path.parent().unwrap());
         receiver_speed(&mut doc, 60.0);
         let paced = dir.path().join(format!("paced-{name}"));
         std::fs::write(&paced, toml::to_string(&doc).unwrap()).unwrap();
@@ -206,6 +207,23 @@ fn simulate_gives_the_same_figures_at_any_speed_and_under_cpu_load() {
     }
 }
 
+/// Names the receiver's shop file from `dir`, where the pipeline file came from, since the
+/// copy is run from elsewhere.
+fn shop_from(doc: &mut toml::Table, dir: &std::path::Path) {
+    if let Some(r) = doc
+        .get_mut("receivers")
+        .and_then(|r| r.get_mut("simulated_traces"))
+        .and_then(toml::Value::as_table_mut)
+        && let Some(shop) = r.get("shop").and_then(toml::Value::as_str)
+    {
+        let absolute = std::fs::canonicalize(dir.join(shop)).unwrap();
+        r.insert(
+            "shop".into(),
+            toml::Value::String(absolute.display().to_string()),
+        );
+    }
+}
+
 fn receiver_speed(doc: &mut toml::Table, speed: f64) {
     if let Some(r) = doc
         .get_mut("receivers")
@@ -214,4 +232,140 @@ fn receiver_speed(doc: &mut toml::Table, speed: f64) {
     {
         r.insert("speed".into(), toml::Value::Float(speed));
     }
+}
+
+/// A pipeline file next to a copy of `shop`, naming it by a path relative to the pipeline file.
+fn pipeline_with_shop(dir: &std::path::Path, shop: &std::path::Path) -> std::path::PathBuf {
+    std::fs::copy(shop, dir.join("shop.toml")).unwrap();
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[receivers.simulated_traces]\nshop = \"shop.toml\"\nspeed = 0\n\n\
+         [exporters.null]\n\n\
+         [pipelines.traces]\nreceivers = [\"simulated_traces\"]\nexporters = [\"null\"]\n\n\
+         [service]\ntelemetry_address = \"off\"\n",
+    )
+    .unwrap();
+    pipeline
+}
+
+#[test]
+fn every_kind_of_mistake_in_a_shop_file_gets_its_diagnostic_and_exit_2() {
+    let fixtures = crate::util::repo().join("tests/fixtures/shops");
+    let cases = [
+        (
+            "unknown-service",
+            "shop.toml:17:22: services[0].calls[0].service: unknown service \"bak\" \
+             (services: front, back)",
+        ),
+        (
+            "cycle",
+            "services[1].calls[0].service: calls go round in a cycle (front → back → front)",
+        ),
+        (
+            "negative-rate",
+            "shop.toml:7:7: traffic.rps: -20 is not a rate: give 0 to 100000 requests per second",
+        ),
+        (
+            "non-finite-rate",
+            "shop.toml:7:7: traffic.rps: inf is not a rate",
+        ),
+        (
+            "fault-missing-service",
+            "faults[0].service: unknown service \"db\" (services: front, back)",
+        ),
+        (
+            "fault-missing-edge",
+            "faults[0].callee: no such call edge: \"back\" does not call \"front\"",
+        ),
+        (
+            "min-above-max",
+            "services[1].min_replicas: min_replicas (5) is above max_replicas (4)",
+        ),
+        (
+            "zero-slots",
+            "services[1].slots_per_replica: must be at least 1",
+        ),
+        (
+            "probability",
+            "services[0].calls[0].probability: 1.2 is outside [0, 1]",
+        ),
+        ("unknown-key", "services[1]: unknown key `medain`"),
+    ];
+    for (name, expected) in cases {
+        let dir = tempfile::TempDir::new().unwrap();
+        let pipeline = pipeline_with_shop(dir.path(), &fixtures.join(format!("bad-{name}.toml")));
+        for command in [&["simulate", "-c"][..], &["validate"][..]] {
+            let out = run_to_end(bin().args(command).arg(&pipeline), LIMIT);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{name} {command:?}: {stderr}");
+            assert!(
+                stderr.contains("receivers.simulated_traces.shop: "),
+                "{name}: the diagnostic points at the `shop` key:\n{stderr}"
+            );
+            assert!(
+                stderr.contains(&format!("{}:", dir.path().join("shop.toml").display())),
+                "{name}: the shop file is named:\n{stderr}"
+            );
+            assert!(stderr.contains(expected), "{name}: {expected}\n{stderr}");
+        }
+    }
+    // The base the fixtures break loads.
+    let dir = tempfile::TempDir::new().unwrap();
+    let pipeline = pipeline_with_shop(dir.path(), &fixtures.join("base.toml"));
+    let out = run_to_end(bin().arg("validate").arg(&pipeline), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_shop_file_runs_like_the_built_in_scenario_of_the_same_name() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let repo = crate::util::repo();
+    std::fs::create_dir(dir.path().join("shops")).unwrap();
+    std::fs::copy(
+        repo.join("configs/shops/worker-cap.toml"),
+        dir.path().join("shops/worker-cap.toml"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo.join("configs/scenario-worker-cap.toml")).unwrap();
+    assert!(text.contains("scenario = \"worker-cap\""));
+    let by_file = dir.path().join("by-file.toml");
+    std::fs::write(
+        &by_file,
+        text.replace(
+            "scenario = \"worker-cap\"",
+            "shop = \"shops/worker-cap.toml\"",
+        ),
+    )
+    .unwrap();
+    let run = |config: &std::path::Path| {
+        let out = run_to_end(
+            bin()
+                .args([
+                    "simulate",
+                    "--compare",
+                    "cpu-hpa",
+                    "--json",
+                    "--speed",
+                    "0",
+                    "-c",
+                ])
+                .arg(config),
+            LIMIT,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(
+        run(&by_file),
+        run(&repo.join("configs/scenario-worker-cap.toml"))
+    );
 }
