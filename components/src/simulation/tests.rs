@@ -695,3 +695,39 @@ fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
     assert_eq!((w.queueing, w.own), (40, 100));
     assert_eq!(analysis.breakdown.service(frontend).unwrap().own, 60);
 }
+
+#[test]
+fn a_statefulset_names_itself_in_the_resource() {
+    let mut b =
+        OtlpBuilder::new("shop", 0).with_kinds([("db".to_string(), WorkloadKind::StatefulSet)]);
+    for service in ["db", "worker"] {
+        b.push(&SimSpan {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            caller: None,
+            service,
+            operation: "op",
+            sent: 0,
+            start: 0,
+            started: 0,
+            end: 10,
+            error: false,
+        });
+    }
+    let t = b.take();
+    let attributes = |i: usize| -> Vec<String> {
+        t.resource_spans[i]
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| kv.key.clone())
+            .collect()
+    };
+    // By service name: db, then worker.
+    assert!(attributes(0).contains(&"k8s.statefulset.name".to_string()));
+    assert!(!attributes(0).contains(&"k8s.deployment.name".to_string()));
+    assert!(attributes(1).contains(&"k8s.deployment.name".to_string()));
+}

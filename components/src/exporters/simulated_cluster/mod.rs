@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use crate::scaling::{
     Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, Settings, TargetConfig, explain,
 };
-use crate::simulation::{SimCluster, cluster};
+use crate::simulation::{ServiceView, SimCluster, cluster};
 
 /// Config of the `simulated_cluster` exporter.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +69,12 @@ impl SimulatedCluster {
     }
 }
 
+/// A target reaches a simulated service only through the service's workload kind:
+/// `statefulset/db` for a StatefulSet, `deployment/worker` for a Deployment.
+fn reaches(target: &Target, view: &ServiceView) -> bool {
+    target.kind.eq_ignore_ascii_case(view.kind.as_str())
+}
+
 #[async_trait]
 impl Exporter for SimulatedCluster {
     async fn start(&mut self, ctx: &ExporterContext) -> Result<(), ComponentError> {
@@ -112,7 +118,7 @@ impl Exporter for SimulatedCluster {
                 .services
                 .get(&service)
                 .copied()
-                .filter(|v| d.target.kind.eq_ignore_ascii_case(v.kind.as_str()))
+                .filter(|v| reaches(&d.target, v))
             else {
                 if let Some(m) = metrics {
                     m.failed("not_found");
@@ -191,5 +197,42 @@ inventory::submit! {
         emits: &[],
         config_keys: field_names::<SimulatedClusterConfig>,
         build: Build::Exporter(build),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulation::WorkloadKind;
+
+    fn target(kind: &str, name: &str) -> Target {
+        Target {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: "shop".into(),
+        }
+    }
+
+    fn view(kind: WorkloadKind) -> ServiceView {
+        ServiceView {
+            desired: 1,
+            ready: 1,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_target_reaches_a_service_only_through_its_kind() {
+        let db = view(WorkloadKind::StatefulSet);
+        let worker = view(WorkloadKind::Deployment);
+        assert!(reaches(&target("StatefulSet", "db"), &db));
+        assert!(!reaches(&target("Deployment", "db"), &db));
+        assert!(reaches(&target("Deployment", "worker"), &worker));
+        assert!(!reaches(&target("StatefulSet", "worker"), &worker));
+        assert_eq!(
+            target("StatefulSet", "db").to_string(),
+            "shop/statefulset/db"
+        );
     }
 }
