@@ -369,3 +369,62 @@ fn a_shop_file_runs_like_the_built_in_scenario_of_the_same_name() {
         run(&repo.join("configs/scenario-worker-cap.toml"))
     );
 }
+
+/// The shop file `text` as an inline `topology` under the receiver.
+fn inline_topology(text: &str) -> String {
+    let mut out = String::from(
+        "[receivers.simulated_traces]\nspeed = 0\n\n[receivers.simulated_traces.topology]\n",
+    );
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("[[") {
+            out.push_str(&format!("[[receivers.simulated_traces.topology.{name}\n"));
+        } else if let Some(name) = line.strip_prefix('[') {
+            out.push_str(&format!("[receivers.simulated_traces.topology.{name}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(
+        "\n[exporters.null]\n\n[pipelines.traces]\nreceivers = [\"simulated_traces\"]\n\
+         exporters = [\"null\"]\n\n[service]\ntelemetry_address = \"off\"\n",
+    );
+    out
+}
+
+#[test]
+fn an_inline_topology_is_checked_like_a_shop_file_at_its_own_keys() {
+    let fixtures = crate::util::repo().join("tests/fixtures/shops");
+    let dir = tempfile::TempDir::new().unwrap();
+    let good = dir.path().join("good.toml");
+    let base = std::fs::read_to_string(fixtures.join("base.toml")).unwrap();
+    std::fs::write(&good, inline_topology(&base)).unwrap();
+    let out = run_to_end(bin().arg("validate").arg(&good), LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, expected) in [
+        (
+            "zero-slots",
+            "receivers.simulated_traces.topology.services[1].slots_per_replica: must be at least 1",
+        ),
+        (
+            "cycle",
+            "receivers.simulated_traces.topology.services[1].calls[0].service: calls go round",
+        ),
+        (
+            "unknown-key",
+            "receivers.simulated_traces.topology.services[1]: unknown key `medain`",
+        ),
+    ] {
+        let bad = dir.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(fixtures.join(format!("bad-{name}.toml"))).unwrap();
+        std::fs::write(&bad, inline_topology(&text)).unwrap();
+        let out = run_to_end(bin().arg("validate").arg(&bad), LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {expected}\n{stderr}");
+    }
+}

@@ -127,9 +127,10 @@ impl TrafficConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A shop as written in a file or inline under the receiver (`topology`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ShopFile {
+pub struct ShopFile {
     name: String,
     #[serde(default = "default_seed")]
     seed: u64,
@@ -164,7 +165,7 @@ fn one_u32() -> u32 {
     1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryFile {
     service: String,
@@ -180,7 +181,7 @@ enum KindFile {
     Statefulset,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceFile {
     name: String,
@@ -210,7 +211,7 @@ struct ServiceFile {
     calls: Vec<CallFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallFile {
     service: String,
@@ -222,7 +223,7 @@ struct CallFile {
     parallel: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 enum FaultFile {
     Slowdown {
@@ -251,7 +252,7 @@ enum FaultFile {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PhaseFile {
     start: HumanDuration,
@@ -271,14 +272,24 @@ pub fn parse_shop(file: &str, text: &str) -> Result<Scenario, Vec<String>> {
     let shop: ShopFile = doc
         .deserialize()
         .map_err(|d| vec![locate(text, file, &d)])?;
-    let problems = check(&shop);
-    if !problems.is_empty() {
-        return Err(problems
+    shop.scenario().map_err(|problems| {
+        problems
             .iter()
             .map(|(path, msg)| locate(text, file, &doc.error(path, msg)))
-            .collect());
+            .collect()
+    })
+}
+
+impl ShopFile {
+    /// The scenario it describes, or every mistake in it as (key path, message) in file order.
+    pub fn scenario(self) -> Result<Scenario, Vec<(String, String)>> {
+        let problems = check(&self);
+        if problems.is_empty() {
+            Ok(scenario(self))
+        } else {
+            Err(problems)
+        }
     }
-    Ok(scenario(shop))
 }
 
 fn locate(text: &str, file: &str, d: &Diagnostic) -> String {

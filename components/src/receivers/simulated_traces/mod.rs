@@ -17,7 +17,7 @@ use tracescale_core::signal::{Signal, SignalKind};
 use tracing::{info, warn};
 
 pub use crate::simulation::shop::TrafficConfig;
-use crate::simulation::shop::{ns, parse_shop};
+use crate::simulation::shop::{ShopFile, ns, parse_shop};
 use crate::simulation::{
     Action, MAX_ROWS, NANOS_PER_SEC, OtlpBuilder, SCENARIOS, Scenario, ServiceView, Sim, SpanShape,
     cluster, presets,
@@ -35,6 +35,10 @@ pub struct SimulatedTracesConfig {
     /// `scenario`.
     #[serde(default)]
     pub shop: Option<String>,
+    /// A shop written inline, in the shop file format (see README.md). Give this, `shop` or
+    /// `scenario`.
+    #[serde(default)]
+    pub topology: Option<ShopFile>,
     /// Seed of every random draw; default: the scenario's own.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -87,33 +91,57 @@ fn default_namespace() -> String {
 }
 
 impl SimulatedTracesConfig {
-    /// The scenario this config runs, with its overrides applied: a built-in one by name, or the
-    /// shop file, resolved against `dir`. The errors read `FILE:LINE:COL: KEY: what is wrong`.
-    pub fn scenario(&self, dir: Option<&Path>) -> Result<Scenario, Vec<String>> {
-        let mut s = match (&self.scenario, &self.shop) {
-            (Some(name), None) => match presets::builtin(name) {
-                Some(loaded) => loaded?,
+    /// The scenario this config runs, with its overrides applied: a built-in one by name, the
+    /// shop file (resolved against `dir`) or the inline topology. The errors are (key of this
+    /// table, message); a shop file's messages read `FILE:LINE:COL: KEY.PATH: what is wrong`.
+    pub fn scenario(&self, dir: Option<&Path>) -> Result<Scenario, Vec<(String, String)>> {
+        let given = [
+            self.scenario.is_some(),
+            self.shop.is_some(),
+            self.topology.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(vec![(
+                if given[0] { "scenario" } else { "" }.to_string(),
+                "give one of `scenario` (a built-in one), `shop` (a shop file) or `topology` \
+                 (an inline shop)"
+                    .to_string(),
+            )]);
+        }
+        let in_key = |key: &str, errors: Vec<String>| {
+            errors
+                .into_iter()
+                .map(|e| (key.to_string(), e))
+                .collect::<Vec<_>>()
+        };
+        let mut s = if let Some(name) = &self.scenario {
+            match presets::builtin(name) {
+                Some(loaded) => loaded.map_err(|e| in_key("scenario", e))?,
                 None => {
-                    return Err(vec![format!(
-                        "unknown scenario {name:?} (scenarios: {})",
-                        SCENARIOS.join(", ")
+                    return Err(vec![(
+                        "scenario".to_string(),
+                        format!(
+                            "unknown scenario {name:?} (scenarios: {})",
+                            SCENARIOS.join(", ")
+                        ),
                     )]);
                 }
-            },
-            (None, Some(file)) => {
-                let path = dir.unwrap_or(Path::new("")).join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-                parse_shop(&path.display().to_string(), &text)?
             }
-            (Some(_), Some(_)) => {
-                return Err(vec!["give `scenario` or `shop`, not both".to_string()]);
-            }
-            (None, None) => {
-                return Err(vec![
-                    "give `scenario` (a built-in one) or `shop` (a shop file)".to_string(),
-                ]);
-            }
+        } else if let Some(file) = &self.shop {
+            let path = dir.unwrap_or(Path::new("")).join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                in_key("shop", vec![format!("cannot read {}: {e}", path.display())])
+            })?;
+            parse_shop(&path.display().to_string(), &text).map_err(|e| in_key("shop", e))?
+        } else if let Some(topology) = &self.topology {
+            topology.clone().scenario().map_err(|problems| {
+                problems
+                    .into_iter()
+                    .map(|(path, msg)| (format!("topology.{path}"), msg))
+                    .collect::<Vec<_>>()
+            })?
+        } else {
+            unreachable!("exactly one source is given")
         };
         if let Some(seed) = self.seed {
             s.sim.seed = seed;
@@ -294,6 +322,8 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
     let mut errors = Vec::new();
     let key = if config.shop.is_some() {
         "shop"
+    } else if config.topology.is_some() {
+        "topology"
     } else {
         "scenario"
     };
@@ -301,7 +331,7 @@ fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Receiver>, BuildError> {
         Ok(s) => s,
         Err(problems) => {
             return Err(BuildContext::errors(
-                problems.into_iter().map(|p| ctx.invalid(key, p)),
+                problems.into_iter().map(|(k, p)| ctx.invalid(&k, p)),
             ));
         }
     };
