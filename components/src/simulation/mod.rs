@@ -174,7 +174,8 @@ pub struct OtlpBuilder {
     namespace: String,
     epoch_unix_nano: u64,
     shape: SpanShape,
-    by_service: BTreeMap<String, Vec<Span>>,
+    /// Spans by (service, replica): one resource per pod.
+    by_service: BTreeMap<(String, u32), Vec<Span>>,
 }
 
 /// How a visit becomes spans.
@@ -250,7 +251,7 @@ impl OtlpBuilder {
         };
         if let Some((caller, parent)) = client {
             self.by_service
-                .entry(caller.to_string())
+                .entry((caller.to_string(), s.caller_replica))
                 .or_default()
                 .push(Span {
                     trace_id: s.trace_id.to_vec(),
@@ -276,7 +277,10 @@ impl OtlpBuilder {
             status,
             ..Span::default()
         };
-        let spans = self.by_service.entry(s.service.to_string()).or_default();
+        let spans = self
+            .by_service
+            .entry((s.service.to_string(), s.replica))
+            .or_default();
         if !s.error && self.shape.queue_spans {
             spans.push(Span {
                 trace_id: s.trace_id.to_vec(),
@@ -302,12 +306,13 @@ impl OtlpBuilder {
         let by_service = std::mem::take(&mut self.by_service);
         let resource_spans = by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
+            .map(|((service, replica), spans)| ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
                         string_kv("service.name", &service),
                         string_kv("k8s.namespace.name", &self.namespace),
                         string_kv("k8s.deployment.name", &service),
+                        string_kv("k8s.pod.name", &format!("{service}-{replica}")),
                     ],
                     ..Resource::default()
                 }),

@@ -588,6 +588,8 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
         started: 30,
         end: 100,
         error: false,
+        replica: 0,
+        caller_replica: 0,
     });
     let t = b.take();
     assert!(b.is_empty());
@@ -651,6 +653,8 @@ fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
         started,
         end,
         error: false,
+        replica: 0,
+        caller_replica: 0,
     };
     b.push(&visit(
         [2; 8],
