@@ -2,3 +2,4 @@
 
 pub mod hstree;
 pub mod latency_rules;
+pub mod slo_scaler;

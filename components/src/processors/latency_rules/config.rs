@@ -680,41 +680,41 @@ fn short_target(
     namespace: &str,
     p: &mut Problems<'_, '_>,
 ) -> Option<Target> {
+    match parse_short_target(short, namespace) {
+        Ok(target) => Some(target),
+        Err(message) => {
+            p.add(key, message);
+            None
+        }
+    }
+}
+
+/// Resolves a `kind/name` target (`deployment/checkout`) in `namespace`, with the short kinds
+/// every processor that makes decisions accepts; the error says how to write it.
+pub(crate) fn parse_short_target(short: &str, namespace: &str) -> Result<Target, String> {
     let valid = SHORT_KINDS.map(|(k, ..)| k).join(", ");
     let Some((kind, name)) = short.split_once('/') else {
-        p.add(
-            key,
-            format!("write it as \"kind/name\", such as \"deployment/checkout\" (kinds: {valid})"),
-        );
-        return None;
+        return Err(format!(
+            "write it as \"kind/name\", such as \"deployment/checkout\" (kinds: {valid})"
+        ));
     };
     let (kind, name) = (kind.trim(), name.trim());
     if name.is_empty() || name.contains('/') {
-        p.add(
-            key,
-            format!(
-                "{short:?} needs exactly one name after the kind, such as \"deployment/checkout\""
-            ),
-        );
-        return None;
+        return Err(format!(
+            "{short:?} needs exactly one name after the kind, such as \"deployment/checkout\""
+        ));
     }
     let lower = kind.to_ascii_lowercase();
     match SHORT_KINDS.iter().find(|(k, ..)| *k == lower) {
-        Some((_, api_version, kind)) => Some(Target {
+        Some((_, api_version, kind)) => Ok(Target {
             api_version: (*api_version).to_string(),
             kind: (*kind).to_string(),
             name: name.to_string(),
             namespace: namespace.to_string(),
         }),
-        None => {
-            p.add(
-                key,
-                format!(
-                    "unknown kind {kind:?} (short kinds: {valid}); for another resource write `api_version`, `kind` and `name`"
-                ),
-            );
-            None
-        }
+        None => Err(format!(
+            "unknown kind {kind:?} (short kinds: {valid}); for another resource write `api_version`, `kind` and `name`"
+        )),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Tests of the `slo_scaler` processor.
