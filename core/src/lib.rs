@@ -8,6 +8,7 @@ pub mod registry;
 pub mod service;
 pub mod signal;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod config;
 pub mod lease;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
