@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod attributes;
 pub mod component;
 pub mod config;
+pub mod error;
 pub mod health;
 pub mod memory;
 pub mod registry;

@@ -214,19 +214,9 @@ fn evidence(rule: &RuleState, scratch: &mut Vec<u64>) -> Evidence {
         p50: Duration::from_nanos(p50),
         p95: Duration::from_nanos(p95),
         p99: Duration::from_nanos(p99),
-        exemplars: slowest.iter().map(|(_, t)| hex(t)).collect(),
+        exemplars: slowest.iter().map(|(_, t)| const_hex::encode(t)).collect(),
         anomaly_score: anomaly.map(f64::from),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 /// A latency for people: `300ms`, `1.25s`, `250µs`.

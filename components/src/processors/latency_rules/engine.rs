@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
+use tracescale_core::attributes::service_name;
 use tracescale_core::signal::{Decision, ScaleChange, Target, Traces};
 
 use super::clock::Time;
@@ -35,17 +36,8 @@ use super::hash::{FastMap, Seeded};
 use super::operation_stats::OperationStats;
 pub use super::operation_stats::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_SECONDS, LatencyCounts};
 pub use super::rule::{Condition, OperationMatcher, Rule, RuleStatus, ScaleDown};
-use super::rule::{RuleState, Seen, feed, service_name};
+use super::rule::{RuleState, Seen, feed};
 use super::window::Window;
-
-/// The span attribute an anomaly filter (hstree) writes its score to.
-pub const ANOMALY_SCORE_ATTRIBUTE: &str = "tracescale.anomaly.score";
-
-/// The resource attribute that names the service.
-pub const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
-
-/// The service name used for resources without `service.name`, as the OpenTelemetry SDKs do.
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +301,7 @@ impl Engine {
     ) {
         self.advance(wall_now);
         for resource_spans in &traces.resource_spans {
-            let name = service_name(resource_spans);
+            let name = service_name(resource_spans.resource.as_ref());
             let mut service = self.services.get(name).copied();
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
@@ -335,7 +327,11 @@ impl Engine {
     ) {
         self.advance(wall_now);
         for resource_spans in &traces.resource_spans {
-            let Some(service) = self.services.get(service_name(resource_spans)).copied() else {
+            let Some(service) = self
+                .services
+                .get(service_name(resource_spans.resource.as_ref()))
+                .copied()
+            else {
                 continue;
             };
             for scope_spans in &resource_spans.scope_spans {

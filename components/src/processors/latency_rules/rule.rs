@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tracescale_core::attributes;
 use tracescale_core::signal::{ReplicaLimits, ScaleChange, Target};
 
 use super::clock::Time;
-use super::engine::{ANOMALY_SCORE_ATTRIBUTE, Counters, SERVICE_NAME_ATTRIBUTE, UNKNOWN_SERVICE};
+use super::engine::Counters;
 use super::percentile::rank;
 use super::window::{Sample, Window};
 
@@ -186,10 +186,9 @@ impl RuleState {
         if self.rule.span_kind.is_some_and(|kind| kind != span.kind) {
             return false;
         }
-        self.rule
-            .attributes
-            .iter()
-            .all(|(key, value)| string_attribute(&span.attributes, key) == Some(value.as_str()))
+        self.rule.attributes.iter().all(|(key, value)| {
+            attributes::string_attribute(&span.attributes, key) == Some(value.as_str())
+        })
     }
 
     pub(super) fn record(&mut self, seen: Seen<'_>, score: &mut Option<f32>) {
@@ -205,7 +204,9 @@ impl RuleState {
         let breach = duration > self.above;
         let score = if breach {
             self.newest_breach = self.newest_breach.max(end);
-            *score.get_or_insert_with(|| anomaly_score(&span.attributes))
+            *score.get_or_insert_with(|| {
+                attributes::anomaly_score(&span.attributes).map_or(f32::NAN, |d| d as f32)
+            })
         } else {
             f32::NAN
         };
@@ -314,37 +315,4 @@ pub(super) fn trace_id(bytes: &[u8]) -> [u8; 16] {
         id.copy_from_slice(bytes);
     }
     id
-}
-
-/// The string value of attribute `key`, if present and a string.
-/// The resource's `service.name`, or `unknown_service`.
-pub(super) fn service_name(resource_spans: &ResourceSpans) -> &str {
-    resource_spans
-        .resource
-        .as_ref()
-        .and_then(|r| string_attribute(&r.attributes, SERVICE_NAME_ATTRIBUTE))
-        .unwrap_or(UNKNOWN_SERVICE)
-}
-
-pub(super) fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
-            _ => None,
-        }
-    })
-}
-
-/// The anomaly score hstree tagged, NaN when absent or not a number.
-pub(super) fn anomaly_score(attributes: &[KeyValue]) -> f32 {
-    attributes
-        .iter()
-        .find(|kv| kv.key == ANOMALY_SCORE_ATTRIBUTE)
-        .and_then(|kv| match kv.value {
-            Some(AnyValue {
-                value: Some(any_value::Value::DoubleValue(d)),
-            }) => Some(d as f32),
-            _ => None,
-        })
-        .unwrap_or(f32::NAN)
 }

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
+use tracescale_core::attributes;
 use tracescale_core::component::{
     ComponentKind, ComponentTelemetry, Emitter, Processor, ProcessorContext,
 };
@@ -17,9 +18,7 @@ use tracescale_core::registry;
 use tracescale_core::signal::{Decision, ReplicaLimits, ScaleChange, Signal, Target, Traces};
 
 use super::engine::test_support::{check_invariants, glob, latency, percentiles};
-use super::engine::{
-    ANOMALY_SCORE_ATTRIBUTE, Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
-};
+use super::engine::{Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const MS: u64 = 1_000_000;
@@ -495,9 +494,9 @@ fn evidence_carries_percentiles_the_slowest_traces_and_the_anomaly_score() {
         .map(|ms| span_in("INSERT", T0, ms, ms as u8))
         .collect();
     let mut a = span_in("INSERT", T0, 900, 200);
-    a.attributes = vec![double_kv(ANOMALY_SCORE_ATTRIBUTE, 0.93)];
+    a.attributes = vec![double_kv(attributes::ANOMALY_SCORE, 0.93)];
     let mut b = span_in("INSERT", T0, 800, 200);
-    b.attributes = vec![double_kv(ANOMALY_SCORE_ATTRIBUTE, 0.97)];
+    b.attributes = vec![double_kv(attributes::ANOMALY_SCORE, 0.97)];
     let c = span_in("INSERT", T0, 700, 201);
     all.extend([a, b, c]);
     let d = observe(&mut e, &batch("db", all), T0);
