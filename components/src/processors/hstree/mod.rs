@@ -8,6 +8,7 @@
 mod config;
 mod detector;
 pub mod features;
+mod floats;
 pub mod forest;
 pub mod quantile;
 mod state;
