@@ -9,15 +9,15 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use super::build::{BuildContext, de_error};
-use super::diagnostic::{ConfigError, Diagnostic, suggest};
+use super::build::{BuildContext, Built, build_component, de_error};
+use super::diagnostic::{ConfigError, Diagnostic, suggest, syntax_error};
 use super::env::{self, Env, ProcessEnv};
 use super::{
     ComponentId, Config, ExporterSpec, PipelineSpec, ProcessorSpec, ReceiverSpec, ServiceConfig,
     WhenFull,
 };
-use crate::component::{ComponentKind, Exporter, Processor, Receiver};
-use crate::registry::{self, Build, ComponentFactory};
+use crate::component::ComponentKind;
+use crate::registry::{self, ComponentFactory};
 use crate::signal::SignalKind;
 
 const TOP_LEVEL: [&str; 5] = [
@@ -34,16 +34,6 @@ const MAX_QUEUE_SIZE: usize = 1 << 20;
 /// batch sizes, and costs no throughput in the overload soak.
 const DEFAULT_QUEUE_ITEMS: usize = 16_384;
 const MAX_QUEUE_ITEMS: usize = 1 << 28;
-
-/// A component built outside a pipeline file.
-pub enum Built {
-    /// A receiver.
-    Receiver(Box<dyn Receiver>),
-    /// A processor.
-    Processor(Box<dyn Processor>),
-    /// An exporter.
-    Exporter(Box<dyn Exporter>),
-}
 
 /// Reads and loads a pipeline file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -122,45 +112,6 @@ pub fn component_table(
                 &format!("{}.{id}", kind.section()),
             )])
         })
-}
-
-/// Builds one component from a TOML table.
-pub(crate) fn build_one(
-    factory: &'static ComponentFactory,
-    id: &str,
-    text: &str,
-) -> Result<Built, ConfigError> {
-    let path = Path::new("<inline>");
-    let fail = |diags| ConfigError::new(path, text.to_string(), diags);
-    let id = ComponentId::parse(id).map_err(|m| fail(vec![Diagnostic::error(m)]))?;
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(fail(errors.iter().map(syntax_error).collect()));
-    }
-    let mut value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
-    let mut diags = Vec::new();
-    env::expand(&mut value, &ProcessEnv, &mut diags);
-    if !diags.is_empty() {
-        return Err(fail(diags));
-    }
-    let ctx = BuildContext::new(&id, factory.kind(), &value);
-    build(factory, &ctx).map_err(|e| fail(e.diagnostics))
-}
-
-fn build(factory: &ComponentFactory, ctx: &BuildContext<'_>) -> Result<Built, super::BuildError> {
-    Ok(match factory.build {
-        Build::Receiver(f) => Built::Receiver(f(ctx)?),
-        Build::Processor(f) => Built::Processor(f(ctx)?),
-        Build::Exporter(f) => Built::Exporter(f(ctx)?),
-    })
-}
-
-fn syntax_error(err: &toml::de::Error) -> Diagnostic {
-    let d = Diagnostic::error(format!("invalid TOML: {}", err.message().trim()));
-    match err.span() {
-        Some(span) => d.at(span),
-        None => d,
-    }
 }
 
 /// One `[receivers.ID]`-style table, checked and ready to build.
@@ -286,7 +237,7 @@ impl Loader {
         // Build every configured component, used or not, so that the whole file is validated.
         for entry in &mut entries {
             let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table);
-            match build(entry.factory, &ctx) {
+            match build_component(entry.factory, &ctx) {
                 Ok(built) => entry.built = Some(built),
                 Err(e) => {
                     entry.failed = true;
@@ -718,7 +669,7 @@ impl Loader {
                 Some(Built::Processor(p)) => p,
                 _ => {
                     let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table);
-                    match build(entry.factory, &ctx) {
+                    match build_component(entry.factory, &ctx) {
                         Ok(Built::Processor(p)) => p,
                         Ok(_) => return None,
                         Err(e) => {
