@@ -33,7 +33,7 @@ use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Decision, Signal, SignalKind, Target, now_unix_nano};
 use tracing::{debug, warn};
 
-use crate::scaling::{Refusal, ScaleMetrics, Scaler, Settings};
+use crate::scaling::{Refusal, ScaleMetrics, Scaler, ScalerSettings};
 use api::KubeApi;
 pub use config::{ApiSettings, KubernetesConfig};
 use lease::{Elector, Leadership, Standby};
@@ -41,7 +41,7 @@ use worker::Worker;
 
 /// Scales Kubernetes workloads through their scale subresource.
 pub struct KubernetesExporter {
-    settings: Settings,
+    settings: ScalerSettings,
     api: ApiSettings,
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
@@ -67,7 +67,7 @@ impl Shared {
 
 impl KubernetesExporter {
     /// An exporter for validated settings; nothing connects before `start`.
-    pub fn new(settings: Settings, api: ApiSettings) -> Self {
+    pub fn new(settings: ScalerSettings, api: ApiSettings) -> Self {
         Self {
             settings,
             api,

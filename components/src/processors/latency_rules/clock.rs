@@ -8,7 +8,7 @@ pub(super) struct Time {
     /// The engine's wall clock, as handed in.
     pub(super) wall: u64,
     pub(super) allowed_lateness: u64,
-    /// `Settings::event_clock`.
+    /// `EngineSettings::event_clock`.
     pub(super) event_only: bool,
 }
 

@@ -11,7 +11,7 @@ use tracescale_core::config::{BuildError, HumanDuration};
 use tracescale_core::signal::{ContainerResources, ReplicaLimits, ScaleChange, Target};
 
 use super::LatencyRules;
-use super::engine::{Condition, OperationMatcher, Rule, ScaleDown, Settings};
+use super::engine::{Condition, EngineSettings, OperationMatcher, Rule, ScaleDown};
 
 /// Shortest accepted `interval`: below it the tick costs more than it tells.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -235,7 +235,10 @@ impl Problems<'_, '_> {
 impl LatencyRulesConfig {
     /// Checks the whole config and turns it into engine rules and settings. Every problem is
     /// reported at once, each at its key path (`rules[2].window`).
-    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<(Vec<Rule>, Settings), BuildError> {
+    pub fn validate(
+        &self,
+        ctx: &BuildContext<'_>,
+    ) -> Result<(Vec<Rule>, EngineSettings), BuildError> {
         let mut p = Problems {
             ctx,
             errors: Vec::new(),
@@ -303,7 +306,7 @@ impl LatencyRulesConfig {
         }
         Ok((
             rules,
-            Settings {
+            EngineSettings {
                 allowed_lateness: self.allowed_lateness.get(),
                 stale_after: self.stale_after.get(),
                 max_operations: self.max_operations,

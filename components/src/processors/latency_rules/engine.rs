@@ -41,7 +41,7 @@ use super::window::Window;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
+pub struct EngineSettings {
     /// How far behind the event clock a span may end and still count.
     pub allowed_lateness: Duration,
     /// A rule whose operation sent no span for this long is stale and holds.
@@ -55,7 +55,7 @@ pub struct Settings {
     pub event_clock: bool,
 }
 
-impl Default for Settings {
+impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             allowed_lateness: Duration::from_secs(5),
@@ -146,7 +146,7 @@ fn nanos(d: Duration) -> u64 {
 impl Engine {
     /// An engine for `rules`, which the config already validated (unique names, non-empty
     /// matchers).
-    pub fn new(rules: Vec<Rule>, settings: Settings) -> Self {
+    pub fn new(rules: Vec<Rule>, settings: EngineSettings) -> Self {
         let cap = settings.max_window_samples.max(1);
         let mut targets: Vec<Target> = Vec::new();
         let mut rules_by_target: Vec<Vec<usize>> = Vec::new();

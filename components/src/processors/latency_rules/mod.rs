@@ -32,7 +32,7 @@ use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
 
 pub use config::LatencyRulesConfig;
-use engine::{Engine, Rule, Settings};
+use engine::{Engine, EngineSettings, Rule};
 use metrics::Metrics;
 use refused::{RefusedSpans, RulesTap};
 
@@ -121,7 +121,7 @@ impl WallClock {
 
 impl LatencyRules {
     /// A processor for validated rules (see [`LatencyRulesConfig::validate`]).
-    pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: Settings) -> Self {
+    pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: EngineSettings) -> Self {
         let targets = rules
             .iter()
             .enumerate()
