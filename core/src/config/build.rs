@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeValue;
 
-use super::diagnostic::{Diagnostic, suggest, syntax_error};
-use super::env::{self, ProcessEnv};
+use super::diagnostic::{Diagnostic, suggest};
+use super::env;
 use super::{ComponentId, ConfigError};
 use crate::component::{ComponentKind, Exporter, Processor, Receiver};
 use crate::registry::{Build, ComponentFactory};
@@ -280,16 +280,7 @@ pub fn build_from_toml(
     let path = Path::new("<inline>");
     let fail = |diags| ConfigError::new(path, toml_text.to_string(), diags);
     let id = ComponentId::parse(id).map_err(|m| fail(vec![Diagnostic::error(m)]))?;
-    let (root, errors) = DeTable::parse_recoverable(toml_text);
-    if !errors.is_empty() {
-        return Err(fail(errors.iter().map(syntax_error).collect()));
-    }
-    let mut value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
-    let mut diags = Vec::new();
-    env::expand(&mut value, &ProcessEnv, &mut diags);
-    if !diags.is_empty() {
-        return Err(fail(diags));
-    }
+    let value = env::parse_expanded(toml_text).map_err(fail)?;
     let ctx = BuildContext::new(&id, factory.kind(), &value);
     build_component(factory, &ctx).map_err(|e| fail(e.diagnostics))
 }

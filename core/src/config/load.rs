@@ -81,16 +81,7 @@ pub fn component_table(
     id: &str,
 ) -> Result<Option<toml::Table>, ConfigError> {
     let fail = |diags| ConfigError::new(path, text.to_string(), diags);
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(fail(errors.iter().map(syntax_error).collect()));
-    }
-    let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
-    let mut diags = Vec::new();
-    env::expand(&mut root, &ProcessEnv, &mut diags);
-    if !diags.is_empty() {
-        return Err(fail(diags));
-    }
+    let root = env::parse_expanded(text).map_err(fail)?;
     let Some(value) = root
         .get_ref()
         .as_table()
