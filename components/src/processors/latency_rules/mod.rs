@@ -17,6 +17,7 @@ mod operation_stats;
 mod percentile;
 mod refused;
 mod rule;
+mod validate;
 mod window;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
