@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracescale_core::config::{self, Config, ConfigError, LogLevel};
+use tracescale_core::error::error_chain;
 use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
 use tracing_subscriber::EnvFilter;
@@ -337,17 +338,6 @@ fn sweep(
             ExitCode::from(exit::RUNTIME)
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {

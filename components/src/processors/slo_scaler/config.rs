@@ -10,7 +10,8 @@ use tracescale_core::signal::Target;
 
 use super::SloScaler;
 use super::engine::{Engine, Objective, Settings, SlowWork, Workload};
-use crate::processors::latency_rules::config::{ClockConfig, parse_short_target};
+use crate::processors::latency_rules::config::ClockConfig;
+use crate::scaling::target::parse_short_target;
 use crate::tracetree::BufferConfig;
 
 /// Config of the `slo_scaler` processor.
