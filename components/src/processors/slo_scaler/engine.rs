@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tracescale_core::attributes::{SERVICE_NAME, string_attribute};
 use tracescale_core::signal::{
     Decision, Evidence, MAX_EXEMPLARS, ReplicaLimits, ScaleChange, Target,
 };
@@ -46,6 +46,8 @@ const SLOWER_WORK: f64 = 1.2;
 const SAME_LOAD: f64 = 1.1;
 /// Most growth of own work one decision sizes for.
 const MAX_WORK_RATIO: f64 = 2.0;
+/// The resource attribute that names the replica a span came from.
+const POD_NAME: &str = "k8s.pod.name";
 /// Most pods remembered per service.
 const MAX_PODS: usize = 4096;
 
@@ -253,15 +255,10 @@ impl Engine {
             let Some(resource) = &rs.resource else {
                 continue;
             };
-            let text = |key: &str| {
-                resource.attributes.iter().find_map(|kv| {
-                    (kv.key == key).then(|| match kv.value.as_ref()?.value.as_ref()? {
-                        any_value::Value::StringValue(s) => Some(s.as_str()),
-                        _ => None,
-                    })?
-                })
-            };
-            let (Some(service), Some(pod)) = (text("service.name"), text("k8s.pod.name")) else {
+            let attributes = &resource.attributes;
+            let service = string_attribute(attributes, SERVICE_NAME);
+            let pod = string_attribute(attributes, POD_NAME);
+            let (Some(service), Some(pod)) = (service, pod) else {
                 continue;
             };
             let Some(symbol) = self.catalog.service_symbol(service) else {
@@ -791,7 +788,7 @@ impl Engine {
             exemplars: slowest
                 .iter()
                 .take(MAX_EXEMPLARS)
-                .map(|(_, id)| const_hex_lower(id))
+                .map(|(_, id)| const_hex::encode(id))
                 .collect(),
             anomaly_score: None,
         }
@@ -864,11 +861,4 @@ fn describe(share: &Share) -> String {
         let _ = write!(s, " (healthy share {:.0}ms)", b.cp_share / 1e6);
     }
     s
-}
-
-fn const_hex_lower(id: &[u8; 16]) -> String {
-    id.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
