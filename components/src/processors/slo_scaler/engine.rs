@@ -44,8 +44,10 @@ const SATURATED_WAIT_NS: f64 = 1_000_000.0;
 const SLOWER_WORK: f64 = 1.2;
 /// Arrivals at most this much above their baseline count as the same load.
 const SAME_LOAD: f64 = 1.1;
-/// Most growth of own work one decision sizes for.
-const MAX_WORK_RATIO: f64 = 2.0;
+/// Seconds over which the growth of a queue is read.
+const TREND_SECONDS: u64 = 5;
+/// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
+const MAX_WORK_RATIO: f64 = 4.0;
 /// The resource attribute that names the replica a span came from.
 const POD_NAME: &str = "k8s.pod.name";
 /// Most pods remembered per service.
@@ -155,6 +157,9 @@ struct ServiceState {
     pods: HashMap<String, u64>,
     /// Concurrent visits per replica when saturated: the capacity the traces showed.
     slots_per_pod: Option<f64>,
+    /// The most visits per second per replica seen while the service was healthy (no wait,
+    /// own work at its baseline): a load it is known to carry.
+    healthy_rate_per_pod: Option<f64>,
     /// (when, replicas) of the last decision.
     last_decision: Option<(u64, u32)>,
     /// Scale-down recommendations of the healthy period.
@@ -397,7 +402,7 @@ impl Engine {
         tracing::debug!(second = end, burning = ?burning, "objectives evaluated");
         if burning.is_empty() {
             let since = *self.healthy_since.get_or_insert(now);
-            self.update_baselines(end);
+            self.update_baselines(end, now);
             if now.saturating_sub(since) >= self.settings.scale_down_after_ns {
                 self.scale_down(end, now, out);
             }
@@ -435,7 +440,7 @@ impl Engine {
         }
     }
 
-    fn update_baselines(&mut self, end: u64) {
+    fn update_baselines(&mut self, end: u64, now_ns: u64) {
         let short = self.settings.short_window_s;
         let alpha = (self.settings.interval_ns as f64 / 1e9 / self.settings.baseline_window_s)
             .clamp(0.0, 1.0);
@@ -453,7 +458,16 @@ impl Engine {
                 wait,
                 rate: v.visits as f64 / short as f64,
             };
+            let pods = self.pods(symbol, now_ns);
             if let Some(state) = self.services.get_mut(&symbol) {
+                let at_baseline = state
+                    .baseline
+                    .is_none_or(|b| own_work <= SLOWER_WORK * b.own_work);
+                if pods > 0 && at_baseline && !saturated(wait, occupancy) {
+                    let per_pod = now.rate / f64::from(pods);
+                    let known = state.healthy_rate_per_pod.get_or_insert(per_pod);
+                    *known = known.max(per_pod);
+                }
                 state.baseline = Some(match state.baseline {
                     None => now,
                     Some(b) => Baseline {
@@ -568,26 +582,35 @@ impl Engine {
         let rate = culprit_v.visits as f64 / short as f64;
         let mut size = String::new();
         let mut ratio: f64 = 0.0;
-        if saturated(wait, occupancy) {
-            let g = slope(&self.seconds.wait_series(culprit, end, short))
-                .unwrap_or(0.0)
-                .clamp(-0.9, 0.9);
-            let load = 1.0 / (1.0 - g);
+        // The trend of the last few seconds: an older onset is not today's growth.
+        let trend = slope(
+            &self
+                .seconds
+                .wait_series(culprit, end, short.min(TREND_SECONDS)),
+        );
+        if saturated(wait, occupancy)
+            && let Some(g) = trend
+        {
+            let g = g.clamp(-0.9, 0.9);
             let last_wait = self
                 .seconds
                 .wait_series(culprit, end, 1)
                 .first()
                 .map_or(wait / 1e9, |p| p.1);
-            let need = (1.0 / self.settings.target_utilisation)
-                .max(1.0 + last_wait / self.settings.drain_within_s);
-            ratio = load * need;
-            let _ = write!(
-                size,
-                "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {g:+.2} s/s: arrivals {load:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
-                wait / 1e6,
-                self.settings.target_utilisation * 100.0,
-                self.settings.drain_within_s
-            );
+            let drains_by_itself = g < 0.0 && last_wait / -g <= self.settings.drain_within_s;
+            if !drains_by_itself {
+                let load = 1.0 / (1.0 - g);
+                let need = (1.0 / self.settings.target_utilisation)
+                    .max(1.0 + last_wait / self.settings.drain_within_s);
+                ratio = load * need;
+                let _ = write!(
+                    size,
+                    "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {g:+.2} s/s: arrivals {load:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
+                    wait / 1e6,
+                    self.settings.target_utilisation * 100.0,
+                    self.settings.drain_within_s
+                );
+            }
         }
         let mut slower = false;
         if let Some(b) = base
@@ -691,12 +714,17 @@ impl Engine {
                     let at_baseline = state
                         .baseline
                         .is_some_and(|b| own_work <= SLOWER_WORK * b.own_work);
+                    let Some(known) = state.healthy_rate_per_pod.filter(|r| *r > 0.0) else {
+                        continue;
+                    };
                     if !at_baseline {
                         continue;
                     }
                     (
-                        pods - 1,
-                        "its capacity was never reached: one replica at a time".to_string(),
+                        ((rate / known).ceil().max(1.0).min(f64::from(u32::MAX))) as u32,
+                        format!(
+                            "{rate:.0} visits/s; its capacity was never reached, and one replica carried {known:.0}/s healthy"
+                        ),
                     )
                 }
             };
