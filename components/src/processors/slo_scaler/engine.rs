@@ -36,14 +36,17 @@ use crate::tracetree::{
     Symbol, TraceBuffer, TraceTree, WorkloadKind, breakdown, critical_path,
 };
 
-/// A visit waits "a lot" (its service is saturated) above this share of its occupancy.
-const SATURATED_WAIT_SHARE: f64 = 0.2;
+/// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
+const SATURATED_WAIT_SHARE: f64 = 1.0;
 /// ... and above this absolute wait, so that microsecond noise is not saturation.
 const SATURATED_WAIT_NS: f64 = 1_000_000.0;
 /// Own work per visit this much above its baseline counts as slower work.
 const SLOWER_WORK: f64 = 1.2;
 /// Arrivals at most this much above their baseline count as the same load.
 const SAME_LOAD: f64 = 1.1;
+/// A service whose slots are held this much longer (a share of its healthy occupancy), mostly
+/// waiting on calls, is a symptom of its callees.
+const SYMPTOM_GROWTH: f64 = 0.2;
 /// Seconds over which the growth of a queue is read.
 const TREND_SECONDS: u64 = 5;
 /// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
@@ -181,6 +184,18 @@ pub struct Engine {
     next_evaluation: Option<u64>,
     healthy_since: Option<u64>,
     counters: Counters,
+}
+
+/// What a saturated service's queue says about its load.
+struct QueueLoad {
+    /// Seconds of wait gained per second.
+    growth: f64,
+    /// The wait of the visits that ended last, seconds.
+    last_wait: f64,
+    /// The share of visits turned away.
+    turned_away: f64,
+    /// Arrivals over capacity.
+    load: f64,
 }
 
 /// A decision's explanation, one service's line.
@@ -326,8 +341,19 @@ impl Engine {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             match s.kind {
                 Kind::Server => {
+                    // It arrived when its caller called, or when it began.
+                    let arrived = tree
+                        .parent(i)
+                        .map(|p| tree.span(p))
+                        .filter(|p| p.kind == Kind::Client)
+                        .map_or(s.start, |p| p.start);
+                    if let Some(sec) = self.seconds.at(arrived / 1_000_000_000) {
+                        *sec.arrivals.entry(s.service).or_default() += 1;
+                    }
                     let v = per.entry(s.service).or_default();
                     v.visits += 1;
+                    // Turned away at the door: an error with no work in it.
+                    v.errors += u64::from(s.error && (s.duration() as f64) < SATURATED_WAIT_NS);
                     v.occupancy += s.duration();
                     if let Some(p) = tree.parent(i).map(|p| tree.span(p))
                         && p.kind == Kind::Client
@@ -541,10 +567,20 @@ impl Engine {
             };
             let base = state.baseline;
             let growth = share - base.map_or(0.0, |b| b.cp_share);
+            // Slots held markedly longer, mostly by waiting on calls: a symptom of the callees,
+            // unless the service would be overloaded even with its calls at their healthy
+            // speed (arrivals × healthy occupancy above what its slots now carry).
             let symptom = match (now_v.per_visit(), base) {
-                (Some((occ, own, _)), Some(b)) => {
+                (Some((occ, own, wait)), Some(b)) if b.occupancy > 0.0 => {
                     let more_down = (occ - own) - (b.occupancy - b.own_work);
-                    more_down > 0.0 && more_down > own - b.own_work
+                    let held_by_calls =
+                        more_down > SYMPTOM_GROWTH * b.occupancy && more_down > own - b.own_work;
+                    let load = if saturated(wait, occ) {
+                        self.queue_load(symbol, &now_v, end).map_or(1.0, |q| q.load)
+                    } else {
+                        1.0
+                    };
+                    held_by_calls && load * b.occupancy < occ
                 }
                 _ => false,
             };
@@ -582,31 +618,22 @@ impl Engine {
         let rate = culprit_v.visits as f64 / short as f64;
         let mut size = String::new();
         let mut ratio: f64 = 0.0;
-        // The trend of the last few seconds: an older onset is not today's growth.
-        let trend = slope(
-            &self
-                .seconds
-                .wait_series(culprit, end, short.min(TREND_SECONDS)),
-        );
         if saturated(wait, occupancy)
-            && let Some(g) = trend
+            && let Some(q) = self.queue_load(culprit, &culprit_v, end)
         {
-            let g = g.clamp(-0.9, 0.9);
-            let last_wait = self
-                .seconds
-                .wait_series(culprit, end, 1)
-                .first()
-                .map_or(wait / 1e9, |p| p.1);
-            let drains_by_itself = g < 0.0 && last_wait / -g <= self.settings.drain_within_s;
+            let drains_by_itself =
+                q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s;
             if !drains_by_itself {
-                let load = 1.0 / (1.0 - g);
                 let need = (1.0 / self.settings.target_utilisation)
-                    .max(1.0 + last_wait / self.settings.drain_within_s);
-                ratio = load * need;
+                    .max(1.0 + q.last_wait / self.settings.drain_within_s);
+                ratio = q.load * need;
                 let _ = write!(
                     size,
-                    "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {g:+.2} s/s: arrivals {load:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
+                    "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {:+.2} s/s, {:.0} % turned away: arrivals {:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
                     wait / 1e6,
+                    q.growth,
+                    q.turned_away * 100.0,
+                    q.load,
                     self.settings.target_utilisation * 100.0,
                     self.settings.drain_within_s
                 );
@@ -676,6 +703,47 @@ impl Engine {
         if let Some(s) = self.services.get_mut(&culprit) {
             s.last_decision = Some((now, desired));
         }
+    }
+
+    /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
+    /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read.
+    fn queue_load(&self, service: Symbol, v: &ServiceSecond, end: u64) -> Option<QueueLoad> {
+        let short = self.settings.short_window_s;
+        // The trend of the last few seconds: an older onset is not today's growth.
+        let growth = slope(
+            &self
+                .seconds
+                .wait_series(service, end, short.min(TREND_SECONDS)),
+        )?
+        .clamp(-0.9, 0.9);
+        let last_wait = self
+            .seconds
+            .wait_series(service, end, 1)
+            .first()
+            .map_or(0.0, |p| p.1);
+        // A full queue turns arrivals away: then they show as errors, not as wait.
+        let served = v.visits.saturating_sub(v.errors).max(1);
+        let turned_away = v.errors as f64 / v.visits.max(1) as f64;
+        // Arrivals counted by arrival time, in seconds old enough for their visits to have
+        // ended, over the visits served per second now.
+        let lag = (last_wait.ceil() as u64).saturating_add(1);
+        let arrived = self
+            .seconds
+            .arrival_rate(service, end.saturating_sub(lag), TREND_SECONDS);
+        let served_rate = served as f64 / short as f64;
+        let counted = if served_rate > 0.0 {
+            arrived / served_rate
+        } else {
+            1.0
+        };
+        Some(QueueLoad {
+            growth,
+            last_wait,
+            turned_away,
+            load: (1.0 / (1.0 - growth))
+                .max(v.visits as f64 / served as f64)
+                .max(counted),
+        })
     }
 
     fn scale_down(&mut self, end: u64, now: u64, out: &mut Vec<Decision>) {

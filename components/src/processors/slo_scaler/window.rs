@@ -44,8 +44,10 @@ impl ObjectiveSecond {
 /// One service in one second. Times are nanoseconds summed over the visits or traces.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ServiceSecond {
-    /// SERVER spans (arrivals that were served).
+    /// SERVER spans: arrivals, served or not.
     pub(super) visits: u64,
+    /// Of which ended in an error (turned away by a full queue, or failed).
+    pub(super) errors: u64,
     /// Time those visits held a slot: the SERVER span less an explicit queue span inside it.
     pub(super) occupancy: u64,
     /// Their own work: occupancy less the time in calls to other services.
@@ -64,6 +66,7 @@ pub(super) struct ServiceSecond {
 impl ServiceSecond {
     pub(super) fn add(&mut self, o: &ServiceSecond) {
         self.visits += o.visits;
+        self.errors += o.errors;
         self.occupancy += o.occupancy;
         self.own_work += o.own_work;
         self.wait += o.wait;
@@ -101,6 +104,9 @@ impl ServiceSecond {
 pub(super) struct Second {
     pub(super) objectives: Vec<ObjectiveSecond>,
     pub(super) services: BTreeMap<Symbol, ServiceSecond>,
+    /// Visits by the second they arrived in (not when their trace ended): a second is only
+    /// complete once its slowest visit's trace has ended.
+    pub(super) arrivals: BTreeMap<Symbol, u64>,
 }
 
 /// The seconds of the longest window, oldest first.
@@ -140,6 +146,7 @@ impl Seconds {
             self.seconds.push_back(Second {
                 objectives: vec![ObjectiveSecond::default(); self.objectives],
                 services: BTreeMap::new(),
+                arrivals: BTreeMap::new(),
             });
         }
         while self.seconds.len() as u64 > self.keep {
@@ -191,6 +198,15 @@ impl Seconds {
             }
         }
         sum
+    }
+
+    /// Visits of `service` that arrived in `(end - len, end]`, per second.
+    pub(super) fn arrival_rate(&self, service: Symbol, end: u64, len: u64) -> f64 {
+        let n: u64 = self
+            .range(end, len)
+            .filter_map(|s| s.arrivals.get(&service))
+            .sum();
+        n as f64 / len.max(1) as f64
     }
 
     /// The mean wait per visit of `service` in each second of `(end - len, end]` that had
