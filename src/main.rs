@@ -67,7 +67,8 @@ enum Command {
         /// Print one JSON object instead of a table and the live view.
         #[arg(long)]
         json: bool,
-        /// Write an SVG chart of p99 latency and replicas over time.
+        /// Write an SVG chart: a panel per policy with the p99 latency and the replicas of each
+        /// service over time, the faults labelled.
         #[arg(long, value_name = "FILE.svg", conflicts_with = "seeds")]
         plot: Option<PathBuf>,
         /// Run this seed instead of the file's.
