@@ -1,6 +1,7 @@
 //! The simulated shop behind `tracescale demo` and `tracescale simulate`: a seeded
 //! discrete-event simulation ([`Sim`], configured by [`SimConfig`], producing the records of
-//! `records`), the HPA baseline ([`Hpa`]), the scenarios and their scoring ([`Scenario`],
+//! `records`), the baselines (the CPU HPA, [`Hpa`], and a KEDA-style trigger on requests per
+//! second, [`RpsScaler`]), the scenarios and their scoring ([`Scenario`],
 //! [`RunScore`], and the built-in [`presets`]), the state its receiver and exporter share
 //! ([`SimCluster`]), the spans it turns into OTLP, and the comparison report ([`report`]).
 //!
@@ -16,6 +17,7 @@ pub mod live;
 pub mod presets;
 mod records;
 pub mod report;
+mod rps;
 mod scenario;
 pub mod sweep;
 #[cfg(test)]
@@ -39,6 +41,7 @@ pub use engine::Sim;
 pub use hpa::{Hpa, HpaConfig};
 pub use presets::DEFAULT_SLO_NS;
 pub use records::{IntervalStats, ScaleAction, ServiceIntervalStats, SimSpan};
+pub use rps::{RpsConfig, RpsScaler, per_replica_capacity};
 pub use scenario::{
     FaultPhase, NoScaling, PhaseReport, ReplicaController, RunResult, RunScore, Scenario,
     ScheduledScaler, ScheduledStep, run_scenario,

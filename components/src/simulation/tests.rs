@@ -621,7 +621,7 @@ fn the_chart_escapes_names() {
         &[report::Series {
             label: "pipe & <run>",
             rows: &rows,
-            color: "blue",
+            summary: None,
         }],
     );
     assert!(chart.contains("a&lt;b &amp; &quot;c&quot;"), "{chart}");
