@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::{Backoff, BackoffPolicy, Jitter, Spread};
+
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracescale_core::component::HealthHandle;
@@ -44,7 +46,15 @@ enum Pass {
 
 impl Worker {
     pub(super) async fn run(mut self, drain: CancellationToken) {
-        let mut backoff = self.settings.initial_backoff;
+        // Waits between passes while the API fails: doubling up to `max_backoff`, each up to
+        // a quarter shorter so that many exporters do not retry in step.
+        let mut backoff = Backoff::new(BackoffPolicy {
+            initial: self.settings.initial_backoff,
+            max: self.settings.max_backoff,
+            multiplier: 2.0,
+            spread: Spread::shorter(0.25),
+        });
+        let mut jitter = Jitter::from_entropy();
         let mut retry_at: Option<Instant> = None;
         loop {
             // Cancel safety: `notified` and `sleep_until` lose nothing when dropped; pending
@@ -65,11 +75,10 @@ impl Worker {
                         self.health.ready(None);
                         info!(component = %self.component, "kubernetes API reachable again");
                     }
-                    backoff = self.settings.initial_backoff;
+                    backoff.reset();
                 }
                 Pass::Unavailable(server_wait) => {
-                    let wait = jitter(backoff).max(server_wait);
-                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    let wait = backoff.next(&mut jitter, Some(server_wait));
                     retry_at = Some(Instant::now() + wait);
                     let held = self.shared.lock().len();
                     self.health.not_ready(format!(
@@ -295,9 +304,4 @@ fn describe(
         (true, false) => format!("limits {}", part(limits)),
         (false, false) => format!("requests {}; limits {}", part(requests), part(limits)),
     }
-}
-
-/// Up to a quarter less than `d`, so that many exporters do not retry in step.
-fn jitter(d: Duration) -> Duration {
-    crate::backoff::jittered(d, crate::backoff::Spread::shorter(0.25))
 }

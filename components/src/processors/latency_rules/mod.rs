@@ -152,23 +152,6 @@ impl LatencyRules {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn emit_decisions(&self, decisions: Vec<Decision>, out: &mut Emitter) {
-        if decisions.is_empty() {
-            return;
-        }
-        for d in &decisions {
-            tracing::info!(
-                component = %self.component,
-                rule = %d.rule,
-                target = %d.target,
-                change = ?d.change,
-                reason = %d.reason,
-                "scale decision"
-            );
-        }
-        out.emit(Signal::Decisions(decisions));
-    }
-
     /// Publishes what the engine counted since the last call, and the stale rules.
     fn publish(&mut self) {
         let mut guard = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -266,7 +249,7 @@ impl Processor for LatencyRules {
                     std::mem::take(&mut shared.decisions)
                 };
                 // Decisions first: they are small and time-sensitive, the batch may be large.
-                self.emit_decisions(decisions, out);
+                super::emit_decisions(&self.component, decisions, out);
                 if self.passthrough {
                     out.emit(Signal::Traces(traces));
                 }
@@ -294,7 +277,7 @@ impl Processor for LatencyRules {
             }
             std::mem::take(&mut shared.decisions)
         };
-        self.emit_decisions(decisions, out);
+        super::emit_decisions(&self.component, decisions, out);
         self.publish();
         Ok(())
     }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracescale_core::component::{ComponentError, Emitter, Processor, ProcessorContext};
 use tracescale_core::config::field_names;
 use tracescale_core::registry::{Build, ComponentFactory};
-use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
+use tracescale_core::signal::{Signal, SignalKind, Target};
 
 pub use config::SloScalerConfig;
 use engine::{Counters, Engine};
@@ -59,23 +59,6 @@ impl SloScaler {
         unix.saturating_add(u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    fn emit(&mut self, decisions: Vec<Decision>, out: &mut Emitter) {
-        if decisions.is_empty() {
-            return;
-        }
-        for d in &decisions {
-            tracing::info!(
-                component = %self.component,
-                objective = %d.rule,
-                target = %d.target,
-                change = ?d.change,
-                reason = %d.reason,
-                "scale decision"
-            );
-        }
-        out.emit(Signal::Decisions(decisions));
-    }
-
     fn publish(&mut self) {
         let counters = self.engine.counters();
         let buffer = self.engine.buffer();
@@ -113,7 +96,7 @@ impl Processor for SloScaler {
                     let now = self.wall_now();
                     self.engine.observe(&traces.resource_spans, Some(now));
                 }
-                self.emit(decisions, out);
+                super::emit_decisions(&self.component, decisions, out);
                 if self.passthrough {
                     out.emit(Signal::Traces(traces));
                 }
@@ -132,7 +115,7 @@ impl Processor for SloScaler {
             let now = self.wall_now();
             let mut decisions = Vec::new();
             self.engine.tick(now, &mut decisions);
-            self.emit(decisions, out);
+            super::emit_decisions(&self.component, decisions, out);
         }
         self.publish();
         Ok(())
