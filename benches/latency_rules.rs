@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tracescale_components::processors::latency_rules::engine::{
-    Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
+    Condition, Engine, EngineSettings, OperationMatcher, Rule, ScaleDown,
 };
 use tracescale_components::random::SplitMix64;
 use tracescale_core::component::{Emitter, Processor};
@@ -171,7 +171,7 @@ fn evaluate(c: &mut Criterion) {
         group.throughput(Throughput::Elements(spans as u64));
         for rule_count in [10, 100] {
             let template = batch(rule_count, spans, 7);
-            let mut engine = Engine::new(rules(rule_count), Settings::default());
+            let mut engine = Engine::new(rules(rule_count), EngineSettings::default());
             let mut decisions = Vec::new();
             let mut k = 0u64;
             group.bench_function(format!("{rule_count}_rules"), |b| {

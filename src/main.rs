@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracescale_core::config::{self, Config, ConfigError, LogLevel};
+use tracescale_core::error::error_chain;
 use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
 use tracing_subscriber::EnvFilter;
 
 // The components crate is mentioned on purpose: a crate nothing mentions is not linked, and its
 // `inventory` registrations would vanish without a sound.
+use tracescale_components::simulation::report::Baseline;
 use tracescale_components::{eval, simulation};
 
 // Spans are decoded on the listener's thread and freed on the exporter's: glibc's allocator
@@ -58,13 +60,16 @@ enum Command {
         /// The pipeline file (with a `simulated_traces` receiver).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// Also run a baseline scaler on the same scenario and seed.
-        #[arg(long, value_name = "BASELINE", value_parser = ["cpu-hpa"])]
-        compare: Option<String>,
+        /// Also run baseline scalers on the same scenario and seed, comma-separated:
+        /// `cpu-hpa` (the Kubernetes HPA on CPU utilisation) and `rps` (a KEDA-style trigger on
+        /// requests per second per replica, threshold 0.7 of a replica's capacity).
+        #[arg(long, value_name = "BASELINE[,BASELINE]", value_parser = simulation::report::Baselines::parse)]
+        compare: Option<simulation::report::Baselines>,
         /// Print one JSON object instead of a table and the live view.
         #[arg(long)]
         json: bool,
-        /// Write an SVG chart of p99 latency and replicas over time.
+        /// Write an SVG chart: a panel per policy with the p99 latency and the replicas of each
+        /// service over time, the faults labelled.
         #[arg(long, value_name = "FILE.svg", conflicts_with = "seeds")]
         plot: Option<PathBuf>,
         /// Run this seed instead of the file's.
@@ -131,7 +136,7 @@ fn main() -> ExitCode {
             Err(err) => config_failed(&err),
         },
         Command::Demo => match config::load_str(Path::new("<demo>"), DEMO) {
-            Ok(loaded) => simulate(loaded, true, false, None),
+            Ok(loaded) => simulate(loaded, &[Baseline::CpuHpa], false, None),
             Err(err) => config_failed(&err),
         },
         Command::Simulate {
@@ -147,13 +152,18 @@ fn main() -> ExitCode {
             Err(err) => config_failed(&err),
             Ok(_) if seeds.is_some() => {
                 let seeds = seeds.unwrap_or(1..=1);
+                let compare = compare.map(|c| c.to_string());
                 sweep(&config, compare.as_deref(), seeds, jobs, json)
             }
             Ok(loaded) if seed.is_none() && speed.is_none() => {
-                simulate(loaded, compare.is_some(), json, plot.as_deref())
+                let compare = compare.map(|c| c.0).unwrap_or_default();
+                simulate(loaded, &compare, json, plot.as_deref())
             }
             Ok(_) => match load_with(&config, seed, speed) {
-                Ok(loaded) => simulate(loaded, compare.is_some(), json, plot.as_deref()),
+                Ok(loaded) => {
+                    let compare = compare.map(|c| c.0).unwrap_or_default();
+                    simulate(loaded, &compare, json, plot.as_deref())
+                }
                 Err(code) => code,
             },
         },
@@ -229,7 +239,7 @@ fn run(config: Config) -> ExitCode {
     }
 }
 
-fn simulate(config: Config, compare: bool, json: bool, plot: Option<&Path>) -> ExitCode {
+fn simulate(config: Config, compare: &[Baseline], json: bool, plot: Option<&Path>) -> ExitCode {
     let Some(runtime) = prepare(&config) else {
         return ExitCode::from(exit::RUNTIME);
     };
@@ -337,17 +347,6 @@ fn sweep(
             ExitCode::from(exit::RUNTIME)
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {

@@ -1,10 +1,120 @@
-//! The docs stay true: every TOML block in a component README builds, and every config key is
-//! documented.
+//! The docs stay true: every component README opens with its status table, every TOML block in
+//! it builds, and every config key is documented.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use tracescale_core::config::build_from_toml;
-use tracescale_core::registry;
+use tracescale_core::registry::{self, ComponentFactory};
+use tracescale_core::signal::SignalKind;
 
 use crate::conformance::{component_tables, readme, toml_blocks};
+
+/// The stabilities a component README may declare.
+const STABILITIES: [&str; 4] = ["development", "alpha", "beta", "stable"];
+
+#[test]
+fn every_component_readme_has_a_status_table() {
+    let mut wrong = Vec::new();
+    for factory in registry::all() {
+        let path = readme(factory);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Err(why) = check_status_table(factory, &text) {
+            wrong.push(format!("{}: {why}", path.display()));
+        }
+    }
+    assert!(wrong.is_empty(), "status tables:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_component_folder_is_a_registered_component() {
+    let repo = crate::util::repo();
+    let registered: BTreeSet<(String, String)> = registry::all()
+        .into_iter()
+        .map(|f| (f.kind().section().to_string(), f.type_name.to_string()))
+        .collect();
+    for section in ["receivers", "processors", "exporters"] {
+        let dir = repo.join("components/src").join(section);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if !entry.path().join("README.md").is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                registered.contains(&(section.to_string(), name.clone())),
+                "{}: a component folder with a README, but no component `{name}` is registered",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// The `| status | |` table: its type, kind and signals match the factory, and it declares a
+/// stability.
+fn check_status_table(factory: &ComponentFactory, markdown: &str) -> Result<(), String> {
+    let rows = status_rows(markdown).ok_or("no `| status | |` table")?;
+    let row = |key: &str| {
+        rows.get(key)
+            .map(String::as_str)
+            .ok_or(format!("the status table has no `{key}` row"))
+    };
+    let want = format!("`{}`", factory.type_name);
+    if row("type")? != want {
+        return Err(format!("type is {:?}, not {want:?}", row("type")?));
+    }
+    let kind = factory.kind().to_string();
+    if row("kind")? != kind {
+        return Err(format!("kind is {:?}, not {kind:?}", row("kind")?));
+    }
+    let signals = row("signals")?;
+    let (takes, emits) = signals.split_at(signals.find("emits").unwrap_or(signals.len()));
+    let named = |part: &str| -> BTreeSet<SignalKind> {
+        SignalKind::ALL
+            .into_iter()
+            .filter(|s| {
+                part.split(|c: char| !c.is_alphanumeric())
+                    .any(|w| w == s.as_str())
+            })
+            .collect()
+    };
+    let takes_want: BTreeSet<SignalKind> = factory.takes.iter().copied().collect();
+    let emits_want: BTreeSet<SignalKind> = factory.emits.iter().copied().collect();
+    if named(takes) != takes_want || named(emits) != emits_want {
+        return Err(format!(
+            "signals {signals:?} do not say what it takes ({takes_want:?}) and emits ({emits_want:?})"
+        ));
+    }
+    let stability = row("stability")?;
+    if !STABILITIES.contains(&stability) {
+        return Err(format!(
+            "stability {stability:?} is none of {}",
+            STABILITIES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The rows of the markdown table whose header is `| status | |`, as `key -> value`.
+fn status_rows(markdown: &str) -> Option<BTreeMap<String, String>> {
+    let mut lines = markdown
+        .lines()
+        .skip_while(|l| l.split('|').nth(1).map(str::trim) != Some("status"));
+    lines.next()?;
+    Some(
+        lines
+            .skip_while(|l| l.starts_with("|-"))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+                match cells.as_slice() {
+                    [key, value] => Some((key.trim().to_string(), value.trim().to_string())),
+                    _ => None,
+                }
+            })
+            .collect(),
+    )
+}
 
 #[test]
 fn every_toml_block_in_component_readmes_builds() {

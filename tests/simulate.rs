@@ -1,5 +1,5 @@
 //! The main job: `tracescale demo` and `tracescale simulate` run a simulated shop through a
-//! pipeline and compare it with the CPU baseline. Figures are reported, not asserted: these
+//! pipeline and compare it with the baselines. Figures are reported, not asserted: these
 //! tests check that the runs complete and report what the README says they report.
 
 use std::time::Duration;
@@ -45,7 +45,7 @@ fn demo_runs_to_completion_with_a_live_view_and_the_comparison() {
 }
 
 #[test]
-fn simulate_prints_json_for_both_scalers_and_writes_the_chart() {
+fn simulate_prints_json_for_every_baseline_and_writes_the_chart() {
     let dir = tempfile::TempDir::new().unwrap();
     let svg = dir.path().join("run.svg");
     let out = run_to_end(
@@ -54,7 +54,7 @@ fn simulate_prints_json_for_both_scalers_and_writes_the_chart() {
             "-c",
             "configs/scenario-worker-cap.toml",
             "--compare",
-            "cpu-hpa",
+            "cpu-hpa,rps",
             "--json",
             "--plot",
             svg.to_str().unwrap(),
@@ -68,29 +68,58 @@ fn simulate_prints_json_for_both_scalers_and_writes_the_chart() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    for run in ["pipeline", "baseline"] {
+    let runs = [
+        &v["pipeline"],
+        &v["baselines"]["cpu-hpa"],
+        &v["baselines"]["rps"],
+    ];
+    for run in runs {
         for key in [
             "slo_violation_seconds",
             "replica_seconds",
             "first_correct_action_seconds",
             "wrong_target_actions",
         ] {
-            assert!(v[run].get(key).is_some(), "{run}.{key} missing: {v}");
+            assert!(run.get(key).is_some(), "{key} missing: {v}");
         }
         // Twelve minutes of three services with at least one replica each.
         assert!(
-            v[run]["replica_seconds"].as_f64().unwrap() >= 3.0 * 720.0,
+            run["replica_seconds"].as_f64().unwrap() >= 3.0 * 720.0,
             "{v}"
         );
     }
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg"), "{chart}");
-    assert!(chart.contains("trace-driven") && chart.contains("cpu-hpa"));
+    for policy in ["trace-driven", "cpu-hpa", "rps"] {
+        assert!(
+            chart.contains(&format!(r#"data-policy="{policy}""#)),
+            "{policy}"
+        );
+    }
     assert_eq!(
         chart.matches("<polyline").count(),
-        2 * 4,
-        "p99 and three services, twice"
+        3 * 4,
+        "p99 and three services, for each of three policies"
     );
+}
+
+#[test]
+fn simulate_refuses_an_unknown_or_repeated_baseline() {
+    for compare in ["cpu-hpa,keda", "rps,rps"] {
+        let out = run_to_end(
+            bin().args([
+                "simulate",
+                "-c",
+                "configs/scenario-worker-cap.toml",
+                "--compare",
+                compare,
+            ]),
+            LIMIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{compare}: {stderr}");
+        assert!(stderr.contains("--compare"), "{compare}: {stderr}");
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "simulated_cluster"),
     ("processor", "hstree"),
     ("processor", "latency_rules"),
+    ("processor", "slo_scaler"),
     ("receiver", "demo_traces"),
     ("receiver", "otlp"),
     ("receiver", "simulated_traces"),

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 
+pub mod attributes;
 pub mod component;
 pub mod config;
+pub mod error;
 pub mod health;
 pub mod memory;
 pub mod registry;
 pub mod service;
 pub mod signal;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Helpers for testing components outside a running engine: an [`Output`] whose batches land in
-//! a channel you read, and the contexts the engine would hand a component.
+//! a channel you read, and the contexts the engine would hand a component. Compiled only for
+//! tests, benches and examples: the `testing` feature.
 
 use crate::component::{ComponentKind, ExporterContext, ProcessorContext, ReceiverContext};
 use crate::config::ComponentId;

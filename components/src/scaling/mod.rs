@@ -7,6 +7,7 @@
 
 pub mod allow;
 pub mod policy;
+pub mod target;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -115,7 +116,7 @@ pub struct Override {
 
 /// Everything a [`Scaler`] needs, validated.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ScalerSettings {
     /// The workloads that may be scaled.
     pub allow: AllowList,
     /// The default policy.
@@ -128,7 +129,7 @@ pub struct Settings {
     pub max_targets: usize,
 }
 
-impl Settings {
+impl ScalerSettings {
     /// Checks the allow-list and the decision's age against `now_unix_nano` (wall or simulated
     /// time: the clock decisions are stamped with).
     pub fn screen(&self, d: &Decision, now_unix_nano: u64) -> Result<(), Refusal> {
@@ -159,7 +160,7 @@ pub struct Keys<'a> {
 
 impl Keys<'_> {
     /// Validates the keys, reporting every problem at its key path.
-    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<Settings, BuildError> {
+    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<ScalerSettings, BuildError> {
         let mut errors = Vec::new();
         let mut patterns = Vec::new();
         for (i, text) in self.allow.iter().enumerate() {
@@ -234,7 +235,7 @@ impl Keys<'_> {
         if !errors.is_empty() {
             return Err(BuildContext::errors(errors));
         }
-        Ok(Settings {
+        Ok(ScalerSettings {
             allow: AllowList::new(patterns),
             policy: Policy {
                 min_replicas: p.min_replicas,
@@ -297,13 +298,13 @@ impl Refusal {
 /// the current replicas.
 #[derive(Debug)]
 pub struct Scaler {
-    settings: Settings,
+    settings: ScalerSettings,
     states: HashMap<Target, TargetState>,
 }
 
 impl Scaler {
     /// A scaler with no history.
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: ScalerSettings) -> Self {
         Self {
             settings,
             states: HashMap::new(),
@@ -311,11 +312,11 @@ impl Scaler {
     }
 
     /// The settings it was built with.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &ScalerSettings {
         &self.settings
     }
 
-    /// Checks the allow-list and the decision's age (see [`Settings::screen`]).
+    /// Checks the allow-list and the decision's age (see [`ScalerSettings::screen`]).
     pub fn screen(&self, d: &Decision, now_unix_nano: u64) -> Result<(), Refusal> {
         self.settings.screen(d, now_unix_nano)
     }
@@ -583,8 +584,8 @@ mod tests {
         }
     }
 
-    fn settings(allow: &[&str]) -> Settings {
-        Settings {
+    fn settings(allow: &[&str]) -> ScalerSettings {
+        ScalerSettings {
             allow: AllowList::new(
                 allow
                     .iter()

@@ -119,6 +119,8 @@ struct Request {
     arrival: u64,
     /// When a slot took it (arrival while it waits).
     started: u64,
+    /// The replica whose slot took it: a function of its id over the replicas ready then.
+    replica: u32,
     error: bool,
     next_call: usize,
     remaining: u32,

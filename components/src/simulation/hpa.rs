@@ -40,6 +40,32 @@ struct HpaService {
     history: VecDeque<(u64, u32)>,
 }
 
+/// What the HPA controller does with a raw recommendation, whatever the metric: remembers it,
+/// applies the scale-down stabilisation window and the default scale-up rate limit, and keeps
+/// the result within the service's replica bounds.
+pub(super) fn hpa_finish(
+    cfg: &HpaConfig,
+    history: &mut VecDeque<(u64, u32)>,
+    now: u64,
+    current: u32,
+    raw: u32,
+    (lo, hi): (u32, u32),
+) -> u32 {
+    let window = cfg.downscale_stabilisation_ns;
+    while history
+        .front()
+        .is_some_and(|&(t, _)| t.saturating_add(window) <= now)
+    {
+        history.pop_front();
+    }
+    history.push_back((now, raw));
+    let mut rec = hpa_stabilise(current, raw, history);
+    if cfg.limit_scale_up_rate && rec > current {
+        rec = rec.min(current.saturating_mul(2).max(current.saturating_add(4)));
+    }
+    rec.clamp(lo, hi)
+}
+
 /// The Kubernetes Horizontal Pod Autoscaler on CPU utilisation, as the
 /// baseline that trace-driven scaling is compared against.
 pub struct Hpa {
@@ -139,7 +165,7 @@ impl Hpa {
                 .saturating_add(self.cfg.sync_period_ns.max(1));
         }
         for hs in &mut self.services {
-            let (Some((b, c)), Some(current), Some(ready), Some((lo, hi))) = (
+            let (Some((b, c)), Some(current), Some(ready), Some(bounds)) = (
                 sim.cpu_totals(&hs.name),
                 sim.replicas(&hs.name),
                 sim.ready_replicas(&hs.name),
@@ -155,20 +181,7 @@ impl Hpa {
             }
             let raw =
                 hpa_raw_recommendation(current, ready, db / dc, hs.target, self.cfg.tolerance);
-            let window = self.cfg.downscale_stabilisation_ns;
-            while hs
-                .history
-                .front()
-                .is_some_and(|&(t, _)| t.saturating_add(window) <= now)
-            {
-                hs.history.pop_front();
-            }
-            hs.history.push_back((now, raw));
-            let mut rec = hpa_stabilise(current, raw, &hs.history);
-            if self.cfg.limit_scale_up_rate && rec > current {
-                rec = rec.min(current.saturating_mul(2).max(current.saturating_add(4)));
-            }
-            let rec = rec.clamp(lo, hi);
+            let rec = hpa_finish(&self.cfg, &mut hs.history, now, current, raw, bounds);
             if rec != current
                 && let Ok(Some(a)) = sim.scale(&hs.name, rec)
             {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::report::{Series, Summary, run_baseline, svg, table};
+use super::report::{Baseline, Series, Summary, svg, table};
 use super::{Action, started_clusters};
 use super::{IntervalStats, NANOS_PER_SEC, RunScore, ScaleAction, Scenario};
 
@@ -152,39 +152,44 @@ pub struct Rendered {
     pub svg: String,
 }
 
-/// Runs the baseline (when `compare`) and renders the comparison.
-pub fn render(outcome: &Outcome, compare: bool, json: bool) -> Result<Rendered, String> {
-    let baseline = if compare {
-        Some(run_baseline(&outcome.scenario).map_err(|e| format!("baseline: {e}"))?)
-    } else {
-        None
-    };
-    let base_summary = baseline
-        .as_ref()
-        .map(|b| Summary::new(&b.report, b.actions.len()));
+/// Runs each baseline of `compare` on the scenario and renders the comparison. The JSON is
+/// `{"scenario", "seed", "pipeline", "baselines": {name: figures}}`, the map empty without a
+/// baseline.
+pub fn render(outcome: &Outcome, compare: &[Baseline], json: bool) -> Result<Rendered, String> {
+    let mut runs = Vec::with_capacity(compare.len());
+    for &b in compare {
+        let run = b
+            .run(&outcome.scenario)
+            .map_err(|e| format!("baseline {}: {e}", b.name()))?;
+        let summary = Summary::new(&run.report, run.actions.len());
+        runs.push((b.name(), run, summary));
+    }
     let text = if json {
-        let mut v = serde_json::json!({
+        let baselines: serde_json::Map<String, serde_json::Value> = runs
+            .iter()
+            .map(|(name, _, summary)| ((*name).to_string(), serde_json::json!(summary)))
+            .collect();
+        let v = serde_json::json!({
             "scenario": outcome.scenario.name,
             "seed": outcome.scenario.sim.seed,
             "pipeline": outcome.pipeline,
+            "baselines": baselines,
         });
-        if let Some(b) = &base_summary {
-            v["baseline"] = serde_json::json!(b);
-        }
         format!("{v}\n")
     } else {
-        table(&outcome.scenario, &outcome.pipeline, base_summary.as_ref())
+        let columns: Vec<(&str, &Summary)> = runs.iter().map(|(n, _, s)| (*n, s)).collect();
+        table(&outcome.scenario, &outcome.pipeline, &columns)
     };
     let mut series = vec![Series {
         label: "trace-driven",
         rows: &outcome.rows,
-        color: "#1f77b4",
+        summary: Some(&outcome.pipeline),
     }];
-    if let Some(b) = &baseline {
+    for (name, run, summary) in &runs {
         series.push(Series {
-            label: "cpu-hpa",
-            rows: &b.rows,
-            color: "#d62728",
+            label: name,
+            rows: &run.rows,
+            summary: Some(summary),
         });
     }
     Ok(Rendered {

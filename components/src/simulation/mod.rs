@@ -1,6 +1,7 @@
 //! The simulated shop behind `tracescale demo` and `tracescale simulate`: a seeded
 //! discrete-event simulation ([`Sim`], configured by [`SimConfig`], producing the records of
-//! `records`), the HPA baseline ([`Hpa`]), the scenarios and their scoring ([`Scenario`],
+//! `records`), the baselines (the CPU HPA, [`Hpa`], and a KEDA-style trigger on requests per
+//! second, [`RpsScaler`]), the scenarios and their scoring ([`Scenario`],
 //! [`RunScore`], and the built-in [`presets`]), the state its receiver and exporter share
 //! ([`SimCluster`]), the spans it turns into OTLP, and the comparison report ([`report`]).
 //!
@@ -16,6 +17,7 @@ pub mod live;
 pub mod presets;
 mod records;
 pub mod report;
+mod rps;
 mod scenario;
 pub mod shop;
 pub mod sweep;
@@ -41,6 +43,7 @@ pub use engine::Sim;
 pub use hpa::{Hpa, HpaConfig};
 pub use presets::DEFAULT_SLO_NS;
 pub use records::{IntervalStats, ScaleAction, ServiceIntervalStats, SimSpan};
+pub use rps::{RpsConfig, RpsScaler, per_replica_capacity};
 pub use scenario::{
     FaultPhase, NoScaling, PhaseReport, ReplicaController, RunResult, RunScore, Scenario,
     ScheduledScaler, ScheduledStep, run_scenario,
@@ -174,7 +177,8 @@ pub struct OtlpBuilder {
     epoch_unix_nano: u64,
     shape: SpanShape,
     kinds: BTreeMap<String, WorkloadKind>,
-    by_service: BTreeMap<String, Vec<Span>>,
+    /// Spans by (service, replica): one resource per pod.
+    by_service: BTreeMap<(String, u32), Vec<Span>>,
 }
 
 /// How a visit becomes spans.
@@ -258,7 +262,7 @@ impl OtlpBuilder {
         };
         if let Some((caller, parent)) = client {
             self.by_service
-                .entry(caller.to_string())
+                .entry((caller.to_string(), s.caller_replica))
                 .or_default()
                 .push(Span {
                     trace_id: s.trace_id.to_vec(),
@@ -284,7 +288,10 @@ impl OtlpBuilder {
             status,
             ..Span::default()
         };
-        let spans = self.by_service.entry(s.service.to_string()).or_default();
+        let spans = self
+            .by_service
+            .entry((s.service.to_string(), s.replica))
+            .or_default();
         if !s.error && self.shape.queue_spans {
             spans.push(Span {
                 trace_id: s.trace_id.to_vec(),
@@ -310,7 +317,7 @@ impl OtlpBuilder {
         let by_service = std::mem::take(&mut self.by_service);
         let resource_spans = by_service
             .into_iter()
-            .map(|(service, spans)| ResourceSpans {
+            .map(|((service, replica), spans)| ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
                         string_kv("service.name", &service),
@@ -323,6 +330,7 @@ impl OtlpBuilder {
                                 .resource_attribute(),
                             &service,
                         ),
+                        string_kv("k8s.pod.name", &format!("{service}-{replica}")),
                     ],
                     ..Resource::default()
                 }),

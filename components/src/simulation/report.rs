@@ -1,13 +1,14 @@
-//! The comparison `tracescale simulate` prints: the pipeline against the CPU baseline on one
-//! scenario and one seed, as a table, as JSON, and as an SVG chart of p99 latency and replicas.
+//! The comparison `tracescale simulate` prints: the pipeline against the baselines (the CPU HPA,
+//! a KEDA-style trigger on requests per second) on one scenario and one seed, as a table, as
+//! JSON, and as an SVG chart of p99 latency and replicas.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use super::{
-    Hpa, HpaConfig, IntervalStats, NANOS_PER_SEC, RunResult, RunScore, Scenario, Sim, SimError,
-    run_scenario,
+    FaultPhase, Hpa, HpaConfig, IntervalStats, NANOS_PER_SEC, RpsConfig, RpsScaler, RunResult,
+    RunScore, Scenario, Sim, SimError, TrafficPattern, run_scenario,
 };
 
 /// The figures of one run, as `--json` prints them.
@@ -39,6 +40,77 @@ impl Summary {
     }
 }
 
+/// A baseline scaler `simulate --compare` runs on the same scenario and seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Baseline {
+    /// The Kubernetes HPA on CPU utilisation (`cpu-hpa`).
+    CpuHpa,
+    /// A KEDA-style trigger on requests per second per replica (`rps`).
+    Rps,
+}
+
+impl Baseline {
+    /// Every baseline, in the order tables and charts show them.
+    pub const ALL: [Baseline; 2] = [Baseline::CpuHpa, Baseline::Rps];
+
+    /// Its name on the command line and in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::CpuHpa => "cpu-hpa",
+            Baseline::Rps => "rps",
+        }
+    }
+
+    /// The baseline called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Runs the scenario under this baseline.
+    pub fn run(self, scenario: &Scenario) -> Result<RunResult, SimError> {
+        match self {
+            Baseline::CpuHpa => run_baseline(scenario),
+            Baseline::Rps => {
+                let probe = Sim::new(&scenario.sim)?;
+                let mut rps = RpsScaler::new(&probe, &scenario.sim, RpsConfig::default());
+                run_scenario(scenario, &mut rps)
+            }
+        }
+    }
+}
+
+/// The baselines of one `--compare`: a comma-separated list, each name once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Baselines(pub Vec<Baseline>);
+
+impl Baselines {
+    /// Parses `cpu-hpa,rps`: known names, each once, at least one.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            let Some(b) = Baseline::from_name(name) else {
+                let known: Vec<&str> = Baseline::ALL.iter().map(|b| b.name()).collect();
+                return Err(format!(
+                    "unknown baseline {name:?}: choose from {} (comma-separated)",
+                    known.join(", ")
+                ));
+            };
+            if out.contains(&b) {
+                return Err(format!("baseline {name:?} is given twice"));
+            }
+            out.push(b);
+        }
+        Ok(Self(out))
+    }
+}
+
+impl std::fmt::Display for Baselines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|b| b.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// The CPU baseline: the HPA algorithm on simulated CPU (target utilisation per service,
 /// tolerance 0.1, 15 s sync, 300 s scale-down stabilisation) on the same scenario and seed.
 pub fn run_baseline(scenario: &Scenario) -> Result<RunResult, SimError> {
@@ -47,8 +119,8 @@ pub fn run_baseline(scenario: &Scenario) -> Result<RunResult, SimError> {
     run_scenario(scenario, &mut hpa)
 }
 
-/// A side-by-side table.
-pub fn table(scenario: &Scenario, pipeline: &Summary, baseline: Option<&Summary>) -> String {
+/// A side-by-side table: the pipeline, then one column per baseline, by name.
+pub fn table(scenario: &Scenario, pipeline: &Summary, baselines: &[(&str, &Summary)]) -> String {
     let mut s = String::new();
     let slo_ms = scenario.slo_latency_ns as f64 / 1e6;
     let _ = writeln!(
@@ -77,55 +149,131 @@ pub fn table(scenario: &Scenario, pipeline: &Summary, baseline: Option<&Summary>
         "replica changes",
     ];
     let ours = cells(pipeline);
-    let theirs = baseline.map(cells);
+    let theirs: Vec<_> = baselines.iter().map(|(_, b)| cells(b)).collect();
     let _ = write!(s, "{:<34} {:>14}", "", "trace-driven");
-    if baseline.is_some() {
-        let _ = write!(s, " {:>14}", "cpu-hpa");
+    for (name, _) in baselines {
+        let _ = write!(s, " {name:>14}");
     }
     s.push('\n');
     for (i, name) in names.iter().enumerate() {
         let _ = write!(s, "{name:<34} {:>14}", ours[i]);
-        if let Some(b) = &theirs {
+        for b in &theirs {
             let _ = write!(s, " {:>14}", b[i]);
         }
         s.push('\n');
     }
-    if let Some(b) = baseline
-        && b.slo_violation_seconds > 0.0
-    {
+    let mut first = true;
+    for (name, b) in baselines {
+        if b.slo_violation_seconds <= 0.0 {
+            continue;
+        }
+        if first {
+            s.push('\n');
+            first = false;
+        }
         let change = 100.0 * (pipeline.slo_violation_seconds / b.slo_violation_seconds - 1.0);
         let _ = writeln!(
             s,
-            "\nSLO-violation time vs cpu-hpa: {change:+.0} %; replica-seconds vs cpu-hpa: {:+.0} %",
+            "SLO-violation time vs {name}: {change:+.0} %; replica-seconds vs {name}: {:+.0} %",
             100.0 * (pipeline.replica_seconds / b.replica_seconds.max(1e-9) - 1.0)
         );
     }
     s
 }
 
-/// One run for the chart.
+/// One run (one policy) for the chart.
 pub struct Series<'a> {
-    /// Legend label.
+    /// The policy's name: the panel's title and its legend entry.
     pub label: &'a str,
     /// Its per-second rows.
     pub rows: &'a [IntervalStats],
-    /// Stroke colour.
-    pub color: &'a str,
+    /// Its figures, for the caption.
+    pub summary: Option<&'a Summary>,
 }
 
-/// An SVG chart: end-to-end p99 (log scale, with the SLO) above, replicas per service below,
-/// for each run.
+/// Width of `text` at `size` px in a sans-serif font, estimated generously (0.62 em a
+/// character; digits and lower case run narrower), so boxes laid out with it do not touch.
+pub fn text_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * size * 0.62
+}
+
+/// One colour per service, in the order the services first appear; red is kept for the SLO.
+const SERVICE_COLOURS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+];
+
+/// One line style per policy, in the order of the series.
+const POLICY_DASHES: [&str; 4] = ["none", "7 4", "2 3", "10 3 2 3"];
+
+/// Readable text over lines: a white halo under the glyphs.
+const HALO: &str =
+    r#"paint-order="stroke" stroke="white" stroke-width="3" stroke-linejoin="round""#;
+
+/// What a fault window is: the traffic spikes and slowdowns of the shop that overlap it, and
+/// the service whose scale-up fixes it.
+fn fault_label(scenario: &Scenario, index: usize, phase: &FaultPhase) -> (String, String) {
+    let overlaps = |start: u64, end: u64| start < phase.end && end > phase.start;
+    let mut causes = Vec::new();
+    if let TrafficPattern::Spike {
+        base_rps,
+        peak_rps,
+        at,
+        duration,
+    } = scenario.sim.traffic
+        && overlaps(at, at.saturating_add(duration))
+    {
+        causes.push(format!("traffic {base_rps:.0} → {peak_rps:.0} req/s"));
+    }
+    for f in &scenario.sim.faults {
+        if overlaps(f.start, f.end) {
+            causes.push(format!("{} {}× slower", f.service, f.factor));
+        }
+    }
+    if causes.is_empty() {
+        causes.push("fault".to_string());
+    }
+    (
+        format!("fault {}: {}", index + 1, causes.join(", ")),
+        format!("right target: {}", phase.right_target),
+    )
+}
+
+/// The step between labelled time ticks: at most twelve ticks over the run.
+fn time_step(total_s: f64) -> f64 {
+    [
+        5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    ]
+    .into_iter()
+    .find(|step| total_s / step <= 12.0)
+    .unwrap_or((total_s / 12.0).ceil())
+}
+
+/// The SVG chart: the fault windows labelled along the top, then one panel per policy, stacked
+/// over a shared time axis in seconds, each with the end-to-end p99 (log scale, with the SLO
+/// line) above the replicas of each service (one colour per service); then the legend and a
+/// caption with each policy's figures.
 pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
-    const W: f64 = 900.0;
-    const H: f64 = 300.0;
-    const LEFT: f64 = 60.0;
-    const GAP: f64 = 50.0;
+    const W: f64 = 960.0;
+    const LEFT: f64 = 84.0;
+    const RIGHT: f64 = 28.0;
+    const LAT_H: f64 = 110.0;
+    const REP_H: f64 = 120.0;
+    const TITLE_H: f64 = 22.0;
+    const INNER_GAP: f64 = 16.0;
+    const BLOCK_GAP: f64 = 18.0;
+    const FIRST_PANEL: f64 = 76.0;
+    const SMALL: f64 = 10.0;
+    const FONT: f64 = 12.0;
+    let plot_w = W - LEFT - RIGHT;
     let total_s = (scenario.duration_ns as f64 / 1e9).max(1.0);
-    let x = |t_ns: u64| LEFT + (t_ns as f64 / 1e9) / total_s * (W - LEFT - 20.0);
+    let xs = |t_s: f64| LEFT + t_s.clamp(0.0, total_s) / total_s * plot_w;
+    let x = |t_ns: u64| xs(t_ns as f64 / 1e9);
+    let block_h = TITLE_H + LAT_H + INNER_GAP + REP_H + BLOCK_GAP;
+    let panels_bottom = FIRST_PANEL + block_h * series.len() as f64 - BLOCK_GAP;
     // Latency: log10 of ms from 1 ms to 100 s.
-    let y_lat = |ms: f64| {
+    let y_lat = |top: f64, ms: f64| {
         let v = ms.clamp(1.0, 100_000.0).log10() / 5.0;
-        20.0 + (1.0 - v) * (H - 40.0)
+        top + (1.0 - v) * LAT_H
     };
     let max_replicas = series
         .iter()
@@ -134,72 +282,126 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
         .max()
         .unwrap_or(1)
         .max(1);
-    let top2 = H + GAP;
-    let y_rep = |n: u32| top2 + 20.0 + (1.0 - f64::from(n) / f64::from(max_replicas)) * (H - 40.0);
+    let rep_step = [1, 2, 4, 5, 10, 20, 25, 50, 100]
+        .into_iter()
+        .find(|step| max_replicas / step <= 6)
+        .unwrap_or(max_replicas.div_ceil(6));
+    let rep_top = max_replicas.div_ceil(rep_step) * rep_step;
+    let y_rep = |top: f64, n: f64| top + (1.0 - n / f64::from(rep_top)) * REP_H;
+    let mut services: Vec<&str> = Vec::new();
+    for run in series {
+        for svc in run.rows.iter().flat_map(|r| r.services.iter()) {
+            if !services.contains(&svc.service.as_str()) {
+                services.push(&svc.service);
+            }
+        }
+    }
+    let colour = |name: &str| {
+        let i = services.iter().position(|s| *s == name).unwrap_or(0);
+        SERVICE_COLOURS[i % SERVICE_COLOURS.len()]
+    };
+    let step = time_step(total_s);
+    let ticks: Vec<f64> = (0..)
+        .map(|i| f64::from(i) * step)
+        .take_while(|t| *t <= total_s + 1e-9)
+        .collect();
+    let tick_label = |t: f64| format!("{t:.0}");
+
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" font-family="sans-serif" font-size="12">"#,
-        2.0 * H + GAP + 30.0
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        xml_escape(&format!(
+            "{} (seed {}): end-to-end p99 latency and replicas per service, by policy",
+            scenario.name, scenario.sim.seed
+        ))
     );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="14">{}: end-to-end p99 latency (log scale)</text>"#,
-        xml_escape(&scenario.name)
-    );
-    for ms in [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0] {
-        let y = y_lat(ms);
-        let label = if ms >= 1000.0 {
-            format!("{} s", ms / 1000.0)
-        } else {
-            format!("{ms} ms")
-        };
+    // Fault windows: shaded behind every panel, labelled above the first.
+    for (i, phase) in scenario.phases.iter().enumerate() {
+        let (a, b) = (x(phase.start), x(phase.end));
+        let (what, target) = fault_label(scenario, i, phase);
+        let width = text_width(&what, 11.0).max(text_width(&target, 11.0));
+        let tx = (a + 4.0).min(W - RIGHT - width).max(LEFT);
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="4" y="{:.1}">{label}</text>"##,
-            W - 20.0,
-            y + 4.0
+            r##"<g class="fault"><rect x="{a:.1}" y="32" width="{:.1}" height="{:.1}" fill="#f6e3c0" opacity="0.6"/><text x="{tx:.1}" y="46" font-size="11">{}</text><text x="{tx:.1}" y="60" font-size="11" fill="#555">{}</text></g>"##,
+            (b - a).max(1.0),
+            panels_bottom - 32.0,
+            xml_escape(&what),
+            xml_escape(&target),
         );
     }
-    let slo = y_lat(scenario.slo_latency_ns as f64 / 1e6);
-    let _ = writeln!(
-        s,
-        r#"<line x1="{LEFT}" x2="{}" y1="{slo:.1}" y2="{slo:.1}" stroke="red" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" fill="red">SLO</text>"#,
-        W - 20.0,
-        W - 50.0,
-        slo - 4.0
-    );
-    for phase in &scenario.phases {
-        let (a, b) = (x(phase.start), x(phase.end));
-        for top in [20.0, top2 + 20.0] {
+    let slo_ms = scenario.slo_latency_ns as f64 / 1e6;
+    for (i, run) in series.iter().enumerate() {
+        let top = FIRST_PANEL + block_h * i as f64;
+        let lat_top = top + TITLE_H;
+        let rep_top_y = lat_top + LAT_H + INNER_GAP;
+        let dash = POLICY_DASHES[i % POLICY_DASHES.len()];
+        let _ = writeln!(
+            s,
+            r#"<g class="panel" data-policy="{label}"><text x="{LEFT}" y="{:.1}" font-weight="bold">{label}</text>"#,
+            top + 15.0,
+            label = xml_escape(run.label),
+        );
+        // Frames, time grid and ticks.
+        for (y0, h) in [(lat_top, LAT_H), (rep_top_y, REP_H)] {
             let _ = writeln!(
                 s,
-                r##"<rect x="{a:.1}" y="{top}" width="{:.1}" height="{}" fill="#f5e6c8" opacity="0.5"/>"##,
-                b - a,
-                H - 40.0
+                r##"<rect x="{LEFT}" y="{y0:.1}" width="{plot_w:.1}" height="{h}" fill="none" stroke="#bbb"/>"##
+            );
+            for &t in &ticks {
+                let tx = xs(t);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{tx:.1}" x2="{tx:.1}" y1="{y0:.1}" y2="{:.1}" stroke="#eee"/><line x1="{tx:.1}" x2="{tx:.1}" y1="{:.1}" y2="{:.1}" stroke="#888"/>"##,
+                    y0 + h,
+                    y0 + h,
+                    y0 + h + 4.0,
+                );
+            }
+        }
+        // Latency axis.
+        for (ms, label) in [
+            (1.0, "1 ms"),
+            (10.0, "10 ms"),
+            (100.0, "100 ms"),
+            (1_000.0, "1 s"),
+            (10_000.0, "10 s"),
+            (100_000.0, "100 s"),
+        ] {
+            let y = y_lat(lat_top, ms);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="{SMALL}" text-anchor="end">{label}</text>"##,
+                W - RIGHT,
+                LEFT - 5.0,
+                y + 3.5
             );
         }
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="{}">replicas per service (solid: first service, dashed: second, dotted: third)</text>"#,
-        top2 + 14.0
-    );
-    for n in 0..=max_replicas {
-        if max_replicas > 12 && n % 2 == 1 {
-            continue;
-        }
-        let y = y_rep(n);
+        let mid = lat_top + LAT_H / 2.0;
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="30" y="{:.1}">{n}</text>"##,
-            W - 20.0,
-            y + 4.0
+            r#"<text x="16" y="{mid:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 16 {mid:.1})">p99 latency</text>"#
         );
-    }
-    let dashes = ["", "8 4", "2 3", "12 3 2 3"];
-    for (i, run) in series.iter().enumerate() {
+        // Replica axis.
+        let mut n = 0;
+        while n <= rep_top {
+            let y = y_rep(rep_top_y, f64::from(n));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="{SMALL}" text-anchor="end">{n}</text>"##,
+                W - RIGHT,
+                LEFT - 5.0,
+                y + 3.5
+            );
+            n += rep_step;
+        }
+        let mid = rep_top_y + REP_H / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="16" y="{mid:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 16 {mid:.1})">replicas</text>"#
+        );
+        // The p99 line, in the policy's style.
         let lat: Vec<String> = run
             .rows
             .iter()
@@ -209,53 +411,155 @@ pub fn svg(scenario: &Scenario, series: &[Series<'_>]) -> String {
                     u64::MAX => 100_000.0,
                     ns => ns as f64 / 1e6,
                 };
-                Some(format!("{:.1},{:.1}", x(r.end), y_lat(ms)))
+                Some(format!("{:.1},{:.1}", x(r.end), y_lat(lat_top, ms)))
             })
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/>"#,
-            run.color,
-            lat.join(" ")
+            r##"<polyline fill="none" stroke="#333" stroke-width="1.4" stroke-dasharray="{dash}" points="{}"><title>{} p99</title></polyline>"##,
+            lat.join(" "),
+            xml_escape(run.label),
         );
-        let services: Vec<String> = run
-            .rows
-            .first()
-            .map(|r| r.services.iter().map(|s| s.service.clone()).collect())
-            .unwrap_or_default();
-        for (j, name) in services.iter().enumerate() {
-            let pts: Vec<String> = run
-                .rows
-                .iter()
-                .filter_map(|r| r.services.get(j).map(|s| (r.end, s.desired_replicas)))
-                .map(|(t, n)| format!("{:.1},{:.1}", x(t), y_rep(n)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="1.5" stroke-dasharray="{}" points="{}"><title>{} {name}</title></polyline>"#,
-                run.color,
-                dashes[j % dashes.len()],
-                pts.join(" "),
-                xml_escape(run.label),
-                name = xml_escape(name),
-            );
-        }
-        let legend_y = 2.0 * H + GAP + 20.0;
-        let lx = LEFT + i as f64 * 220.0;
-        let names = xml_escape(&services.join(", "));
+        let slo = y_lat(lat_top, slo_ms);
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{}" stroke-width="3"/><text x="{}" y="{legend_y}">{} ({names})</text>"#,
-            lx + 20.0,
-            legend_y - 4.0,
-            legend_y - 4.0,
-            run.color,
-            lx + 26.0,
-            xml_escape(run.label)
+            r#"<g class="slo"><line x1="{LEFT}" x2="{:.1}" y1="{slo:.1}" y2="{slo:.1}" stroke="red" stroke-width="1.2" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}" font-size="11" fill="red" text-anchor="end" {HALO}>SLO {slo_ms:.0} ms</text></g>"#,
+            W - RIGHT,
+            W - RIGHT - 4.0,
+            slo - 4.0
+        );
+        // Replicas: a step line per service; services at the same count are drawn side by
+        // side (offset by their line width) rather than over each other.
+        let count = services.len() as f64;
+        for (j, name) in services.iter().enumerate() {
+            let offset = (j as f64 - (count - 1.0) / 2.0) * 2.0;
+            let mut pts: Vec<String> = Vec::new();
+            let mut last: Option<u32> = None;
+            for r in run.rows {
+                let Some(svc) = r.service(name) else { continue };
+                let n = svc.desired_replicas;
+                let y = |n: u32| y_rep(rep_top_y, f64::from(n)) + offset;
+                match last {
+                    None => pts.push(format!("{:.1},{:.1}", x(r.start), y(n))),
+                    Some(prev) if prev != n => {
+                        pts.push(format!("{:.1},{:.1}", x(r.start), y(prev)));
+                        pts.push(format!("{:.1},{:.1}", x(r.start), y(n)));
+                    }
+                    Some(_) => {}
+                }
+                last = Some(n);
+            }
+            if let (Some(n), Some(r)) = (last, run.rows.last()) {
+                pts.push(format!(
+                    "{:.1},{:.1}",
+                    x(r.end),
+                    y_rep(rep_top_y, f64::from(n)) + offset
+                ));
+            }
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"><title>{} {}</title></polyline>"#,
+                colour(name),
+                pts.join(" "),
+                xml_escape(run.label),
+                xml_escape(name),
+            );
+        }
+        s.push_str("</g>\n");
+    }
+    // The shared time axis, under the last panel.
+    let _ = write!(s, r#"<g class="x-axis">"#);
+    for &t in &ticks {
+        let _ = write!(
+            s,
+            r#"<text class="tick-label" x="{:.1}" y="{:.1}" font-size="{SMALL}" text-anchor="middle">{}</text>"#,
+            xs(t),
+            panels_bottom + 16.0,
+            tick_label(t)
         );
     }
-    s.push_str("</svg>\n");
-    s
+    let _ = writeln!(
+        s,
+        r#"<text class="axis-title" x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">time (s)</text></g>"#,
+        LEFT + plot_w / 2.0,
+        panels_bottom + 32.0
+    );
+    // Legend: laid out from estimated text widths, wrapping, so no entry runs into the next.
+    let mut entries: Vec<(&str, String, String)> = Vec::new();
+    for name in &services {
+        entries.push((
+            "service",
+            (*name).to_string(),
+            format!(r#"stroke="{}" stroke-width="3""#, colour(name)),
+        ));
+    }
+    for (i, run) in series.iter().enumerate() {
+        entries.push((
+            "policy",
+            format!("{} (p99 line)", run.label),
+            format!(
+                r##"stroke="#333" stroke-width="1.6" stroke-dasharray="{}""##,
+                POLICY_DASHES[i % POLICY_DASHES.len()]
+            ),
+        ));
+    }
+    let mut ly = panels_bottom + 56.0;
+    let mut lx = LEFT;
+    let _ = write!(s, r#"<g class="legend">"#);
+    let mut kind_seen = "";
+    for (kind, label, stroke) in &entries {
+        let w = 28.0 + text_width(label, FONT);
+        if (kind_seen != *kind && !kind_seen.is_empty()) || lx + w > W - RIGHT {
+            ly += 20.0;
+            lx = LEFT;
+        }
+        kind_seen = kind;
+        let _ = write!(
+            s,
+            r#"<g class="legend-entry" data-kind="{kind}" data-name="{}"><line x1="{lx:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" {stroke}/><text x="{:.1}" y="{ly:.1}" font-size="{FONT}">{}</text></g>"#,
+            xml_escape(label),
+            lx + 22.0,
+            ly - 4.0,
+            ly - 4.0,
+            lx + 28.0,
+            xml_escape(label),
+        );
+        lx += w + 18.0;
+    }
+    let _ = writeln!(s, "</g>");
+    // Caption: each policy's figures.
+    let mut cy = ly + 28.0;
+    let _ = write!(s, r#"<g class="caption">"#);
+    let _ = write!(
+        s,
+        r#"<text x="{LEFT}" y="{cy:.1}" font-size="11">{}</text>"#,
+        xml_escape(&format!(
+            "Over the {total_s:.0} s run (SLO: end-to-end p99 ≤ {slo_ms:.0} ms; shaded: fault windows; services at the same count are drawn side by side):"
+        ))
+    );
+    for run in series {
+        let Some(m) = run.summary else { continue };
+        cy += 16.0;
+        let _ = write!(
+            s,
+            r#"<text x="{LEFT}" y="{cy:.1}" font-size="11">{}</text>"#,
+            xml_escape(&format!(
+                "{}: {:.0} SLO-violation s, {:.0} replica-s",
+                run.label, m.slo_violation_seconds, m.replica_seconds
+            ))
+        );
+    }
+    let _ = writeln!(s, "</g>");
+    let height = cy + 14.0;
+    let mut out = String::with_capacity(s.len() + 200);
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height:.0}" viewBox="0 0 {W} {height:.0}" font-family="sans-serif" font-size="{FONT}">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    out.push_str(&s);
+    out.push_str("</svg>\n");
+    out
 }
 
 /// `text` with the five characters XML gives a meaning escaped, so a name can be neither markup
@@ -273,4 +577,225 @@ fn xml_escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulation::{ServiceIntervalStats, presets};
+
+    fn rows(
+        services: &[&str],
+        seconds: u64,
+        replicas: impl Fn(u64, usize) -> u32,
+    ) -> Vec<IntervalStats> {
+        (0..seconds)
+            .map(|t| IntervalStats {
+                start: t * NANOS_PER_SEC,
+                end: (t + 1) * NANOS_PER_SEC,
+                services: services
+                    .iter()
+                    .enumerate()
+                    .map(|(j, name)| ServiceIntervalStats {
+                        service: (*name).to_string(),
+                        arrivals: 0,
+                        completions: 0,
+                        rejections: 0,
+                        errors: 0,
+                        p50_ns: None,
+                        p99_ns: None,
+                        queue_len: 0,
+                        busy_slots: 0,
+                        ready_replicas: replicas(t, j),
+                        desired_replicas: replicas(t, j),
+                        cpu_utilisation: 0.0,
+                    })
+                    .collect(),
+                root_ok: 1,
+                root_failed: 0,
+                e2e_p50_ns: Some(20_000_000),
+                e2e_p99_ns: Some(if t % 97 == 0 {
+                    u64::MAX
+                } else {
+                    80_000_000 + t * 100_000
+                }),
+                e2e_ok_p99_ns: Some(80_000_000),
+            })
+            .collect()
+    }
+
+    fn summary(slo: f64, cost: f64) -> Summary {
+        Summary {
+            slo_violation_seconds: slo,
+            replica_seconds: cost,
+            first_correct_action_seconds: Some(3.0),
+            wrong_target_actions: 0,
+            actions: 2,
+        }
+    }
+
+    /// The box `text` covers: from its x (or centred or right-aligned), a font-size high above
+    /// its baseline, the width estimated at 0.6 em a character.
+    fn text_box(node: roxmltree::Node<'_, '_>) -> (f64, f64, f64, f64) {
+        let num = |name: &str| node.attribute(name).and_then(|v| v.parse::<f64>().ok());
+        let size = num("font-size").unwrap_or(12.0);
+        let width = node.text().unwrap_or("").chars().count() as f64 * size * 0.6;
+        let (x, y) = (num("x").unwrap(), num("y").unwrap());
+        let x0 = match node.attribute("text-anchor") {
+            Some("middle") => x - width / 2.0,
+            Some("end") => x - width,
+            _ => x,
+        };
+        (x0, y - size, x0 + width, y + size * 0.25)
+    }
+
+    fn has_class(node: &roxmltree::Node<'_, '_>, class: &str) -> bool {
+        node.attribute("class") == Some(class)
+    }
+
+    #[test]
+    fn the_chart_has_axes_labels_a_legend_and_no_overlapping_legend_text() {
+        let scenario = presets::mixed();
+        let services = ["frontend", "worker", "db"];
+        let ours = rows(&services, 900, |t, j| if j == 1 && t > 70 { 5 } else { 2 });
+        let cpu = rows(&services, 900, |t, j| if j == 1 && t > 90 { 4 } else { 2 });
+        let rps = rows(&services, 900, |t, j| if j == 2 && t > 620 { 3 } else { 2 });
+        let (a, b, c) = (
+            summary(84.0, 7466.0),
+            summary(115.0, 7050.0),
+            summary(99.0, 7100.0),
+        );
+        let chart = svg(
+            &scenario,
+            &[
+                Series {
+                    label: "trace-driven",
+                    rows: &ours,
+                    summary: Some(&a),
+                },
+                Series {
+                    label: "cpu-hpa",
+                    rows: &cpu,
+                    summary: Some(&b),
+                },
+                Series {
+                    label: "rps",
+                    rows: &rps,
+                    summary: Some(&c),
+                },
+            ],
+        );
+        let doc = roxmltree::Document::parse(&chart).unwrap_or_else(|e| panic!("{e}\n{chart}"));
+        let all: Vec<_> = doc.descendants().collect();
+
+        // A time axis with numeric tick labels, and its title.
+        let axis = all
+            .iter()
+            .find(|n| has_class(n, "x-axis"))
+            .expect("no x-axis");
+        let ticks: Vec<f64> = axis
+            .descendants()
+            .filter(|n| has_class(n, "tick-label"))
+            .map(|n| n.text().unwrap().parse().unwrap())
+            .collect();
+        assert!(ticks.len() >= 5, "{ticks:?}");
+        assert_eq!(ticks.first(), Some(&0.0));
+        assert!(ticks.windows(2).all(|w| w[1] > w[0]), "{ticks:?}");
+        assert!(axis.descendants().any(|n| n.text() == Some("time (s)")));
+
+        // A legend entry per service and per policy.
+        let entries: Vec<_> = all
+            .iter()
+            .filter(|n| has_class(n, "legend-entry"))
+            .collect();
+        for name in services {
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.attribute("data-kind") == Some("service")
+                        && e.attribute("data-name") == Some(name)),
+                "no legend entry for {name}"
+            );
+        }
+        for policy in ["trace-driven", "cpu-hpa", "rps"] {
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| e.attribute("data-kind") == Some("policy")
+                        && e.attribute("data-name")
+                            .is_some_and(|n| n.starts_with(policy))),
+                "no legend entry for {policy}"
+            );
+        }
+
+        // The SLO line is labelled with its value, in every panel.
+        let slos: Vec<_> = all.iter().filter(|n| has_class(n, "slo")).collect();
+        assert_eq!(slos.len(), 3);
+        for slo in slos {
+            assert!(slo.children().any(|n| n.has_tag_name("line")));
+            assert!(slo.descendants().any(|n| n.text() == Some("SLO 500 ms")));
+        }
+
+        // One labelled band per fault.
+        let faults: Vec<_> = all.iter().filter(|n| has_class(n, "fault")).collect();
+        assert_eq!(faults.len(), scenario.phases.len());
+        for (f, label) in faults
+            .iter()
+            .zip(["traffic 80 → 240 req/s", "db 5× slower"])
+        {
+            assert!(f.children().any(|n| n.has_tag_name("rect")));
+            let text: String = f.descendants().filter_map(|n| n.text()).collect();
+            assert!(text.contains(label), "{text}");
+        }
+
+        // The caption carries each policy's figures.
+        let caption: String = all
+            .iter()
+            .filter(|n| has_class(n, "caption"))
+            .flat_map(|n| n.descendants().filter_map(|t| t.text()))
+            .collect();
+        assert!(
+            caption.contains("cpu-hpa: 115 SLO-violation s, 7050 replica-s"),
+            "{caption}"
+        );
+
+        // No two legend entries (swatch and text) overlap.
+        let boxes: Vec<(f64, f64, f64, f64)> = entries
+            .iter()
+            .map(|e| {
+                let text = e.children().find(|n| n.has_tag_name("text")).unwrap();
+                let line = e.children().find(|n| n.has_tag_name("line")).unwrap();
+                let x1: f64 = line.attribute("x1").unwrap().parse().unwrap();
+                let (tx0, ty0, tx1, ty1) = text_box(text);
+                (x1.min(tx0), ty0, tx1, ty1)
+            })
+            .collect();
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.2 <= 960.0, "legend entry {i} runs off the chart: {a:?}");
+            for b in &boxes[i + 1..] {
+                let apart = a.2 <= b.0 || b.2 <= a.0 || a.3 <= b.1 || b.3 <= a.1;
+                assert!(apart, "legend boxes overlap: {a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn baselines_parse_as_a_comma_list_of_known_names_each_once() {
+        assert_eq!(
+            Baselines::parse("cpu-hpa,rps"),
+            Ok(Baselines(vec![Baseline::CpuHpa, Baseline::Rps]))
+        );
+        assert_eq!(Baselines::parse("rps"), Ok(Baselines(vec![Baseline::Rps])));
+        assert_eq!(
+            Baselines::parse("rps, cpu-hpa").unwrap().to_string(),
+            "rps,cpu-hpa"
+        );
+        assert!(
+            Baselines::parse("cpu")
+                .unwrap_err()
+                .contains("cpu-hpa, rps")
+        );
+        assert!(Baselines::parse("rps,rps").unwrap_err().contains("twice"));
+        assert!(Baselines::parse("").is_err());
+    }
 }

@@ -135,7 +135,7 @@ pub struct SweepPlan<'a> {
     pub exe: &'a Path,
     /// The pipeline file.
     pub config: &'a Path,
-    /// The `--compare` value.
+    /// The `--compare` value: baseline names, comma-separated.
     pub compare: &'a str,
     /// The seeds.
     pub seeds: RangeInclusive<u64>,
@@ -222,8 +222,8 @@ fn run_one(plan: &SweepPlan<'_>, seed: u64) -> Result<SeedRun, SweepError> {
     parse_run(seed, &out.stdout)
 }
 
-/// Reads one run's `--json` output: `pipeline`, and each baseline under its name (a single
-/// `baseline` is the CPU HPA).
+/// Reads one run's `--json` output: `pipeline`, and each baseline under its name in
+/// `baselines`.
 fn parse_run(seed: u64, stdout: &[u8]) -> Result<SeedRun, SweepError> {
     let bad = |reason: String| SweepError::Output { seed, reason };
     let v: serde_json::Value = serde_json::from_slice(stdout).map_err(|e| bad(e.to_string()))?;
@@ -232,9 +232,6 @@ fn parse_run(seed: u64, stdout: &[u8]) -> Result<SeedRun, SweepError> {
     };
     let pipeline = figures(v.get("pipeline").ok_or_else(|| bad("no pipeline".into()))?)?;
     let mut baselines = BTreeMap::new();
-    if let Some(b) = v.get("baseline") {
-        baselines.insert("cpu-hpa".to_string(), figures(b)?);
-    }
     if let Some(map) = v.get("baselines").and_then(serde_json::Value::as_object) {
         for (name, b) in map {
             baselines.insert(name.clone(), figures(b)?);
@@ -536,10 +533,11 @@ mod tests {
 
     #[test]
     fn a_run_is_read_from_its_json() {
-        let json = br#"{"baseline":{"actions":8,"first_correct_action_seconds":15.0,"replica_seconds":7050.0,"slo_violation_seconds":115.0,"wrong_target_actions":1},"pipeline":{"actions":10,"first_correct_action_seconds":1.0,"replica_seconds":7466.0,"slo_violation_seconds":84.0,"wrong_target_actions":0},"scenario":"mixed","seed":3}"#;
+        let json = br#"{"baselines":{"cpu-hpa":{"actions":8,"first_correct_action_seconds":15.0,"replica_seconds":7050.0,"slo_violation_seconds":115.0,"wrong_target_actions":1},"rps":{"actions":5,"first_correct_action_seconds":30.0,"replica_seconds":6900.0,"slo_violation_seconds":140.0,"wrong_target_actions":0}},"pipeline":{"actions":10,"first_correct_action_seconds":1.0,"replica_seconds":7466.0,"slo_violation_seconds":84.0,"wrong_target_actions":0},"scenario":"mixed","seed":3}"#;
         let run = parse_run(3, json).unwrap();
         assert_eq!(run.pipeline.slo_violation_seconds, 84.0);
         assert_eq!(run.baselines["cpu-hpa"].wrong_target_actions, 1);
+        assert_eq!(run.baselines["rps"].slo_violation_seconds, 140.0);
         assert!(matches!(
             parse_run(3, b"not json"),
             Err(SweepError::Output { seed: 3, .. })

@@ -587,6 +587,8 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
         started: 30,
         end: 100,
         error: false,
+        replica: 0,
+        caller_replica: 0,
     });
     let t = b.take();
     assert!(b.is_empty());
@@ -618,7 +620,7 @@ fn the_chart_escapes_names() {
         &[report::Series {
             label: "pipe & <run>",
             rows: &rows,
-            color: "blue",
+            summary: None,
         }],
     );
     assert!(chart.contains("a&lt;b &amp; &quot;c&quot;"), "{chart}");
@@ -651,6 +653,8 @@ fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
         started,
         end,
         error: false,
+        replica: 0,
+        caller_replica: 0,
     };
     b.push(&visit(
         [2; 8],
@@ -713,6 +717,8 @@ fn a_statefulset_names_itself_in_the_resource() {
             started: 0,
             end: 10,
             error: false,
+            replica: 0,
+            caller_replica: 0,
         });
     }
     let t = b.take();

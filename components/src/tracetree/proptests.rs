@@ -55,6 +55,7 @@ fn forest() -> impl Strategy<Value = Vec<SpanRecord>> {
                 peer: if peer { Symbol(20) } else { Symbol::NONE },
                 kind,
                 queue,
+                error: false,
             });
         }
         spans
@@ -146,6 +147,7 @@ proptest! {
                 peer: Symbol::NONE,
                 kind: Kind::Server,
                 queue: false,
+                error: false,
             };
             buffer.push(span, now);
             prop_assert!(buffer.trace_count() <= max_traces);

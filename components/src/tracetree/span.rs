@@ -85,6 +85,8 @@ pub struct SpanRecord {
     pub kind: Kind,
     /// True for an explicit queue span: its time is queueing, not work.
     pub queue: bool,
+    /// The span's status is ERROR.
+    pub error: bool,
 }
 
 impl SpanRecord {
@@ -232,6 +234,11 @@ impl SpanCatalog {
                         peer,
                         kind,
                         queue: span.name == self.queue_span_name,
+                        error: span.status.as_ref().is_some_and(|st| {
+                            st.code
+                                == opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error
+                                    as i32
+                        }),
                     });
                 }
             }

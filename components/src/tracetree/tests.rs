@@ -25,6 +25,7 @@ fn span(id: u64, parent: u64, service: Symbol, kind: Kind, start: u64, end: u64)
         peer: Symbol::NONE,
         kind,
         queue: false,
+        error: false,
     }
 }
 

@@ -10,9 +10,10 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::diagnostic::{Diagnostic, suggest};
+use super::env;
 use super::{ComponentId, ConfigError};
-use crate::component::ComponentKind;
-use crate::registry::ComponentFactory;
+use crate::component::{ComponentKind, Exporter, Processor, Receiver};
+use crate::registry::{Build, ComponentFactory};
 
 /// A component's config could not be built; the diagnostics say where and why.
 #[derive(Debug, Clone)]
@@ -274,12 +275,39 @@ pub(crate) fn span_of(root: &Spanned<DeValue<'_>>, path: &str) -> Option<Range<u
     Some(current.span())
 }
 
+/// A component built outside a pipeline file.
+pub enum Built {
+    /// A receiver.
+    Receiver(Box<dyn Receiver>),
+    /// A processor.
+    Processor(Box<dyn Processor>),
+    /// An exporter.
+    Exporter(Box<dyn Exporter>),
+}
+
 /// Builds one component from a TOML table, outside any pipeline file: for tests, benches and
 /// tools that embed a component.
 pub fn build_from_toml(
     factory: &'static ComponentFactory,
     id: &str,
     toml_text: &str,
-) -> Result<super::load::Built, ConfigError> {
-    super::load::build_one(factory, id, toml_text)
+) -> Result<Built, ConfigError> {
+    let path = Path::new("<inline>");
+    let fail = |diags| ConfigError::new(path, toml_text.to_string(), diags);
+    let id = ComponentId::parse(id).map_err(|m| fail(vec![Diagnostic::error(m)]))?;
+    let value = env::parse_expanded(toml_text).map_err(fail)?;
+    let ctx = BuildContext::new(&id, factory.kind(), &value);
+    build_component(factory, &ctx).map_err(|e| fail(e.diagnostics))
+}
+
+/// Builds a component of any kind through its factory.
+pub(crate) fn build_component(
+    factory: &ComponentFactory,
+    ctx: &BuildContext<'_>,
+) -> Result<Built, BuildError> {
+    Ok(match factory.build {
+        Build::Receiver(f) => Built::Receiver(f(ctx)?),
+        Build::Processor(f) => Built::Processor(f(ctx)?),
+        Build::Exporter(f) => Built::Exporter(f(ctx)?),
+    })
 }

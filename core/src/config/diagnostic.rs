@@ -186,6 +186,15 @@ pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(c, _)| c)
 }
 
+/// A TOML syntax error, at its position.
+pub(crate) fn syntax_error(err: &toml::de::Error) -> Diagnostic {
+    let d = Diagnostic::error(format!("invalid TOML: {}", err.message().trim()));
+    match err.span() {
+        Some(span) => d.at(span),
+        None => d,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

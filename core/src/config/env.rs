@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 
 use toml::Spanned;
-use toml::de::DeValue;
+use toml::de::{DeTable, DeValue};
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, syntax_error};
 
 /// Where expansion reads variables from; tests inject a map.
 pub(crate) trait Env {
@@ -134,6 +134,22 @@ fn typed_scalar(text: &str) -> Option<DeValue<'static>> {
         v @ (DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_)) => Some(v),
         _ => None,
     }
+}
+
+/// Parses a TOML document and expands its `${env:…}` references from the process environment:
+/// the document, or the diagnostics of its syntax errors, else of its references.
+pub(crate) fn parse_expanded(text: &str) -> Result<Spanned<DeValue<'_>>, Vec<Diagnostic>> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        return Err(errors.iter().map(syntax_error).collect());
+    }
+    let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let mut diags = Vec::new();
+    expand(&mut root, &ProcessEnv, &mut diags);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(root)
 }
 
 #[cfg(test)]

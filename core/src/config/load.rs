@@ -1,6 +1,5 @@
 //! The loader: spanned TOML in, a validated [`Config`] with built components out.
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
@@ -9,16 +8,14 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
-use super::build::{BuildContext, de_error};
-use super::diagnostic::{ConfigError, Diagnostic, suggest};
+use super::build::{BuildContext, Built, build_component, de_error};
+use super::diagnostic::{ConfigError, Diagnostic, suggest, syntax_error};
 use super::env::{self, Env, ProcessEnv};
-use super::{
-    ComponentId, Config, ExporterSpec, PipelineSpec, ProcessorSpec, ReceiverSpec, ServiceConfig,
-    WhenFull,
-};
-use crate::component::{ComponentKind, Exporter, Processor, Receiver};
-use crate::registry::{self, Build, ComponentFactory};
-use crate::signal::SignalKind;
+use super::{ComponentId, Config, ExporterSpec, ReceiverSpec, ServiceConfig, WhenFull};
+use crate::component::ComponentKind;
+use crate::registry::{self, ComponentFactory};
+
+mod pipeline;
 
 const TOP_LEVEL: [&str; 5] = [
     "receivers",
@@ -34,16 +31,6 @@ const MAX_QUEUE_SIZE: usize = 1 << 20;
 /// batch sizes, and costs no throughput in the overload soak.
 const DEFAULT_QUEUE_ITEMS: usize = 16_384;
 const MAX_QUEUE_ITEMS: usize = 1 << 28;
-
-/// A component built outside a pipeline file.
-pub enum Built {
-    /// A receiver.
-    Receiver(Box<dyn Receiver>),
-    /// A processor.
-    Processor(Box<dyn Processor>),
-    /// An exporter.
-    Exporter(Box<dyn Exporter>),
-}
 
 /// Reads and loads a pipeline file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
@@ -94,16 +81,7 @@ pub fn component_table(
     id: &str,
 ) -> Result<Option<toml::Table>, ConfigError> {
     let fail = |diags| ConfigError::new(path, text.to_string(), diags);
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(fail(errors.iter().map(syntax_error).collect()));
-    }
-    let mut root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
-    let mut diags = Vec::new();
-    env::expand(&mut root, &ProcessEnv, &mut diags);
-    if !diags.is_empty() {
-        return Err(fail(diags));
-    }
+    let root = env::parse_expanded(text).map_err(fail)?;
     let Some(value) = root
         .get_ref()
         .as_table()
@@ -122,45 +100,6 @@ pub fn component_table(
                 &format!("{}.{id}", kind.section()),
             )])
         })
-}
-
-/// Builds one component from a TOML table.
-pub(crate) fn build_one(
-    factory: &'static ComponentFactory,
-    id: &str,
-    text: &str,
-) -> Result<Built, ConfigError> {
-    let path = Path::new("<inline>");
-    let fail = |diags| ConfigError::new(path, text.to_string(), diags);
-    let id = ComponentId::parse(id).map_err(|m| fail(vec![Diagnostic::error(m)]))?;
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(fail(errors.iter().map(syntax_error).collect()));
-    }
-    let mut value = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
-    let mut diags = Vec::new();
-    env::expand(&mut value, &ProcessEnv, &mut diags);
-    if !diags.is_empty() {
-        return Err(fail(diags));
-    }
-    let ctx = BuildContext::new(&id, factory.kind(), &value);
-    build(factory, &ctx).map_err(|e| fail(e.diagnostics))
-}
-
-fn build(factory: &ComponentFactory, ctx: &BuildContext<'_>) -> Result<Built, super::BuildError> {
-    Ok(match factory.build {
-        Build::Receiver(f) => Built::Receiver(f(ctx)?),
-        Build::Processor(f) => Built::Processor(f(ctx)?),
-        Build::Exporter(f) => Built::Exporter(f(ctx)?),
-    })
-}
-
-fn syntax_error(err: &toml::de::Error) -> Diagnostic {
-    let d = Diagnostic::error(format!("invalid TOML: {}", err.message().trim()));
-    match err.span() {
-        Some(span) => d.at(span),
-        None => d,
-    }
 }
 
 /// One `[receivers.ID]`-style table, checked and ready to build.
@@ -185,17 +124,6 @@ struct EngineExporterKeys {
     queue_size: Option<usize>,
     queue_items: Option<usize>,
     when_full: Option<WhenFull>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPipeline {
-    receivers: Vec<Spanned<String>>,
-    #[serde(default)]
-    processors: Vec<Spanned<String>>,
-    exporters: Vec<Spanned<String>>,
-    queue_size: Option<Spanned<usize>>,
-    queue_items: Option<Spanned<usize>>,
 }
 
 struct Loader {
@@ -286,7 +214,7 @@ impl Loader {
         // Build every configured component, used or not, so that the whole file is validated.
         for entry in &mut entries {
             let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table).in_file(path);
-            match build(entry.factory, &ctx) {
+            match build_component(entry.factory, &ctx) {
                 Ok(built) => entry.built = Some(built),
                 Err(e) => {
                     entry.failed = true;
@@ -488,327 +416,6 @@ impl Loader {
             });
         }
     }
-
-    fn pipelines(
-        &mut self,
-        value: &Spanned<DeValue<'_>>,
-        entries: &mut [Entry<'_>],
-    ) -> Vec<PipelineSpec> {
-        let Some(table) = value.get_ref().as_table() else {
-            self.error(value.span(), "`pipelines` must be a table of pipelines");
-            return Vec::new();
-        };
-        if table.is_empty() {
-            self.error(
-                value.span(),
-                "no pipelines: add a [pipelines.NAME] table with `receivers` and `exporters` lists",
-            );
-        }
-        let mut specs = Vec::new();
-        for (name_key, raw) in table.iter() {
-            let name = name_key.get_ref().to_string();
-            let prefix = format!("pipelines.{name}");
-            let pipeline = match RawPipeline::deserialize(raw.clone().into_deserializer()) {
-                Ok(p) => p,
-                Err(err) => {
-                    self.diags.push(de_error(&err, raw, &prefix));
-                    continue;
-                }
-            };
-            if let Some(spec) = self.pipeline(&prefix, name, raw.span(), pipeline, entries) {
-                specs.push(spec);
-            }
-        }
-        specs
-    }
-
-    fn pipeline(
-        &mut self,
-        prefix: &str,
-        name: String,
-        span: Range<usize>,
-        raw: RawPipeline,
-        entries: &mut [Entry<'_>],
-    ) -> Option<PipelineSpec> {
-        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
-        let mut bounded =
-            |key: &str, given: Option<Spanned<usize>>, default, max, unit: &str| match given {
-                Some(q) if !(1..=max).contains(q.get_ref()) => {
-                    self.error(
-                        q.span(),
-                        format!("{prefix}.{key}: must be between 1 and {max} {unit}"),
-                    );
-                    default
-                }
-                Some(q) => q.into_inner(),
-                None => default,
-            };
-        let queue_size = bounded(
-            "queue_size",
-            raw.queue_size,
-            DEFAULT_QUEUE_SIZE,
-            MAX_QUEUE_SIZE,
-            "batches",
-        );
-        let queue_items = bounded(
-            "queue_items",
-            raw.queue_items,
-            DEFAULT_QUEUE_ITEMS,
-            MAX_QUEUE_ITEMS,
-            "items",
-        );
-        for (list, kind) in [
-            (&raw.receivers, ComponentKind::Receiver),
-            (&raw.exporters, ComponentKind::Exporter),
-        ] {
-            if list.is_empty() {
-                self.error(
-                    span.clone(),
-                    format!(
-                        "{prefix}: needs at least one {kind} in `{}`",
-                        kind.section()
-                    ),
-                );
-            }
-        }
-
-        let mut resolved: Vec<Vec<usize>> = Vec::new();
-        let mut broken_reference = false;
-        for (list, kind) in [
-            (&raw.receivers, ComponentKind::Receiver),
-            (&raw.processors, ComponentKind::Processor),
-            (&raw.exporters, ComponentKind::Exporter),
-        ] {
-            let mut seen = BTreeSet::new();
-            let mut indexes = Vec::new();
-            for reference in list {
-                let id: &str = reference.get_ref();
-                if !seen.insert(id) {
-                    self.error(
-                        reference.span(),
-                        format!("{prefix}: lists {kind} \"{id}\" twice"),
-                    );
-                    continue;
-                }
-                match entries
-                    .iter()
-                    .position(|e| e.kind == kind && e.id.as_str() == id)
-                {
-                    Some(i) => indexes.push(i),
-                    // Already reported where it is configured; do not repeat it here.
-                    None if self.broken.iter().any(|(k, b)| *k == kind && b == id) => {
-                        broken_reference = true;
-                    }
-                    None => {
-                        let configured: Vec<&str> = entries
-                            .iter()
-                            .filter(|e| e.kind == kind)
-                            .map(|e| e.id.as_str())
-                            .collect();
-                        let list = if configured.is_empty() {
-                            "none".to_string()
-                        } else {
-                            configured.join(", ")
-                        };
-                        let label = match suggest(id, configured.iter().copied()) {
-                            Some(s) => format!("did you mean \"{s}\"?"),
-                            None => format!("add a [{}.\"{id}\"] table", kind.section()),
-                        };
-                        self.error(
-                            reference.span(),
-                            format!(
-                                "{prefix}: references {kind} \"{id}\", which is not configured (configured: {list})"
-                            ),
-                        )
-                        .with_label_mut(label);
-                    }
-                }
-            }
-            resolved.push(indexes);
-        }
-        let [receivers, processors, exporters] = <[Vec<usize>; 3]>::try_from(resolved).ok()?;
-        for &i in receivers.iter().chain(&processors).chain(&exporters) {
-            entries[i].used = true;
-        }
-        if broken_reference {
-            return None;
-        }
-
-        // Signal flow: what the receivers emit, transformed by each processor in turn.
-        let mut flowing: BTreeSet<SignalKind> = receivers
-            .iter()
-            .flat_map(|&i| entries[i].factory.emits.iter().copied())
-            .collect();
-        for (&i, reference) in processors.iter().zip(&raw.processors) {
-            let f = entries[i].factory;
-            if !f.takes.iter().any(|s| flowing.contains(s)) {
-                self.error(
-                    reference.span(),
-                    format!(
-                        "{prefix}: processor \"{}\" takes {}, but nothing before it in the pipeline emits {}",
-                        entries[i].id,
-                        join(f.takes),
-                        if f.takes.len() == 1 { "it" } else { "any of them" }
-                    ),
-                )
-                .with_label_mut(format!("this pipeline carries {} here", join_set(&flowing)));
-                continue;
-            }
-            for s in f.takes {
-                flowing.remove(s);
-            }
-            flowing.extend(f.emits.iter().copied());
-        }
-        for (&i, reference) in exporters.iter().zip(&raw.exporters) {
-            let f = entries[i].factory;
-            if f.takes.iter().any(|s| flowing.contains(s)) {
-                continue;
-            }
-            let missing = f.takes.first().copied().unwrap_or(SignalKind::Traces);
-            let makers: Vec<&str> = registry::all()
-                .into_iter()
-                .filter(|m| {
-                    m.kind() == ComponentKind::Processor
-                        && m.emits(missing)
-                        && m.takes.iter().any(|s| flowing.contains(s))
-                })
-                .map(|m| m.type_name)
-                .collect();
-            let fix = if makers.is_empty() {
-                format!(
-                    "move \"{}\" to a pipeline that carries {missing}",
-                    entries[i].id
-                )
-            } else {
-                format!(
-                    "add a processor that emits {missing} ({}) to this pipeline, or move \"{}\" to a pipeline that carries {missing}",
-                    makers.join(", "),
-                    entries[i].id
-                )
-            };
-            self.error(
-                reference.span(),
-                format!(
-                    "{prefix}: exporter \"{}\" takes {}, but this pipeline never carries {} (it carries: {})",
-                    entries[i].id,
-                    join(f.takes),
-                    if f.takes.len() == 1 { "it" } else { "any of them" },
-                    join_set(&flowing)
-                ),
-            )
-            .with_label_mut("never receives anything here")
-            .notes
-            .push(fix);
-        }
-
-        if self.diags.iter().filter(|d| d.is_error()).count() > errors_before
-            || processors.iter().any(|&i| entries[i].failed)
-        {
-            return None;
-        }
-
-        self.warn_unscalable_targets(prefix, &processors, &exporters, entries);
-
-        let mut processor_specs = Vec::new();
-        for &i in &processors {
-            let entry = &mut entries[i];
-            // The instance built while validating serves the first pipeline; later pipelines get
-            // their own, so no two pipelines share processor state.
-            let instance = match entry.built.take() {
-                Some(Built::Processor(p)) => p,
-                _ => {
-                    let ctx = BuildContext::new(&entry.id, entry.kind, &entry.table);
-                    match build(entry.factory, &ctx) {
-                        Ok(Built::Processor(p)) => p,
-                        Ok(_) => return None,
-                        Err(e) => {
-                            self.diags.extend(e.diagnostics);
-                            return None;
-                        }
-                    }
-                }
-            };
-            processor_specs.push(ProcessorSpec {
-                id: entry.id.clone(),
-                factory: entry.factory,
-                instance,
-            });
-        }
-        Some(PipelineSpec {
-            name,
-            receivers: receivers.iter().map(|&i| entries[i].id.clone()).collect(),
-            processors: processor_specs,
-            exporters: exporters.iter().map(|&i| entries[i].id.clone()).collect(),
-            queue_size,
-            queue_items,
-            signals: flowing.into_iter().collect(),
-        })
-    }
-}
-
-impl Loader {
-    /// Warns about each target a processor may scale that no decision exporter of the pipeline
-    /// accepts: its decisions would all be refused at run time.
-    fn warn_unscalable_targets(
-        &mut self,
-        prefix: &str,
-        processors: &[usize],
-        exporters: &[usize],
-        entries: &[Entry<'_>],
-    ) {
-        let gates: Vec<(&ComponentId, &dyn crate::component::Exporter)> = exporters
-            .iter()
-            .filter_map(|&i| match &entries[i].built {
-                Some(Built::Exporter(e))
-                    if entries[i].factory.takes.contains(&SignalKind::Decisions) =>
-                {
-                    Some((&entries[i].id, e.as_ref()))
-                }
-                _ => None,
-            })
-            .collect();
-        for &i in processors {
-            let Some(Built::Processor(p)) = &entries[i].built else {
-                continue;
-            };
-            for (key, target) in p.scale_targets() {
-                let answers: Vec<(&ComponentId, bool)> = gates
-                    .iter()
-                    .filter_map(|(id, e)| e.accepts_target(&target).map(|ok| (*id, ok)))
-                    .collect();
-                if answers.is_empty() || answers.iter().any(|(_, ok)| *ok) {
-                    continue;
-                }
-                let names: Vec<String> =
-                    answers.iter().map(|(id, _)| format!("\"{id}\"")).collect();
-                let mut d = Diagnostic::warning(format!(
-                    "processors.{}.{key}: target {target} is in no exporter's allow-list ({prefix} exports decisions to {}); its decisions will be refused",
-                    entries[i].id,
-                    names.join(", ")
-                ));
-                if let Some(span) = super::build::span_of(&entries[i].table, &key) {
-                    d = d.at(span).with_label("not allowed by any exporter");
-                }
-                d.notes.push(format!(
-                    "add \"{target}\" (or a pattern with `*` segments) to the exporter's `allow` list"
-                ));
-                self.diags.push(d);
-            }
-        }
-    }
-}
-
-fn join(signals: &[SignalKind]) -> String {
-    let names: Vec<_> = signals.iter().map(|s| s.as_str()).collect();
-    names.join(" or ")
-}
-
-fn join_set(signals: &BTreeSet<SignalKind>) -> String {
-    if signals.is_empty() {
-        return "nothing".to_string();
-    }
-    let names: Vec<_> = signals.iter().map(|s| s.as_str()).collect();
-    names.join(" and ")
 }
 
 impl Diagnostic {

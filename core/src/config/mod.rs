@@ -19,11 +19,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use build::{BuildContext, BuildError, build_from_toml};
+pub use build::{BuildContext, BuildError, Built, build_from_toml};
 pub use diagnostic::{ConfigError, Diagnostic, Severity, suggest};
 pub use document::Document;
 pub use introspect::field_names;
-pub use load::{Built, component_table, load_file, load_str};
+pub use load::{component_table, load_file, load_str};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::component::{Exporter, Processor, Receiver};

@@ -7,6 +7,7 @@ use std::io::Write as _;
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use serde::Deserialize;
+use tracescale_core::attributes::service_name;
 use tracescale_core::component::{BuildContext, ComponentError, Exporter};
 use tracescale_core::config::{BuildError, field_names};
 use tracescale_core::registry::{Build, ComponentFactory};
@@ -77,16 +78,7 @@ impl DebugExporter {
                     return;
                 }
                 for rs in &traces.resource_spans {
-                    let service = rs
-                        .resource
-                        .as_ref()
-                        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                        .and_then(|kv| kv.value.as_ref())
-                        .and_then(|v| match &v.value {
-                            Some(Value::StringValue(s)) => Some(s.as_str()),
-                            _ => None,
-                        })
-                        .unwrap_or("unknown_service");
+                    let service = service_name(rs.resource.as_ref());
                     for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
                         let ms = span
                             .end_time_unix_nano
@@ -97,8 +89,8 @@ impl DebugExporter {
                             out,
                             "  {service} {:?} {ms:.3}ms trace={} span={}",
                             span.name,
-                            hex(&span.trace_id),
-                            hex(&span.span_id)
+                            const_hex::encode(&span.trace_id),
+                            const_hex::encode(&span.span_id)
                         );
                         if self.config.verbosity == Verbosity::Detailed {
                             for kv in &span.attributes {
@@ -127,22 +119,13 @@ impl DebugExporter {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 fn value(v: Option<&Value>) -> String {
     match v {
         Some(Value::StringValue(s)) => format!("{s:?}"),
         Some(Value::BoolValue(b)) => b.to_string(),
         Some(Value::IntValue(i)) => i.to_string(),
         Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(Value::BytesValue(b)) => hex(b),
+        Some(Value::BytesValue(b)) => const_hex::encode(b),
         Some(Value::ArrayValue(_)) => "[…]".to_string(),
         Some(Value::KvlistValue(_)) => "{…}".to_string(),
         Some(Value::StringValueStrindex(i)) => format!("strindex:{i}"),

@@ -9,7 +9,7 @@ use tracescale_core::config::{BuildError, HumanDuration};
 
 use super::KubernetesExporter;
 use super::lease::LeaseSettings;
-use crate::scaling::{Keys, PolicyConfig, Settings, TargetConfig};
+use crate::scaling::{Keys, PolicyConfig, ScalerSettings, TargetConfig};
 
 /// Config of the `kubernetes` exporter. See README.md for the behaviour of each key.
 #[derive(Debug, Clone, Deserialize)]
@@ -219,7 +219,10 @@ pub struct ApiSettings {
 
 impl KubernetesConfig {
     /// Validates every key, reporting each problem at its key path.
-    pub fn validate(&self, ctx: &BuildContext<'_>) -> Result<(Settings, ApiSettings), BuildError> {
+    pub fn validate(
+        &self,
+        ctx: &BuildContext<'_>,
+    ) -> Result<(ScalerSettings, ApiSettings), BuildError> {
         let mut errors = Vec::new();
         if self.allow.is_empty() {
             errors.push(ctx.invalid(

@@ -26,6 +26,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
+use tracescale_core::error::error_chain;
 
 use super::config::{Compression, ExporterSettings, Target};
 use super::retry::{Verdict, grpc_verdict, http_verdict, parse_retry_after};
@@ -252,7 +253,7 @@ async fn send_grpc(
     client
         .ready()
         .await
-        .map_err(|e| SendError::Unreachable(chain(&e)))?;
+        .map_err(|e| SendError::Unreachable(error_chain(&e)))?;
     let mut request = tonic::Request::new(payload.clone());
     *request.metadata_mut() = metadata.clone();
     // Tells the server our deadline (grpc-timeout), so it does not work on a request we gave up on.
@@ -281,7 +282,7 @@ async fn send_http(http: &HttpTransport, payload: &Bytes) -> Result<Accepted, Se
         .client
         .request(request)
         .await
-        .map_err(|e| SendError::Unreachable(chain(&e)))?;
+        .map_err(|e| SendError::Unreachable(error_chain(&e)))?;
     let (parts, body) = response.into_parts();
     let body = Limited::new(body, MAX_RESPONSE_BODY)
         .collect()
@@ -333,7 +334,7 @@ fn error_message(headers: &HeaderMap, body: &Bytes) -> String {
 fn describe(status: &Status) -> String {
     let mut message = status.message().to_string();
     if let Some(source) = status.source() {
-        let cause = chain(source);
+        let cause = error_chain(source);
         if !message.contains(&cause) {
             if !message.is_empty() {
                 message.push_str(": ");
@@ -342,21 +343,6 @@ fn describe(status: &Status) -> String {
         }
     }
     truncate(message)
-}
-
-/// An error and its causes, joined with ": ".
-fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 fn truncate(mut message: String) -> String {

@@ -13,7 +13,7 @@ use tracescale_core::signal::{Signal, SignalKind, Target};
 use tracing::{debug, info, warn};
 
 use crate::scaling::{
-    Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, Settings, TargetConfig, explain,
+    Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, ScalerSettings, TargetConfig, explain,
 };
 use crate::simulation::{ServiceView, SimCluster, cluster};
 
@@ -170,7 +170,7 @@ impl Exporter for SimulatedCluster {
 
 fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn Exporter>, BuildError> {
     let config: SimulatedClusterConfig = ctx.parse()?;
-    let settings: Settings = Keys {
+    let settings: ScalerSettings = Keys {
         allow: &config.allow,
         policy: &config.policy,
         targets: &config.targets,

@@ -45,10 +45,10 @@ pub struct LogStats {
     /// Values seen.
     pub count: u64,
     /// Mean of the log-durations.
-    #[serde(with = "super::state::exact")]
+    #[serde(with = "super::floats::exact")]
     pub mean: f64,
     /// Variance of the log-durations.
-    #[serde(with = "super::state::exact")]
+    #[serde(with = "super::floats::exact")]
     pub var: f64,
 }
 
@@ -311,7 +311,7 @@ impl Operations {
                     op.service, op.operation
                 ));
             }
-            if !super::state::close(op.calibrator.quantile_level(), quantile) {
+            if !super::floats::close(op.calibrator.quantile_level(), quantile) {
                 return Err(format!(
                     "operation {}::{} tracks quantile {}, expected {quantile}",
                     op.service,

@@ -8,6 +8,7 @@
 mod config;
 mod detector;
 pub mod features;
+mod floats;
 pub mod forest;
 pub mod quantile;
 mod state;
@@ -15,18 +16,18 @@ mod state;
 mod tests;
 
 use std::collections::HashMap;
-use std::error::Error as _;
 
 use async_trait::async_trait;
 use metrics::{Counter, Gauge, Histogram};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use tokio::time::Instant;
+use tracescale_core::attributes::{self, service_name, set_attribute};
 use tracescale_core::component::{
     ComponentError, ComponentTelemetry, Emitter, Processor, ProcessorContext,
 };
 use tracescale_core::config::field_names;
+use tracescale_core::error::error_chain;
 use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Signal, SignalKind, Traces};
 use tracing::{debug, info, warn};
@@ -36,13 +37,6 @@ pub use config::{
 };
 pub use detector::{DEFAULT_FIXED_MIN_SCORE, Detector, DetectorCounters, DetectorError, Verdict};
 pub use state::{DecodeError, StateError};
-
-/// Span attribute holding the score of a judged span (`mode = "tag"`).
-pub const SCORE_ATTRIBUTE: &str = "tracescale.anomaly.score";
-/// Span attribute set to `true` on anomalous spans (`mode = "tag"`).
-pub const ANOMALY_ATTRIBUTE: &str = "tracescale.anomaly";
-/// The service of spans whose resource has no `service.name`, as the OpenTelemetry SDKs name it.
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 /// Label values standing for every operation past `max_operations` in the flagged counter.
 const OTHER: &str = "_other";
@@ -115,13 +109,13 @@ impl HsTree {
         if tag {
             set_attribute(
                 &mut span.attributes,
-                SCORE_ATTRIBUTE,
+                attributes::ANOMALY_SCORE,
                 any_value::Value::DoubleValue(verdict.score),
             );
             if verdict.anomalous {
                 set_attribute(
                     &mut span.attributes,
-                    ANOMALY_ATTRIBUTE,
+                    attributes::ANOMALY,
                     any_value::Value::BoolValue(true),
                 );
             }
@@ -208,7 +202,7 @@ impl HsTree {
         let bytes = match tokio::task::spawn_blocking(move || state::read(&read_path)).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
-                warn!(component = %self.id, error = %chain(&err), "starting with a fresh hstree model");
+                warn!(component = %self.id, error = %error_chain(&err), "starting with a fresh hstree model");
                 return;
             }
             Err(join) => {
@@ -226,7 +220,7 @@ impl HsTree {
             ),
             Err(source) => {
                 let err = StateError::Decode { path, source };
-                warn!(component = %self.id, error = %chain(&err), "starting with a fresh hstree model");
+                warn!(component = %self.id, error = %error_chain(&err), "starting with a fresh hstree model");
             }
         }
     }
@@ -421,45 +415,6 @@ impl Metrics {
 /// True for an id of the right length that is not all zeros (the OTLP "invalid" id).
 fn valid_id(id: &[u8], len: usize) -> bool {
     id.len() == len && id.iter().any(|&b| b != 0)
-}
-
-/// The resource's `service.name`, or [`UNKNOWN_SERVICE`].
-fn service_name(resource: Option<&Resource>) -> &str {
-    resource
-        .into_iter()
-        .flat_map(|r| &r.attributes)
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
-        .unwrap_or(UNKNOWN_SERVICE)
-}
-
-/// Sets `key` to `value`, replacing an earlier value rather than repeating the key (a span may
-/// pass two `hstree` processors).
-fn set_attribute(attributes: &mut Vec<KeyValue>, key: &str, value: any_value::Value) {
-    let value = Some(AnyValue { value: Some(value) });
-    match attributes.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = value,
-        None => attributes.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
-    }
-}
-
-/// An error and its sources on one line, for a log field.
-fn chain(err: &StateError) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 inventory::submit! {

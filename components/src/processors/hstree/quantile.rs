@@ -7,17 +7,17 @@ use serde::{Deserialize, Serialize};
 /// A running estimate of one quantile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct P2Quantile {
-    #[serde(with = "super::state::exact")]
+    #[serde(with = "super::floats::exact")]
     p: f64,
     count: u64,
     /// Marker heights; the first `count` hold the raw values until there are five.
-    #[serde(with = "super::state::exact::five")]
+    #[serde(with = "super::floats::exact::five")]
     q: [f64; 5],
     /// Marker positions, 1-based.
-    #[serde(with = "super::state::exact::five")]
+    #[serde(with = "super::floats::exact::five")]
     n: [f64; 5],
     /// Desired marker positions.
-    #[serde(with = "super::state::exact::five")]
+    #[serde(with = "super::floats::exact::five")]
     want: [f64; 5],
 }
 

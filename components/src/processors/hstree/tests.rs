@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
+use tracescale_core::attributes::{ANOMALY, ANOMALY_SCORE, UNKNOWN_SERVICE, service_name};
 use tracescale_core::component::{ComponentKind, Emitter, Processor};
 use tracescale_core::config::{Built, build_from_toml};
 use tracescale_core::registry;
@@ -985,19 +986,19 @@ async fn tag_mode_forwards_everything_and_tags_judged_spans() {
     let spans = spans_of(&out.take());
     assert_eq!(spans.len(), 100);
     for s in &spans {
-        let Some(any_value::Value::DoubleValue(score)) = attribute(s, SCORE_ATTRIBUTE) else {
+        let Some(any_value::Value::DoubleValue(score)) = attribute(s, ANOMALY_SCORE) else {
             panic!("no score on {s:?}")
         };
         assert!((0.0..=1.0).contains(score));
     }
     let slow = spans.last().unwrap();
     assert_eq!(
-        attribute(slow, ANOMALY_ATTRIBUTE),
+        attribute(slow, ANOMALY),
         Some(&any_value::Value::BoolValue(true))
     );
     let flagged = spans
         .iter()
-        .filter(|s| attribute(s, ANOMALY_ATTRIBUTE).is_some())
+        .filter(|s| attribute(s, ANOMALY).is_some())
         .count();
     assert!(flagged < 10, "{flagged} of 100 flagged");
 }
@@ -1039,11 +1040,7 @@ async fn drop_mode_forwards_only_anomalous_spans_with_their_resource_and_scope()
     let rs = &t.resource_spans[0];
     assert_eq!(service_name(rs.resource.as_ref()), "checkout");
     assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "test");
-    assert!(
-        spans
-            .iter()
-            .all(|s| attribute(s, SCORE_ATTRIBUTE).is_none())
-    );
+    assert!(spans.iter().all(|s| attribute(s, ANOMALY_SCORE).is_none()));
 
     // A batch with nothing anomalous emits nothing at all.
     let mut out = Emitter::new();
@@ -1194,7 +1191,7 @@ async fn the_model_is_saved_at_shutdown_and_loaded_at_start() {
         .await
         .unwrap();
     let spans = spans_of(&out.take());
-    assert!(attribute(&spans[0], SCORE_ATTRIBUTE).is_some());
+    assert!(attribute(&spans[0], ANOMALY_SCORE).is_some());
     // Ticks save too.
     second.tick(&mut out).await.unwrap();
     assert!(std::fs::read(&path).unwrap() != saved, "the tick saved");

@@ -7,15 +7,23 @@
 //! [`Processor`] trait: it maps tokio's clock onto Unix time, emits decisions, publishes metrics
 //! at each tick and reports stale rules in `/readyz`.
 
+mod clock;
 pub mod config;
+mod decision;
 pub mod engine;
+mod hash;
+mod metrics;
+mod operation_stats;
+mod percentile;
 mod refused;
+mod rule;
+mod validate;
+mod window;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 use tracescale_core::component::{
     ComponentError, Emitter, HealthHandle, Processor, ProcessorContext, Tap,
@@ -25,7 +33,8 @@ use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Decision, Signal, SignalKind, Target};
 
 pub use config::LatencyRulesConfig;
-use engine::{Counters, Engine, LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_SECONDS, Rule, Settings};
+use engine::{Engine, EngineSettings, Rule};
+use metrics::Metrics;
 use refused::{RefusedSpans, RulesTap};
 
 /// Most rule names `/readyz` lists as stale before it says "and N more".
@@ -113,7 +122,7 @@ impl WallClock {
 
 impl LatencyRules {
     /// A processor for validated rules (see [`LatencyRulesConfig::validate`]).
-    pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: Settings) -> Self {
+    pub fn new(config: &LatencyRulesConfig, rules: Vec<Rule>, settings: EngineSettings) -> Self {
         let targets = rules
             .iter()
             .enumerate()
@@ -141,23 +150,6 @@ impl LatencyRules {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A panic under the lock leaves counts, not broken invariants: carry on.
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn emit_decisions(&self, decisions: Vec<Decision>, out: &mut Emitter) {
-        if decisions.is_empty() {
-            return;
-        }
-        for d in &decisions {
-            tracing::info!(
-                component = %self.component,
-                rule = %d.rule,
-                target = %d.target,
-                change = ?d.change,
-                reason = %d.reason,
-                "scale decision"
-            );
-        }
-        out.emit(Signal::Decisions(decisions));
     }
 
     /// Publishes what the engine counted since the last call, and the stale rules.
@@ -257,7 +249,7 @@ impl Processor for LatencyRules {
                     std::mem::take(&mut shared.decisions)
                 };
                 // Decisions first: they are small and time-sensitive, the batch may be large.
-                self.emit_decisions(decisions, out);
+                super::emit_decisions(&self.component, decisions, out);
                 if self.passthrough {
                     out.emit(Signal::Traces(traces));
                 }
@@ -285,7 +277,7 @@ impl Processor for LatencyRules {
             }
             std::mem::take(&mut shared.decisions)
         };
-        self.emit_decisions(decisions, out);
+        super::emit_decisions(&self.component, decisions, out);
         self.publish();
         Ok(())
     }
@@ -300,203 +292,6 @@ impl Processor for LatencyRules {
         // evidence to scale on. Publishing twice is harmless (deltas are zero).
         self.publish();
         Ok(())
-    }
-}
-
-/// Metric handles, registered once at start (per-operation ones when the operation is first
-/// seen), and the totals already published.
-struct Metrics {
-    component: String,
-    late: Counter,
-    early: Counter,
-    invalid: Counter,
-    overflow: Counter,
-    conflated: Counter,
-    held: Counter,
-    inhibited: Counter,
-    refused_observed: Counter,
-    refused_repeats: Counter,
-    refused_forgotten: Counter,
-    /// `(observed, repeats, forgotten)` of the refused spans, already published.
-    refused_published: (u64, u64, u64),
-    stale_rules: Gauge,
-    operations: Gauge,
-    rules: Vec<RuleMetrics>,
-    ops: Vec<Option<OperationMetrics>>,
-    published: Counters,
-}
-
-struct RuleMetrics {
-    up: Counter,
-    down: Counter,
-    evicted: Counter,
-    counted: Counter,
-    window_spans: Gauge,
-    window_breaches: Gauge,
-    stale: Gauge,
-    published: (u64, u64, u64, u64),
-}
-
-struct OperationMetrics {
-    buckets: [Counter; LATENCY_BUCKET_COUNT],
-    count: Counter,
-    sum: Gauge,
-    sum_seconds: f64,
-}
-
-impl Metrics {
-    fn new(component: &str, engine: &Engine) -> Self {
-        let dropped = |reason: &'static str| {
-            metrics::counter!(
-                "tracescale_latency_rules_spans_dropped_total",
-                "component" => component.to_string(),
-                "reason" => reason
-            )
-        };
-        let rules = engine
-            .rules()
-            .map(|r| {
-                let name = r.name.to_string();
-                let decisions = |direction: &'static str| {
-                    metrics::counter!(
-                        "tracescale_latency_rules_decisions_total",
-                        "component" => component.to_string(),
-                        "rule" => name.clone(),
-                        "direction" => direction
-                    )
-                };
-                let labels = [("component", component.to_string()), ("rule", name.clone())];
-                RuleMetrics {
-                    up: decisions("up"),
-                    down: decisions("down"),
-                    evicted: metrics::counter!(
-                        "tracescale_latency_rules_window_evicted_total",
-                        &labels
-                    ),
-                    counted: metrics::counter!(
-                        "tracescale_latency_rules_rule_spans_total",
-                        &labels
-                    ),
-                    window_spans: metrics::gauge!("tracescale_latency_rules_window_spans", &labels),
-                    window_breaches: metrics::gauge!(
-                        "tracescale_latency_rules_window_breaches",
-                        &labels
-                    ),
-                    stale: metrics::gauge!("tracescale_latency_rules_rule_stale", &labels),
-                    published: (0, 0, 0, 0),
-                }
-            })
-            .collect();
-        let one =
-            |name: &'static str| metrics::counter!(name, "component" => component.to_string());
-        Self {
-            component: component.to_string(),
-            late: dropped("late"),
-            early: dropped("early"),
-            invalid: dropped("invalid"),
-            overflow: one("tracescale_latency_rules_operations_overflow_total"),
-            conflated: one("tracescale_latency_rules_conflated_total"),
-            held: one("tracescale_latency_rules_scale_downs_held_total"),
-            inhibited: one("tracescale_latency_rules_scale_ups_inhibited_total"),
-            refused_observed: one("tracescale_latency_rules_refused_spans_observed_total"),
-            refused_repeats: one("tracescale_latency_rules_repeated_spans_skipped_total"),
-            refused_forgotten: one("tracescale_latency_rules_refused_ids_forgotten_total"),
-            refused_published: (0, 0, 0),
-            stale_rules: metrics::gauge!("tracescale_latency_rules_stale_rules", "component" => component.to_string()),
-            operations: metrics::gauge!("tracescale_latency_rules_operations", "component" => component.to_string()),
-            rules,
-            ops: Vec::new(),
-            published: Counters::default(),
-        }
-    }
-
-    fn publish(&mut self, engine: &mut Engine, refused: &RefusedSpans) {
-        let (observed, repeats, forgotten) = self.refused_published;
-        self.refused_observed.increment(refused.observed - observed);
-        self.refused_repeats.increment(refused.repeats - repeats);
-        self.refused_forgotten
-            .increment(refused.forgotten - forgotten);
-        self.refused_published = (refused.observed, refused.repeats, refused.forgotten);
-
-        let now = engine.counters();
-        let was = self.published;
-        self.late.increment(now.late - was.late);
-        self.early.increment(now.early - was.early);
-        self.invalid.increment(now.invalid - was.invalid);
-        self.overflow
-            .increment(now.operations_overflow - was.operations_overflow);
-        self.conflated.increment(now.conflated - was.conflated);
-        self.held.increment(now.held - was.held);
-        self.inhibited.increment(now.inhibited - was.inhibited);
-        self.published = now;
-
-        let mut stale = 0;
-        for (m, r) in self.rules.iter_mut().zip(engine.rules()) {
-            let (up, down, evicted, counted) = m.published;
-            m.up.increment(r.scaled_up - up);
-            m.down.increment(r.scaled_down - down);
-            m.evicted.increment(r.evicted - evicted);
-            m.counted.increment(r.counted - counted);
-            m.published = (r.scaled_up, r.scaled_down, r.evicted, r.counted);
-            m.window_spans.set(r.window_count as f64);
-            m.window_breaches.set(r.breaches as f64);
-            m.stale.set(if r.stale { 1.0 } else { 0.0 });
-            stale += usize::from(r.stale);
-        }
-        self.stale_rules.set(stale as f64);
-        self.operations.set(engine.operation_count() as f64);
-
-        let component = &self.component;
-        let ops = &mut self.ops;
-        engine.drain_operation_stats(|slot, service, operation, counts| {
-            if ops.len() <= slot {
-                ops.resize_with(slot + 1, || None);
-            }
-            let m = ops[slot]
-                .get_or_insert_with(|| OperationMetrics::new(component, service, operation));
-            // Prometheus buckets are cumulative: `le` counts every span at or below it.
-            let mut cumulative = 0;
-            for (bucket, n) in m.buckets.iter().zip(counts.buckets) {
-                cumulative += n;
-                bucket.increment(cumulative);
-            }
-            m.count.increment(counts.count);
-            m.sum_seconds += counts.sum_nanos as f64 / 1e9;
-            m.sum.set(m.sum_seconds);
-        });
-    }
-}
-
-impl OperationMetrics {
-    fn new(component: &str, service: &str, operation: &str) -> Self {
-        let labels = [
-            ("component", component.to_string()),
-            ("service", service.to_string()),
-            ("operation", operation.to_string()),
-        ];
-        let buckets = std::array::from_fn(|i| {
-            let le = LATENCY_BUCKETS_SECONDS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            let mut labels = labels.to_vec();
-            labels.push(("le", le));
-            metrics::counter!(
-                "tracescale_latency_rules_operation_latency_seconds_bucket",
-                &labels
-            )
-        });
-        Self {
-            buckets,
-            count: metrics::counter!(
-                "tracescale_latency_rules_operation_latency_seconds_count",
-                &labels
-            ),
-            sum: metrics::gauge!(
-                "tracescale_latency_rules_operation_latency_seconds_sum",
-                &labels
-            ),
-            sum_seconds: 0.0,
-        }
     }
 }
 

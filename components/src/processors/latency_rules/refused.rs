@@ -9,7 +9,7 @@ use tracescale_core::component::Tap;
 use tracescale_core::signal::Signal;
 
 use super::Shared;
-use super::engine::Seeded;
+use super::hash::Seeded;
 
 /// Shows the batches receivers refused to the engine, so that shedding load does not blind
 /// the rules to the very latencies that caused it.

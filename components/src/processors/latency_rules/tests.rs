@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use proptest::prelude::*;
+use tracescale_core::attributes;
 use tracescale_core::component::{
     ComponentKind, ComponentTelemetry, Emitter, Processor, ProcessorContext,
 };
@@ -17,9 +18,7 @@ use tracescale_core::registry;
 use tracescale_core::signal::{Decision, ReplicaLimits, ScaleChange, Signal, Target, Traces};
 
 use super::engine::test_support::{check_invariants, glob, latency, percentiles};
-use super::engine::{
-    ANOMALY_SCORE_ATTRIBUTE, Condition, Engine, OperationMatcher, Rule, ScaleDown, Settings,
-};
+use super::engine::{Condition, Engine, EngineSettings, OperationMatcher, Rule, ScaleDown};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const MS: u64 = 1_000_000;
@@ -118,8 +117,8 @@ fn rule(
     }
 }
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> EngineSettings {
+    EngineSettings {
         allowed_lateness: Duration::from_secs(5),
         stale_after: Duration::from_secs(60),
         max_operations: 100,
@@ -206,7 +205,7 @@ fn an_inhibitor_in_breach_keeps_the_inhibited_rule_from_scaling() {
 
 #[test]
 fn on_the_event_clock_old_and_future_timestamps_are_just_time() {
-    let s = Settings {
+    let s = EngineSettings {
         event_clock: true,
         ..settings()
     };
@@ -382,7 +381,7 @@ fn glob_rules_still_match_when_max_operations_is_reached() {
     r.target = target("a");
     let mut e = Engine::new(
         vec![r],
-        Settings {
+        EngineSettings {
             max_operations: 1,
             ..settings()
         },
@@ -428,7 +427,7 @@ fn operation_statistics_count_every_service_and_operation() {
 fn a_full_window_evicts_its_oldest_samples_and_counts_them() {
     let mut e = Engine::new(
         vec![rule("slow", "db", "INSERT", 300, 3, 60)],
-        Settings {
+        EngineSettings {
             max_window_samples: 4,
             ..settings()
         },
@@ -495,9 +494,9 @@ fn evidence_carries_percentiles_the_slowest_traces_and_the_anomaly_score() {
         .map(|ms| span_in("INSERT", T0, ms, ms as u8))
         .collect();
     let mut a = span_in("INSERT", T0, 900, 200);
-    a.attributes = vec![double_kv(ANOMALY_SCORE_ATTRIBUTE, 0.93)];
+    a.attributes = vec![double_kv(attributes::ANOMALY_SCORE, 0.93)];
     let mut b = span_in("INSERT", T0, 800, 200);
-    b.attributes = vec![double_kv(ANOMALY_SCORE_ATTRIBUTE, 0.97)];
+    b.attributes = vec![double_kv(attributes::ANOMALY_SCORE, 0.97)];
     let c = span_in("INSERT", T0, 700, 201);
     all.extend([a, b, c]);
     let d = observe(&mut e, &batch("db", all), T0);
@@ -661,7 +660,7 @@ fn scale_down_comes_after_the_stabilisation_period_only() {
 fn a_stale_operation_holds_and_says_so() {
     let mut e = Engine::new(
         vec![down_rule(60)],
-        Settings {
+        EngineSettings {
             stale_after: Duration::from_secs(20),
             ..settings()
         },
@@ -696,7 +695,7 @@ fn a_stale_operation_holds_and_says_so() {
 fn a_rule_that_never_saw_a_span_goes_stale_and_holds() {
     let mut e = Engine::new(
         vec![down_rule(10)],
-        Settings {
+        EngineSettings {
             stale_after: Duration::from_secs(20),
             ..settings()
         },
@@ -713,7 +712,7 @@ fn a_stale_rule_holds_the_scale_down_of_another_rule_on_its_target() {
     quiet.scale_down = scale_down(100, 100_000);
     let mut e = Engine::new(
         vec![down_rule(30), quiet],
-        Settings {
+        EngineSettings {
             stale_after: Duration::from_secs(20),
             ..settings()
         },
@@ -1327,7 +1326,7 @@ proptest! {
         )
     ) {
         let window = 10 * SEC;
-        let mut e = Engine::new(vec![rule("r", "s", "op", 300, 1_000_000, 10)], Settings {
+        let mut e = Engine::new(vec![rule("r", "s", "op", 300, 1_000_000, 10)], EngineSettings {
             max_window_samples: 1_000_000,
             ..settings()
         });
@@ -1396,7 +1395,7 @@ proptest! {
                 r
             })
             .collect();
-        let mut e = Engine::new(rules, Settings {
+        let mut e = Engine::new(rules, EngineSettings {
             stale_after: Duration::from_secs(3),
             ..settings()
         });

@@ -132,6 +132,7 @@ impl Sim {
             service,
             arrival: self.now,
             started: self.now,
+            replica: 0,
             error: false,
             next_call: 0,
             remaining: 0,
@@ -165,6 +166,9 @@ impl Sim {
         let now = self.now;
         let svc = self.requests[req].service;
         self.requests[req].started = now;
+        let r = &mut self.requests[req];
+        r.replica = u32::from_le_bytes([r.span_id[0], r.span_id[1], r.span_id[2], r.span_id[3]])
+            % self.services[r.service].ready.max(1);
         let s = &mut self.services[svc];
         s.touch(now);
         s.busy += 1;
@@ -258,6 +262,11 @@ impl Sim {
             started: r.started,
             end: self.now,
             error: r.error,
+            replica: r.replica,
+            caller_replica: r
+                .parent
+                .and_then(|p| self.requests.get(p))
+                .map_or(0, |p| p.replica),
         };
         out(&span);
         self.spans_emitted += 1;

@@ -1,0 +1,960 @@
+//! The SLO-driven scaler, plain synchronous code: assemble traces, learn each service's
+//! healthy share of the critical path, and when an objective burns its error budget, find the
+//! service that caused it and size it from the load the traces show.
+//!
+//! - **Burn.** Per objective, the share of its traces over the target in a short and a long
+//!   window, against the error budget (`100 - percentile` %); burning when both exceed
+//!   `burn_rate`, as multi-window SLO alerts do.
+//! - **Culprit.** The scalable service whose own work, queueing or response on the objective's
+//!   critical path grew most against its healthy baseline. A service whose slots are held longer
+//!   because its calls got slower (its occupancy grew by downstream time more than by own work)
+//!   is a symptom, never the culprit: its queue drains once the callee is fixed.
+//! - **Size.** For a saturated culprit (its visits wait), Little's law on the traces: the queue
+//!   delay of the visits ending each second grows at `g = 1 - μ/λ`, so arrivals over capacity
+//!   are `λ/μ = 1/(1 - g)`; the replicas seen serving (`k8s.pod.name`) times `λ/μ` over the
+//!   target utilisation, or more if the backlog must drain within `drain_within`. A culprit whose
+//!   own work per visit grew is sized by that growth (at most doubled per decision). A queue that
+//!   is draining by itself asks for nothing.
+//! - **Down.** After `scale_down_after` without a burning objective, each workload is sized from
+//!   its arrival rate × occupancy (Little's law) over the slots per replica learned while it was
+//!   saturated, at the target utilisation, taking the highest size of the period; one that never
+//!   saturated steps down one replica per period while its work is at its baseline.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tracescale_core::attributes::{SERVICE_NAME, string_attribute};
+use tracescale_core::signal::{
+    Decision, Evidence, MAX_EXEMPLARS, ReplicaLimits, ScaleChange, Target,
+};
+
+use super::window::{Second, Seconds, ServiceSecond, slope};
+use crate::tracetree::{
+    BufferConfig, BufferConfigError, CatalogConfig, Kind, ReleasedTrace, SpanCatalog, SpanRecord,
+    Symbol, TraceBuffer, TraceTree, WorkloadKind, breakdown, critical_path,
+};
+
+/// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
+const SATURATED_WAIT_SHARE: f64 = 1.0;
+/// ... and above this absolute wait, so that microsecond noise is not saturation.
+const SATURATED_WAIT_NS: f64 = 1_000_000.0;
+/// Own work per visit this much above its baseline counts as slower work.
+const SLOWER_WORK: f64 = 1.2;
+/// Arrivals at most this much above their baseline count as the same load.
+const SAME_LOAD: f64 = 1.1;
+/// A service whose slots are held this much longer (a share of its healthy occupancy), mostly
+/// waiting on calls, is a symptom of its callees.
+const SYMPTOM_GROWTH: f64 = 0.2;
+/// Seconds over which the growth of a queue is read.
+const TREND_SECONDS: u64 = 5;
+/// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
+const MAX_WORK_RATIO: f64 = 4.0;
+/// The resource attribute that names the replica a span came from.
+const POD_NAME: &str = "k8s.pod.name";
+/// Most pods remembered per service.
+const MAX_PODS: usize = 4096;
+
+/// One objective, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// Its name.
+    pub name: String,
+    /// The root span's service.
+    pub service: String,
+    /// The root span's name.
+    pub operation: String,
+    /// The percentile the target holds for.
+    pub percentile: f64,
+    /// The target, in nanoseconds.
+    pub target_ns: u64,
+}
+
+/// A workload the processor may scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// The `service.name` its spans carry.
+    pub service: String,
+    /// What to scale.
+    pub target: Target,
+    /// Replica bounds.
+    pub min: Option<u32>,
+    /// Replica bounds.
+    pub max: Option<u32>,
+}
+
+/// What to do about a culprit whose own work is slower at the same load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowWork {
+    /// Scale it anyway.
+    Scale,
+    /// Decide nothing.
+    Hold,
+}
+
+/// Everything the engine needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The objectives.
+    pub objectives: Vec<Objective>,
+    /// The listed workloads; empty: taken from the spans' Kubernetes attributes.
+    pub workloads: Vec<Workload>,
+    /// Evaluation period.
+    pub interval_ns: u64,
+    /// The trace completion wait: the last this long of traffic is not complete yet.
+    pub completion_wait_ns: u64,
+    /// Short window, seconds.
+    pub short_window_s: u64,
+    /// Long window, seconds.
+    pub long_window_s: u64,
+    /// Burn-rate threshold.
+    pub burn_rate: f64,
+    /// Target utilisation.
+    pub target_utilisation: f64,
+    /// Backlog drain horizon, seconds.
+    pub drain_within_s: f64,
+    /// Healthy time before scale-downs.
+    pub scale_down_after_ns: u64,
+    /// Baseline smoothing, seconds.
+    pub baseline_window_s: f64,
+    /// Same size not asked again within this long.
+    pub cooldown_ns: u64,
+    /// Slower own work at the same load.
+    pub slow_work: SlowWork,
+}
+
+/// What the engine counted, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Complete traces analysed.
+    pub traces: u64,
+    /// Traces that matched an objective.
+    pub objective_traces: u64,
+    /// Traces that could not be analysed (cycles, empty).
+    pub refused_traces: u64,
+    /// Traces released incomplete (no root, orphans, truncated).
+    pub incomplete_traces: u64,
+    /// Traces that ended before the window's oldest second.
+    pub late_traces: u64,
+    /// Decisions made.
+    pub decisions: u64,
+    /// Times an objective burned but no scalable culprit was found.
+    pub no_culprit: u64,
+}
+
+/// A service's healthy figures, smoothed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Baseline {
+    cp_share: f64,
+    occupancy: f64,
+    own_work: f64,
+    wait: f64,
+    rate: f64,
+}
+
+#[derive(Debug, Default)]
+struct ServiceState {
+    baseline: Option<Baseline>,
+    /// Pod name → the last time (Unix ns) a span of it arrived.
+    pods: HashMap<String, u64>,
+    /// Concurrent visits per replica when saturated: the capacity the traces showed.
+    slots_per_pod: Option<f64>,
+    /// The most visits per second per replica seen while the service was healthy (no wait,
+    /// own work at its baseline): a load it is known to carry.
+    healthy_rate_per_pod: Option<f64>,
+    /// (when, replicas) of the last decision.
+    last_decision: Option<(u64, u32)>,
+    /// Scale-down recommendations of the healthy period.
+    down_history: VecDeque<(u64, u32)>,
+}
+
+/// The scaler.
+pub struct Engine {
+    settings: Settings,
+    catalog: SpanCatalog,
+    buffer: TraceBuffer,
+    seconds: Seconds,
+    services: BTreeMap<Symbol, ServiceState>,
+    /// Per objective: its (service, operation) symbols once the catalog has them.
+    keys: Vec<Option<(Symbol, Symbol)>>,
+    records: Vec<SpanRecord>,
+    released: Vec<ReleasedTrace>,
+    clock: u64,
+    next_evaluation: Option<u64>,
+    healthy_since: Option<u64>,
+    counters: Counters,
+}
+
+/// What a saturated service's queue says about its load.
+struct QueueLoad {
+    /// Seconds of wait gained per second.
+    growth: f64,
+    /// The wait of the visits that ended last, seconds.
+    last_wait: f64,
+    /// The share of visits turned away.
+    turned_away: f64,
+    /// Arrivals over capacity.
+    load: f64,
+}
+
+/// A decision's explanation, one service's line.
+struct Share {
+    name: String,
+    now: ServiceSecond,
+    base: Option<Baseline>,
+}
+
+impl Engine {
+    /// An engine for validated settings.
+    pub fn new(settings: Settings, buffer: BufferConfig) -> Result<Self, BufferConfigError> {
+        let keep = settings
+            .long_window_s
+            .max(settings.short_window_s)
+            .saturating_add(settings.completion_wait_ns / 1_000_000_000 + 2);
+        Ok(Self {
+            seconds: Seconds::new(keep, settings.objectives.len()),
+            keys: vec![None; settings.objectives.len()],
+            catalog: SpanCatalog::new(CatalogConfig::default()),
+            buffer: TraceBuffer::new(buffer)?,
+            services: BTreeMap::new(),
+            records: Vec::new(),
+            released: Vec::new(),
+            clock: 0,
+            next_evaluation: None,
+            healthy_since: None,
+            counters: Counters::default(),
+            settings,
+        })
+    }
+
+    /// What was counted so far.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        c.late_traces = self.seconds.too_late;
+        c
+    }
+
+    /// The trace buffer, for its statistics.
+    pub fn buffer(&self) -> &TraceBuffer {
+        &self.buffer
+    }
+
+    /// The latest span end seen (Unix ns): the event clock.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Takes a batch at time `now` (wall or event, as the caller runs).
+    pub fn observe(&mut self, batch: &[ResourceSpans], now: Option<u64>) {
+        self.records.clear();
+        self.catalog.extract(batch, &mut self.records);
+        for r in &self.records {
+            self.clock = self.clock.max(r.end);
+        }
+        let now = now.unwrap_or(self.clock);
+        self.note_pods(batch, now);
+        for r in std::mem::take(&mut self.records) {
+            self.buffer.push(r, now);
+        }
+        self.release(now);
+    }
+
+    /// Releases the traces complete at `now` and learns from them.
+    fn release(&mut self, now: u64) {
+        let mut released = std::mem::take(&mut self.released);
+        self.buffer.release(now, &mut released);
+        for trace in released.drain(..) {
+            self.learn(&trace);
+        }
+        self.released = released;
+    }
+
+    fn note_pods(&mut self, batch: &[ResourceSpans], now: u64) {
+        for rs in batch {
+            let Some(resource) = &rs.resource else {
+                continue;
+            };
+            let attributes = &resource.attributes;
+            let service = string_attribute(attributes, SERVICE_NAME);
+            let pod = string_attribute(attributes, POD_NAME);
+            let (Some(service), Some(pod)) = (service, pod) else {
+                continue;
+            };
+            let Some(symbol) = self.catalog.service_symbol(service) else {
+                continue;
+            };
+            let pods = &mut self.services.entry(symbol).or_default().pods;
+            if let Some(seen) = pods.get_mut(pod) {
+                *seen = now;
+            } else if pods.len() < MAX_PODS {
+                pods.insert(pod.to_string(), now);
+            }
+        }
+    }
+
+    /// The objective a root (service, operation) belongs to.
+    fn objective_of(&mut self, service: Symbol, operation: Symbol) -> Option<usize> {
+        for (i, o) in self.settings.objectives.iter().enumerate() {
+            if self.keys[i].is_none()
+                && let (Some(s), Some(op)) = (
+                    self.catalog.service_symbol(&o.service),
+                    self.catalog.operation_symbol(&o.operation),
+                )
+            {
+                self.keys[i] = Some((s, op));
+            }
+            if self.keys[i] == Some((service, operation)) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn learn(&mut self, trace: &ReleasedTrace) {
+        if !trace.is_complete() {
+            self.counters.incomplete_traces += 1;
+        }
+        let Ok(tree) = TraceTree::build(&trace.spans) else {
+            self.counters.refused_traces += 1;
+            return;
+        };
+        self.counters.traces += 1;
+        let segments = critical_path(&tree);
+        let shares = breakdown(&tree, &segments);
+        let root = tree.span(tree.root());
+        let second = root.end / 1_000_000_000;
+        let objective = self.objective_of(root.service, root.operation);
+        if let Some(o) = objective {
+            self.counters.objective_traces += 1;
+            let bad = shares.duration > self.settings.objectives[o].target_ns;
+            self.seconds
+                .objective(second, o, shares.duration, bad, trace.trace_id);
+        }
+        // Per service: visits, occupancy and wait from the spans; own work and the critical
+        // path from the breakdown.
+        let mut per: BTreeMap<Symbol, ServiceSecond> = BTreeMap::new();
+        // Explicit queue time, taken off the occupancy of its SERVER span once all are summed.
+        let mut queued: BTreeMap<Symbol, u64> = BTreeMap::new();
+        let spans = tree.spans();
+        for (i, s) in spans.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            match s.kind {
+                Kind::Server => {
+                    // It arrived when its caller called, or when it began.
+                    let arrived = tree
+                        .parent(i)
+                        .map(|p| tree.span(p))
+                        .filter(|p| p.kind == Kind::Client)
+                        .map_or(s.start, |p| p.start);
+                    if let Some(sec) = self.seconds.at(arrived / 1_000_000_000) {
+                        *sec.arrivals.entry(s.service).or_default() += 1;
+                    }
+                    let v = per.entry(s.service).or_default();
+                    v.visits += 1;
+                    // Turned away at the door: an error with no work in it.
+                    v.errors += u64::from(s.error && (s.duration() as f64) < SATURATED_WAIT_NS);
+                    v.occupancy += s.duration();
+                    if let Some(p) = tree.parent(i).map(|p| tree.span(p))
+                        && p.kind == Kind::Client
+                    {
+                        v.wait += s.start.saturating_sub(p.start);
+                    }
+                }
+                _ if s.queue => {
+                    per.entry(s.service).or_default().wait += s.duration();
+                    *queued.entry(s.service).or_default() += s.duration();
+                }
+                _ => {}
+            }
+        }
+        // A queue span sits inside its SERVER span: waiting, not a held slot.
+        for (service, q) in queued {
+            if let Some(v) = per.get_mut(&service) {
+                v.occupancy = v.occupancy.saturating_sub(q);
+            }
+        }
+        for b in &shares.services {
+            let v = per.entry(b.service).or_default();
+            v.own_work += b.server_own_work;
+            if objective.is_some() {
+                v.objective_traces += 1;
+                v.cp_own += b.own;
+                v.cp_queueing += b.queueing;
+                v.cp_response += b.response;
+                v.cp_downstream += b.downstream;
+            }
+        }
+        if let Some(sec) = self.seconds.at(second) {
+            for (service, v) in per {
+                sec.services.entry(service).or_default().add(&v);
+            }
+        }
+    }
+
+    /// Runs the timed evaluation for every `interval` up to `now`, appending decisions.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Decision>) {
+        self.release(now);
+        let interval = self.settings.interval_ns.max(1);
+        let next = *self
+            .next_evaluation
+            .get_or_insert_with(|| now.saturating_add(interval));
+        if next > now {
+            return;
+        }
+        // Skip missed evaluations: the windows are what they are now.
+        self.next_evaluation = Some(now.saturating_add(interval));
+        self.evaluate(now, out);
+    }
+
+    /// The last second every trace of which has been released.
+    fn horizon(&self, now: u64) -> u64 {
+        now.saturating_sub(self.settings.completion_wait_ns) / 1_000_000_000
+    }
+
+    fn evaluate(&mut self, now: u64, out: &mut Vec<Decision>) {
+        let end = self.horizon(now).saturating_sub(1);
+        let short = self.settings.short_window_s;
+        let long = self.settings.long_window_s;
+        let mut burning = Vec::new();
+        for (i, o) in self.settings.objectives.iter().enumerate() {
+            let (s_burn, s_n) = burn(self.seconds.range(end, short), i, o.percentile);
+            let (l_burn, _) = burn(self.seconds.range(end, long), i, o.percentile);
+            if s_n > 0 && s_burn >= self.settings.burn_rate && l_burn >= self.settings.burn_rate {
+                burning.push((i, s_burn, l_burn));
+            }
+        }
+        self.learn_capacity(end, now);
+        tracing::debug!(second = end, burning = ?burning, "objectives evaluated");
+        if burning.is_empty() {
+            let since = *self.healthy_since.get_or_insert(now);
+            self.update_baselines(end, now);
+            if now.saturating_sub(since) >= self.settings.scale_down_after_ns {
+                self.scale_down(end, now, out);
+            }
+        } else {
+            self.healthy_since = None;
+            for s in self.services.values_mut() {
+                s.down_history.clear();
+            }
+            for (objective, s_burn, l_burn) in burning {
+                self.scale_up(objective, s_burn, l_burn, end, now, out);
+            }
+        }
+    }
+
+    /// Concurrent visits per replica while a service is saturated: its capacity.
+    fn learn_capacity(&mut self, end: u64, now: u64) {
+        let short = self.settings.short_window_s;
+        let window_ns = short.saturating_mul(1_000_000_000);
+        let symbols: Vec<Symbol> = self.services.keys().copied().collect();
+        for symbol in symbols {
+            let v = self.seconds.service(symbol, end, short);
+            let Some((occupancy, _, wait)) = v.per_visit() else {
+                continue;
+            };
+            let pods = self.pods(symbol, now);
+            if pods == 0 || !saturated(wait, occupancy) {
+                continue;
+            }
+            let busy = v.occupancy as f64 / window_ns as f64;
+            let per_pod = busy / f64::from(pods);
+            if let Some(state) = self.services.get_mut(&symbol) {
+                let learned = state.slots_per_pod.get_or_insert(per_pod);
+                *learned = learned.max(per_pod);
+            }
+        }
+    }
+
+    fn update_baselines(&mut self, end: u64, now_ns: u64) {
+        let short = self.settings.short_window_s;
+        let alpha = (self.settings.interval_ns as f64 / 1e9 / self.settings.baseline_window_s)
+            .clamp(0.0, 1.0);
+        let symbols: Vec<Symbol> = self.services.keys().copied().collect();
+        for symbol in symbols {
+            let v = self.seconds.service(symbol, end, short);
+            let (Some((occupancy, own_work, wait)), Some(cp_share)) = (v.per_visit(), v.cp_share())
+            else {
+                continue;
+            };
+            let now = Baseline {
+                cp_share,
+                occupancy,
+                own_work,
+                wait,
+                rate: v.visits as f64 / short as f64,
+            };
+            let pods = self.pods(symbol, now_ns);
+            if let Some(state) = self.services.get_mut(&symbol) {
+                let at_baseline = state
+                    .baseline
+                    .is_none_or(|b| own_work <= SLOWER_WORK * b.own_work);
+                if pods > 0 && at_baseline && !saturated(wait, occupancy) {
+                    let per_pod = now.rate / f64::from(pods);
+                    let known = state.healthy_rate_per_pod.get_or_insert(per_pod);
+                    *known = known.max(per_pod);
+                }
+                state.baseline = Some(match state.baseline {
+                    None => now,
+                    Some(b) => Baseline {
+                        cp_share: b.cp_share + alpha * (now.cp_share - b.cp_share),
+                        occupancy: b.occupancy + alpha * (now.occupancy - b.occupancy),
+                        own_work: b.own_work + alpha * (now.own_work - b.own_work),
+                        wait: b.wait + alpha * (now.wait - b.wait),
+                        rate: b.rate + alpha * (now.rate - b.rate),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Replicas seen serving within the short window.
+    fn pods(&self, service: Symbol, now: u64) -> u32 {
+        let since = now.saturating_sub(
+            (self.settings.short_window_s * 1_000_000_000)
+                .saturating_add(self.settings.completion_wait_ns),
+        );
+        self.services.get(&service).map_or(0, |s| {
+            u32::try_from(s.pods.values().filter(|&&t| t >= since).count()).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// The workload of a service: listed, or from its spans.
+    fn workload(&self, service: Symbol) -> Option<Workload> {
+        let name = self.catalog.service_name(service);
+        if !self.settings.workloads.is_empty() {
+            return self
+                .settings
+                .workloads
+                .iter()
+                .find(|w| w.service == name)
+                .cloned();
+        }
+        let w = self.catalog.workload(service)?;
+        let (api_version, kind) = match w.kind {
+            WorkloadKind::Deployment => ("apps/v1", "Deployment"),
+            WorkloadKind::StatefulSet => ("apps/v1", "StatefulSet"),
+        };
+        Some(Workload {
+            service: name.to_string(),
+            target: Target {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                name: w.name.clone(),
+                namespace: w.namespace.clone(),
+            },
+            min: None,
+            max: None,
+        })
+    }
+
+    fn scale_up(
+        &mut self,
+        objective: usize,
+        s_burn: f64,
+        l_burn: f64,
+        end: u64,
+        now: u64,
+        out: &mut Vec<Decision>,
+    ) {
+        let short = self.settings.short_window_s;
+        // Every service on the objective's paths, its share now against its baseline.
+        let mut shares: Vec<(Symbol, Share, f64, bool)> = Vec::new();
+        for (&symbol, state) in &self.services {
+            let now_v = self.seconds.service(symbol, end, short);
+            let Some(share) = now_v.cp_share() else {
+                continue;
+            };
+            let base = state.baseline;
+            let growth = share - base.map_or(0.0, |b| b.cp_share);
+            // Slots held markedly longer, mostly by waiting on calls: a symptom of the callees,
+            // unless the service would be overloaded even with its calls at their healthy
+            // speed (arrivals × healthy occupancy above what its slots now carry).
+            let symptom = match (now_v.per_visit(), base) {
+                (Some((occ, own, wait)), Some(b)) if b.occupancy > 0.0 => {
+                    let more_down = (occ - own) - (b.occupancy - b.own_work);
+                    let held_by_calls =
+                        more_down > SYMPTOM_GROWTH * b.occupancy && more_down > own - b.own_work;
+                    let load = if saturated(wait, occ) {
+                        self.queue_load(symbol, &now_v, end).map_or(1.0, |q| q.load)
+                    } else {
+                        1.0
+                    };
+                    held_by_calls && load * b.occupancy < occ
+                }
+                _ => false,
+            };
+            shares.push((
+                symbol,
+                Share {
+                    name: self.catalog.service_name(symbol).to_string(),
+                    now: now_v,
+                    base,
+                },
+                growth,
+                symptom,
+            ));
+        }
+        shares.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        let culprit = shares
+            .iter()
+            .find(|(symbol, _, growth, symptom)| {
+                *growth > 0.0 && !symptom && self.workload(*symbol).is_some()
+            })
+            .map(|(symbol, ..)| *symbol);
+        let Some(culprit) = culprit else {
+            self.counters.no_culprit += 1;
+            return;
+        };
+        let Some(workload) = self.workload(culprit) else {
+            return;
+        };
+        let pods = self.pods(culprit, now);
+        let culprit_v = self.seconds.service(culprit, end, short);
+        let base = self.services.get(&culprit).and_then(|s| s.baseline);
+        let Some((occupancy, own_work, wait)) = culprit_v.per_visit() else {
+            return;
+        };
+        let rate = culprit_v.visits as f64 / short as f64;
+        let mut size = String::new();
+        let mut ratio: f64 = 0.0;
+        if saturated(wait, occupancy)
+            && let Some(q) = self.queue_load(culprit, &culprit_v, end)
+        {
+            let drains_by_itself =
+                q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s;
+            if !drains_by_itself {
+                let need = (1.0 / self.settings.target_utilisation)
+                    .max(1.0 + q.last_wait / self.settings.drain_within_s);
+                ratio = q.load * need;
+                let _ = write!(
+                    size,
+                    "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {:+.2} s/s, {:.0} % turned away: arrivals {:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
+                    wait / 1e6,
+                    q.growth,
+                    q.turned_away * 100.0,
+                    q.load,
+                    self.settings.target_utilisation * 100.0,
+                    self.settings.drain_within_s
+                );
+            }
+        }
+        let mut slower = false;
+        if let Some(b) = base
+            && b.own_work > 0.0
+            && own_work > SLOWER_WORK * b.own_work
+        {
+            let work = (own_work / b.own_work).min(MAX_WORK_RATIO);
+            slower = rate <= SAME_LOAD * b.rate;
+            if slower && self.settings.slow_work == SlowWork::Hold {
+                tracing::info!(
+                    objective = %self.settings.objectives[objective].name,
+                    culprit = %workload.target,
+                    "holding: the culprit's own work is slower at the same load, which more replicas may not fix"
+                );
+                return;
+            }
+            if work > ratio {
+                ratio = work;
+                size.clear();
+                let _ = write!(
+                    size,
+                    "{pods} replicas serve {rate:.0} visits/s at {:.1}ms own work each against {:.1}ms healthy: {work:.2}× the capacity",
+                    own_work / 1e6,
+                    b.own_work / 1e6
+                );
+            }
+        }
+        if pods == 0 || ratio <= 1.0 {
+            // A queue draining by itself, or no replica count to size from.
+            return;
+        }
+        let desired = (f64::from(pods) * ratio).ceil().min(f64::from(u32::MAX)) as u32;
+        let desired = clamp(desired, &workload);
+        if desired <= pods || !self.due(culprit, now, desired, true) {
+            return;
+        }
+        let o = &self.settings.objectives[objective];
+        let mut reason = format!(
+            "objective {:?} ({} {} p{} ≤ {}ms) burns its error budget {s_burn:.1}× ({}s) and {l_burn:.1}× ({}s); culprit {}: on the critical path",
+            o.name,
+            o.service,
+            o.operation,
+            o.percentile,
+            o.target_ns / 1_000_000,
+            short,
+            self.settings.long_window_s,
+            self.catalog.service_name(culprit),
+        );
+        for (symbol, share, ..) in shares.iter().take(4) {
+            let _ = write!(reason, " {}", describe(share));
+            if *symbol != culprit && share.now.cp_downstream > 0 {
+                reason.push(',');
+            }
+        }
+        let _ = write!(reason, "; size: {size} → {pods} to {desired} replicas");
+        if slower {
+            reason.push_str(
+                "; its own work is slower at the same load, which more replicas may not fix",
+            );
+        }
+        let evidence = self.evidence(objective, end);
+        out.push(self.decision(&workload, desired, &o.name.clone(), reason, evidence, now));
+        if let Some(s) = self.services.get_mut(&culprit) {
+            s.last_decision = Some((now, desired));
+        }
+    }
+
+    /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
+    /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read.
+    fn queue_load(&self, service: Symbol, v: &ServiceSecond, end: u64) -> Option<QueueLoad> {
+        let short = self.settings.short_window_s;
+        // The trend of the last few seconds: an older onset is not today's growth.
+        let growth = slope(
+            &self
+                .seconds
+                .wait_series(service, end, short.min(TREND_SECONDS)),
+        )?
+        .clamp(-0.9, 0.9);
+        let last_wait = self
+            .seconds
+            .wait_series(service, end, 1)
+            .first()
+            .map_or(0.0, |p| p.1);
+        // A full queue turns arrivals away: then they show as errors, not as wait.
+        let served = v.visits.saturating_sub(v.errors).max(1);
+        let turned_away = v.errors as f64 / v.visits.max(1) as f64;
+        // Arrivals counted by arrival time, in seconds old enough for their visits to have
+        // ended, over the visits served per second now.
+        let lag = (last_wait.ceil() as u64).saturating_add(1);
+        let arrived = self
+            .seconds
+            .arrival_rate(service, end.saturating_sub(lag), TREND_SECONDS);
+        let served_rate = served as f64 / short as f64;
+        let counted = if served_rate > 0.0 {
+            arrived / served_rate
+        } else {
+            1.0
+        };
+        Some(QueueLoad {
+            growth,
+            last_wait,
+            turned_away,
+            load: (1.0 / (1.0 - growth))
+                .max(v.visits as f64 / served as f64)
+                .max(counted),
+        })
+    }
+
+    fn scale_down(&mut self, end: u64, now: u64, out: &mut Vec<Decision>) {
+        let short = self.settings.short_window_s;
+        let symbols: Vec<Symbol> = self.services.keys().copied().collect();
+        for symbol in symbols {
+            let Some(workload) = self.workload(symbol) else {
+                continue;
+            };
+            let pods = self.pods(symbol, now);
+            let v = self.seconds.service(symbol, end, short);
+            let Some((occupancy, own_work, _)) = v.per_visit() else {
+                continue;
+            };
+            let Some(state) = self.services.get(&symbol) else {
+                continue;
+            };
+            if pods <= 1 {
+                continue;
+            }
+            let rate = v.visits as f64 / short as f64;
+            let (recommended, how) = match state.slots_per_pod {
+                Some(slots) if slots > 0.0 => {
+                    let need = rate * occupancy / 1e9 / (self.settings.target_utilisation * slots);
+                    (
+                        (need.ceil().max(1.0).min(f64::from(u32::MAX))) as u32,
+                        format!(
+                            "{rate:.0} visits/s × {:.1}ms held = {:.1} busy slots; {slots:.1} slots a replica at {:.0} %",
+                            occupancy / 1e6,
+                            rate * occupancy / 1e9,
+                            self.settings.target_utilisation * 100.0
+                        ),
+                    )
+                }
+                _ => {
+                    let at_baseline = state
+                        .baseline
+                        .is_some_and(|b| own_work <= SLOWER_WORK * b.own_work);
+                    let Some(known) = state.healthy_rate_per_pod.filter(|r| *r > 0.0) else {
+                        continue;
+                    };
+                    if !at_baseline {
+                        continue;
+                    }
+                    (
+                        ((rate / known).ceil().max(1.0).min(f64::from(u32::MAX))) as u32,
+                        format!(
+                            "{rate:.0} visits/s; its capacity was never reached, and one replica carried {known:.0}/s healthy"
+                        ),
+                    )
+                }
+            };
+            let window = self.settings.scale_down_after_ns;
+            let Some(state) = self.services.get_mut(&symbol) else {
+                continue;
+            };
+            state.down_history.push_back((now, recommended));
+            while state
+                .down_history
+                .front()
+                .is_some_and(|&(t, _)| t.saturating_add(window) < now)
+            {
+                state.down_history.pop_front();
+            }
+            let stabilised = state
+                .down_history
+                .iter()
+                .map(|&(_, r)| r)
+                .max()
+                .unwrap_or(recommended);
+            let desired = clamp(stabilised, &workload);
+            if desired >= pods || !self.due(symbol, now, desired, false) {
+                continue;
+            }
+            let reason = format!(
+                "every objective within its error budget for {}s; {}: {how} → {pods} to {desired} replicas",
+                window / 1_000_000_000,
+                self.catalog.service_name(symbol)
+            );
+            out.push(self.decision(
+                &workload,
+                desired,
+                "slo_scaler",
+                reason,
+                Evidence {
+                    window: Duration::from_secs(short),
+                    window_count: v.visits,
+                    ..Evidence::default()
+                },
+                now,
+            ));
+            if let Some(s) = self.services.get_mut(&symbol) {
+                s.last_decision = Some((now, desired));
+                // The next step down needs a full period of its own.
+                s.down_history.clear();
+            }
+            // Calm restarts, so scale-downs come one period apart.
+            self.healthy_since = Some(now);
+        }
+    }
+
+    /// True when a decision for `desired` replicas may go now: not the same size within the
+    /// cooldown (a larger scale-up may).
+    fn due(&self, service: Symbol, now: u64, desired: u32, up: bool) -> bool {
+        match self.services.get(&service).and_then(|s| s.last_decision) {
+            Some((at, last)) if now.saturating_sub(at) < self.settings.cooldown_ns => {
+                up && desired > last
+            }
+            _ => true,
+        }
+    }
+
+    fn evidence(&self, objective: usize, end: u64) -> Evidence {
+        let short = self.settings.short_window_s;
+        let mut latencies = Vec::new();
+        let mut slowest: Vec<(u64, [u8; 16])> = Vec::new();
+        let (mut traces, mut bad) = (0, 0);
+        for s in self.seconds.range(end, short) {
+            if let Some(o) = s.objectives.get(objective) {
+                traces += o.traces;
+                bad += o.bad;
+                latencies.extend_from_slice(&o.latencies);
+                slowest.extend_from_slice(&o.slowest);
+            }
+        }
+        latencies.sort_unstable();
+        slowest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let at = |p: f64| {
+            Duration::from_nanos(crate::stats::percentile(&latencies, p).unwrap_or_default())
+        };
+        Evidence {
+            window: Duration::from_secs(short),
+            window_count: traces,
+            breaches: bad,
+            p50: at(50.0),
+            p95: at(95.0),
+            p99: at(99.0),
+            exemplars: slowest
+                .iter()
+                .take(MAX_EXEMPLARS)
+                .map(|(_, id)| const_hex::encode(id))
+                .collect(),
+            anomaly_score: None,
+        }
+    }
+
+    fn decision(
+        &mut self,
+        workload: &Workload,
+        desired: u32,
+        rule: &str,
+        reason: String,
+        evidence: Evidence,
+        now: u64,
+    ) -> Decision {
+        self.counters.decisions += 1;
+        Decision {
+            target: workload.target.clone(),
+            change: ScaleChange::To(desired),
+            limits: ReplicaLimits {
+                min: workload.min,
+                max: workload.max,
+            },
+            rule: rule.to_string(),
+            reason,
+            evidence,
+            resources: None,
+            timestamp_unix_nano: now,
+        }
+    }
+}
+
+fn saturated(wait: f64, occupancy: f64) -> bool {
+    wait > SATURATED_WAIT_NS && wait > SATURATED_WAIT_SHARE * occupancy
+}
+
+fn clamp(desired: u32, w: &Workload) -> u32 {
+    desired
+        .max(w.min.unwrap_or(1))
+        .min(w.max.unwrap_or(u32::MAX))
+}
+
+/// (burn rate, traces) of objective `i` over some seconds.
+fn burn<'a>(seconds: impl Iterator<Item = &'a Second>, i: usize, percentile: f64) -> (f64, u64) {
+    let (mut n, mut bad) = (0u64, 0u64);
+    for s in seconds {
+        if let Some(o) = s.objectives.get(i) {
+            n += o.traces;
+            bad += o.bad;
+        }
+    }
+    if n == 0 {
+        return (0.0, 0);
+    }
+    let budget = (100.0 - percentile) / 100.0;
+    ((bad as f64 / n as f64) / budget, n)
+}
+
+/// "db own 210ms (12ms), queueing 85ms (4ms)": per objective trace, now (healthy).
+fn describe(share: &Share) -> String {
+    let n = share.now.objective_traces.max(1) as f64;
+    let ms = |v: u64| v as f64 / n / 1e6;
+    let mut s = format!(
+        "{} own {:.0}ms, queueing {:.0}ms, downstream {:.0}ms",
+        share.name,
+        ms(share.now.cp_own),
+        ms(share.now.cp_queueing + share.now.cp_response),
+        ms(share.now.cp_downstream)
+    );
+    if let Some(b) = share.base {
+        let _ = write!(s, " (healthy share {:.0}ms)", b.cp_share / 1e6);
+    }
+    s
+}

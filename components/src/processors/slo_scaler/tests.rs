@@ -1,0 +1,247 @@
+//! Tests of the `slo_scaler` engine on traces shaped like a real shop's: a frontend calling a
+//! worker pool calling a database, with CLIENT and SERVER spans, queue spans and pod names.
+
+use tracescale_core::signal::{Decision, ScaleChange};
+
+use super::engine::{Engine, Objective, Settings, SlowWork, Workload};
+use crate::scaling::target::parse_short_target;
+use crate::simulation::{OtlpBuilder, SimSpan, SpanShape};
+use crate::tracetree::BufferConfig;
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+/// Span time starts here (Unix ns), as the simulation's epoch would.
+const EPOCH: u64 = 1_700_000_000 * S;
+
+/// One second of traffic: per request, the wait and own work of the worker and the database.
+#[derive(Clone, Copy)]
+struct Second {
+    rps: u64,
+    worker_pods: u32,
+    worker_wait: u64,
+    worker_own: u64,
+    db_pods: u32,
+    db_wait: u64,
+    db_own: u64,
+}
+
+const HEALTHY: Second = Second {
+    rps: 50,
+    worker_pods: 2,
+    worker_wait: 0,
+    worker_own: 20 * MS,
+    db_pods: 2,
+    db_wait: 0,
+    db_own: 10 * MS,
+};
+
+fn settings() -> Settings {
+    let workload = |service: &str, target: &str| Workload {
+        service: service.to_string(),
+        target: parse_short_target(target, "shop").unwrap(),
+        min: Some(1),
+        max: Some(20),
+    };
+    Settings {
+        objectives: vec![Objective {
+            name: "cart".into(),
+            service: "frontend".into(),
+            operation: "GET /cart".into(),
+            percentile: 99.0,
+            target_ns: 500 * MS,
+        }],
+        workloads: vec![
+            workload("worker", "deployment/worker"),
+            workload("db", "statefulset/db"),
+        ],
+        interval_ns: S,
+        completion_wait_ns: 2 * S,
+        short_window_s: 10,
+        long_window_s: 60,
+        burn_rate: 2.0,
+        target_utilisation: 0.7,
+        drain_within_s: 30.0,
+        scale_down_after_ns: 120 * S,
+        baseline_window_s: 60.0,
+        cooldown_ns: 15 * S,
+        slow_work: SlowWork::Scale,
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(settings(), BufferConfig::default()).unwrap()
+}
+
+/// Feeds `seconds` of traffic, one batch a second, evaluating as span time passes; returns
+/// the decisions with the second they came in.
+fn run(engine: &mut Engine, from: u64, seconds: &[Second]) -> Vec<(u64, Decision)> {
+    let mut decisions = Vec::new();
+    let mut id = from * 1_000_000;
+    for (i, sec) in seconds.iter().enumerate() {
+        let t = from + i as u64;
+        let mut b = OtlpBuilder::with_shape(
+            "shop",
+            EPOCH,
+            SpanShape {
+                client_spans: true,
+                queue_spans: true,
+            },
+        );
+        for r in 0..sec.rps {
+            id += 1;
+            let start = t * S + r * (S / sec.rps.max(1));
+            let trace = {
+                let mut t = [0u8; 16];
+                t[..8].copy_from_slice(&id.to_be_bytes());
+                t[15] = 1;
+                t
+            };
+            let span = |n: u8| {
+                let mut s = [n; 8];
+                s[..4].copy_from_slice(&(id as u32).to_be_bytes());
+                s
+            };
+            let db_start = start + sec.worker_wait;
+            let db_end = db_start + sec.db_wait + sec.db_own;
+            let worker_end = db_end + sec.worker_own;
+            let visit = |span_id, parent, caller, service, start, started, end, replica| SimSpan {
+                trace_id: trace,
+                span_id,
+                parent_span_id: parent,
+                caller,
+                service,
+                operation: match service {
+                    "frontend" => "GET /cart",
+                    "worker" => "GetCart",
+                    _ => "SELECT",
+                },
+                sent: start,
+                start,
+                started,
+                end,
+                error: false,
+                replica,
+                caller_replica: 0,
+            };
+            b.push(&visit(
+                span(3),
+                Some(span(2)),
+                Some("worker"),
+                "db",
+                db_start,
+                db_start + sec.db_wait,
+                db_end,
+                (id % u64::from(sec.db_pods)) as u32,
+            ));
+            b.push(&visit(
+                span(2),
+                Some(span(1)),
+                Some("frontend"),
+                "worker",
+                start,
+                start + sec.worker_wait,
+                worker_end,
+                (id % u64::from(sec.worker_pods)) as u32,
+            ));
+            b.push(&visit(
+                span(1),
+                None,
+                None,
+                "frontend",
+                start,
+                start,
+                worker_end + MS,
+                0,
+            ));
+        }
+        let traces = b.take();
+        engine.observe(&traces.resource_spans, None);
+        let mut out = Vec::new();
+        engine.tick(EPOCH + (t + 1) * S, &mut out);
+        decisions.extend(out.into_iter().map(|d| (t, d)));
+    }
+    decisions
+}
+
+fn to(d: &Decision) -> u32 {
+    match d.change {
+        ScaleChange::To(n) => n,
+        ScaleChange::Step(_) => panic!("a size, not a step: {d:?}"),
+    }
+}
+
+#[test]
+fn a_healthy_shop_gets_no_scale_up() {
+    let mut e = engine();
+    let decisions = run(&mut e, 0, &[HEALTHY; 90]);
+    assert!(decisions.iter().all(|(_, d)| to(d) <= 2), "{decisions:#?}");
+    assert!(e.counters().objective_traces > 4000);
+}
+
+#[test]
+fn a_saturated_worker_pool_is_the_culprit_and_is_sized_from_its_queue() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // Twice the traffic: the worker's queue grows by half a second each second.
+    let overload: Vec<Second> = (0..30)
+        .map(|i| Second {
+            rps: 100,
+            worker_wait: 500 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &overload);
+    let (at, first) = decisions.first().expect("a decision");
+    assert!(*at < 75, "decided at {at}");
+    assert_eq!(first.target.name, "worker", "{}", first.reason);
+    assert!(
+        to(first) >= 4,
+        "two pods at twice their capacity: {}",
+        first.reason
+    );
+    assert!(first.reason.contains("culprit worker"), "{}", first.reason);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name == "worker"),
+        "the database is never scaled: {decisions:#?}"
+    );
+    assert_eq!(first.rule, "cart");
+    assert!(!first.evidence.exemplars.is_empty());
+}
+
+#[test]
+fn a_slow_database_is_the_culprit_not_the_workers_waiting_on_it() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The database thrashes: its own work grows; the workers hold their slots waiting for it,
+    // so they queue too.
+    let slow: Vec<Second> = (0..30)
+        .map(|i| Second {
+            db_own: 300 * MS,
+            worker_wait: 200 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &slow);
+    let (_, first) = decisions.first().expect("a decision");
+    assert_eq!(first.target.name, "db", "{}", first.reason);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name == "db"),
+        "the workers are never scaled: {decisions:#?}"
+    );
+    assert!(to(first) > 2, "{}", first.reason);
+}
+
+#[test]
+fn a_queue_that_drains_by_itself_asks_for_nothing() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // A backlog left behind, shrinking by 200 ms a second at healthy traffic.
+    let draining: Vec<Second> = (0..10)
+        .map(|i| Second {
+            worker_wait: 2000 * MS - 200 * MS * i,
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &draining);
+    assert!(decisions.iter().all(|(_, d)| to(d) <= 2), "{decisions:#?}");
+}
