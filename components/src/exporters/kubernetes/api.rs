@@ -84,7 +84,7 @@ impl fmt::Display for ApiError {
                 };
                 write!(
                     f,
-                    "forbidden: the service account may not {verb:?} {resource:?} in API group {group} in namespace {namespace:?}; grant the verb in its Role (see examples/kubernetes/rbac.yaml)"
+                    "forbidden: the service account may not {verb:?} {resource:?} in API group {group} in namespace {namespace:?}; grant the verb in its Role (see examples/kubernetes/base/rbac.yaml)"
                 )
             }
             ApiError::NotFound(m) => write!(f, "not found: {m}"),
