@@ -1,0 +1,428 @@
+//! The decisions: the culprit of a burning objective and its size, the way back down, and how
+//! each is explained.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tracescale_core::signal::{Decision, Evidence, MAX_EXEMPLARS, ReplicaLimits, ScaleChange};
+
+use super::super::window::{ServiceSecond, slope};
+use super::{
+    Baseline, Engine, MAX_WORK_RATIO, SAME_LOAD, SATURATED_WAIT_NS, SATURATED_WAIT_SHARE,
+    SLOWER_WORK, SYMPTOM_GROWTH, SlowWork, TREND_SECONDS, Workload,
+};
+use crate::tracetree::Symbol;
+/// What a saturated service's queue says about its load.
+struct QueueLoad {
+    /// Seconds of wait gained per second.
+    growth: f64,
+    /// The wait of the visits that ended last, seconds.
+    last_wait: f64,
+    /// The share of visits turned away.
+    turned_away: f64,
+    /// Arrivals over capacity.
+    load: f64,
+}
+
+/// A decision's explanation, one service's line.
+struct Share {
+    name: String,
+    now: ServiceSecond,
+    base: Option<Baseline>,
+}
+
+impl Engine {
+    pub(super) fn scale_up(
+        &mut self,
+        objective: usize,
+        s_burn: f64,
+        l_burn: f64,
+        end: u64,
+        now: u64,
+        out: &mut Vec<Decision>,
+    ) {
+        let short = self.settings.short_window_s;
+        // Every service on the objective's paths, its share now against its baseline.
+        let mut shares: Vec<(Symbol, Share, f64, bool)> = Vec::new();
+        for (&symbol, state) in &self.services {
+            let now_v = self.seconds.service(symbol, end, short);
+            let Some(share) = now_v.cp_share() else {
+                continue;
+            };
+            let base = state.baseline;
+            let growth = share - base.map_or(0.0, |b| b.cp_share);
+            // Slots held markedly longer, mostly by waiting on calls: a symptom of the callees,
+            // unless the service would be overloaded even with its calls at their healthy
+            // speed (arrivals × healthy occupancy above what its slots now carry).
+            let symptom = match (now_v.per_visit(), base) {
+                (Some((occ, own, wait)), Some(b)) if b.occupancy > 0.0 => {
+                    let more_down = (occ - own) - (b.occupancy - b.own_work);
+                    let held_by_calls =
+                        more_down > SYMPTOM_GROWTH * b.occupancy && more_down > own - b.own_work;
+                    let load = if saturated(wait, occ) {
+                        self.queue_load(symbol, &now_v, end).map_or(1.0, |q| q.load)
+                    } else {
+                        1.0
+                    };
+                    held_by_calls && load * b.occupancy < occ
+                }
+                _ => false,
+            };
+            shares.push((
+                symbol,
+                Share {
+                    name: self.catalog.service_name(symbol).to_string(),
+                    now: now_v,
+                    base,
+                },
+                growth,
+                symptom,
+            ));
+        }
+        shares.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        let culprit = shares
+            .iter()
+            .find(|(symbol, _, growth, symptom)| {
+                *growth > 0.0 && !symptom && self.workload(*symbol).is_some()
+            })
+            .map(|(symbol, ..)| *symbol);
+        let Some(culprit) = culprit else {
+            self.counters.no_culprit += 1;
+            return;
+        };
+        let Some(workload) = self.workload(culprit) else {
+            return;
+        };
+        let pods = self.pods(culprit, now);
+        let culprit_v = self.seconds.service(culprit, end, short);
+        let base = self.services.get(&culprit).and_then(|s| s.baseline);
+        let Some((occupancy, own_work, wait)) = culprit_v.per_visit() else {
+            return;
+        };
+        let rate = culprit_v.visits as f64 / short as f64;
+        let mut size = String::new();
+        let mut ratio: f64 = 0.0;
+        if saturated(wait, occupancy)
+            && let Some(q) = self.queue_load(culprit, &culprit_v, end)
+        {
+            let drains_by_itself =
+                q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s;
+            if !drains_by_itself {
+                let need = (1.0 / self.settings.target_utilisation)
+                    .max(1.0 + q.last_wait / self.settings.drain_within_s);
+                ratio = q.load * need;
+                let _ = write!(
+                    size,
+                    "{pods} replicas serve {rate:.0} visits/s, each waiting {:.0}ms (growing {:+.2} s/s, {:.0} % turned away: arrivals {:.2}× capacity); for {:.0} % utilisation and the backlog to drain within {:.0}s",
+                    wait / 1e6,
+                    q.growth,
+                    q.turned_away * 100.0,
+                    q.load,
+                    self.settings.target_utilisation * 100.0,
+                    self.settings.drain_within_s
+                );
+            }
+        }
+        let mut slower = false;
+        if let Some(b) = base
+            && b.own_work > 0.0
+            && own_work > SLOWER_WORK * b.own_work
+        {
+            let work = (own_work / b.own_work).min(MAX_WORK_RATIO);
+            slower = rate <= SAME_LOAD * b.rate;
+            if slower && self.settings.slow_work == SlowWork::Hold {
+                tracing::info!(
+                    objective = %self.settings.objectives[objective].name,
+                    culprit = %workload.target,
+                    "holding: the culprit's own work is slower at the same load, which more replicas may not fix"
+                );
+                return;
+            }
+            if work > ratio {
+                ratio = work;
+                size.clear();
+                let _ = write!(
+                    size,
+                    "{pods} replicas serve {rate:.0} visits/s at {:.1}ms own work each against {:.1}ms healthy: {work:.2}× the capacity",
+                    own_work / 1e6,
+                    b.own_work / 1e6
+                );
+            }
+        }
+        if pods == 0 || ratio <= 1.0 {
+            // A queue draining by itself, or no replica count to size from.
+            return;
+        }
+        let desired = (f64::from(pods) * ratio).ceil().min(f64::from(u32::MAX)) as u32;
+        let desired = clamp(desired, &workload);
+        if desired <= pods || !self.due(culprit, now, desired, true) {
+            return;
+        }
+        let o = &self.settings.objectives[objective];
+        let mut reason = format!(
+            "objective {:?} ({} {} p{} ≤ {}ms) burns its error budget {s_burn:.1}× ({}s) and {l_burn:.1}× ({}s); culprit {}: on the critical path",
+            o.name,
+            o.service,
+            o.operation,
+            o.percentile,
+            o.target_ns / 1_000_000,
+            short,
+            self.settings.long_window_s,
+            self.catalog.service_name(culprit),
+        );
+        for (symbol, share, ..) in shares.iter().take(4) {
+            let _ = write!(reason, " {}", describe(share));
+            if *symbol != culprit && share.now.cp_downstream > 0 {
+                reason.push(',');
+            }
+        }
+        let _ = write!(reason, "; size: {size} → {pods} to {desired} replicas");
+        if slower {
+            reason.push_str(
+                "; its own work is slower at the same load, which more replicas may not fix",
+            );
+        }
+        let evidence = self.evidence(objective, end);
+        out.push(self.decision(&workload, desired, &o.name.clone(), reason, evidence, now));
+        if let Some(s) = self.services.get_mut(&culprit) {
+            s.last_decision = Some((now, desired));
+        }
+    }
+
+    /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
+    /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read.
+    fn queue_load(&self, service: Symbol, v: &ServiceSecond, end: u64) -> Option<QueueLoad> {
+        let short = self.settings.short_window_s;
+        // The trend of the last few seconds: an older onset is not today's growth.
+        let growth = slope(
+            &self
+                .seconds
+                .wait_series(service, end, short.min(TREND_SECONDS)),
+        )?
+        .clamp(-0.9, 0.9);
+        let last_wait = self
+            .seconds
+            .wait_series(service, end, 1)
+            .first()
+            .map_or(0.0, |p| p.1);
+        // A full queue turns arrivals away: then they show as errors, not as wait.
+        let served = v.visits.saturating_sub(v.errors).max(1);
+        let turned_away = v.errors as f64 / v.visits.max(1) as f64;
+        // Arrivals counted by arrival time, in seconds old enough for their visits to have
+        // ended, over the visits served per second now.
+        let lag = (last_wait.ceil() as u64).saturating_add(1);
+        let arrived = self
+            .seconds
+            .arrival_rate(service, end.saturating_sub(lag), TREND_SECONDS);
+        let served_rate = served as f64 / short as f64;
+        let counted = if served_rate > 0.0 {
+            arrived / served_rate
+        } else {
+            1.0
+        };
+        Some(QueueLoad {
+            growth,
+            last_wait,
+            turned_away,
+            load: (1.0 / (1.0 - growth))
+                .max(v.visits as f64 / served as f64)
+                .max(counted),
+        })
+    }
+
+    pub(super) fn scale_down(&mut self, end: u64, now: u64, out: &mut Vec<Decision>) {
+        let short = self.settings.short_window_s;
+        let symbols: Vec<Symbol> = self.services.keys().copied().collect();
+        for symbol in symbols {
+            let Some(workload) = self.workload(symbol) else {
+                continue;
+            };
+            let pods = self.pods(symbol, now);
+            let v = self.seconds.service(symbol, end, short);
+            let Some((occupancy, own_work, _)) = v.per_visit() else {
+                continue;
+            };
+            let Some(state) = self.services.get(&symbol) else {
+                continue;
+            };
+            if pods <= 1 {
+                continue;
+            }
+            let rate = v.visits as f64 / short as f64;
+            let (recommended, how) = match state.slots_per_pod {
+                Some(slots) if slots > 0.0 => {
+                    let need = rate * occupancy / 1e9 / (self.settings.target_utilisation * slots);
+                    (
+                        (need.ceil().max(1.0).min(f64::from(u32::MAX))) as u32,
+                        format!(
+                            "{rate:.0} visits/s × {:.1}ms held = {:.1} busy slots; {slots:.1} slots a replica at {:.0} %",
+                            occupancy / 1e6,
+                            rate * occupancy / 1e9,
+                            self.settings.target_utilisation * 100.0
+                        ),
+                    )
+                }
+                _ => {
+                    let at_baseline = state
+                        .baseline
+                        .is_some_and(|b| own_work <= SLOWER_WORK * b.own_work);
+                    let Some(known) = state.healthy_rate_per_pod.filter(|r| *r > 0.0) else {
+                        continue;
+                    };
+                    if !at_baseline {
+                        continue;
+                    }
+                    (
+                        ((rate / known).ceil().max(1.0).min(f64::from(u32::MAX))) as u32,
+                        format!(
+                            "{rate:.0} visits/s; its capacity was never reached, and one replica carried {known:.0}/s healthy"
+                        ),
+                    )
+                }
+            };
+            let window = self.settings.scale_down_after_ns;
+            let Some(state) = self.services.get_mut(&symbol) else {
+                continue;
+            };
+            state.down_history.push_back((now, recommended));
+            while state
+                .down_history
+                .front()
+                .is_some_and(|&(t, _)| t.saturating_add(window) < now)
+            {
+                state.down_history.pop_front();
+            }
+            let stabilised = state
+                .down_history
+                .iter()
+                .map(|&(_, r)| r)
+                .max()
+                .unwrap_or(recommended);
+            let desired = clamp(stabilised, &workload);
+            if desired >= pods || !self.due(symbol, now, desired, false) {
+                continue;
+            }
+            let reason = format!(
+                "every objective within its error budget for {}s; {}: {how} → {pods} to {desired} replicas",
+                window / 1_000_000_000,
+                self.catalog.service_name(symbol)
+            );
+            out.push(self.decision(
+                &workload,
+                desired,
+                "slo_scaler",
+                reason,
+                Evidence {
+                    window: Duration::from_secs(short),
+                    window_count: v.visits,
+                    ..Evidence::default()
+                },
+                now,
+            ));
+            if let Some(s) = self.services.get_mut(&symbol) {
+                s.last_decision = Some((now, desired));
+                // The next step down needs a full period of its own.
+                s.down_history.clear();
+            }
+            // Calm restarts, so scale-downs come one period apart.
+            self.healthy_since = Some(now);
+        }
+    }
+
+    /// True when a decision for `desired` replicas may go now: not the same size within the
+    /// cooldown (a larger scale-up may).
+    fn due(&self, service: Symbol, now: u64, desired: u32, up: bool) -> bool {
+        match self.services.get(&service).and_then(|s| s.last_decision) {
+            Some((at, last)) if now.saturating_sub(at) < self.settings.cooldown_ns => {
+                up && desired > last
+            }
+            _ => true,
+        }
+    }
+
+    fn evidence(&self, objective: usize, end: u64) -> Evidence {
+        let short = self.settings.short_window_s;
+        let mut latencies = Vec::new();
+        let mut slowest: Vec<(u64, [u8; 16])> = Vec::new();
+        let (mut traces, mut bad) = (0, 0);
+        for s in self.seconds.range(end, short) {
+            if let Some(o) = s.objectives.get(objective) {
+                traces += o.traces;
+                bad += o.bad;
+                latencies.extend_from_slice(&o.latencies);
+                slowest.extend_from_slice(&o.slowest);
+            }
+        }
+        latencies.sort_unstable();
+        slowest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let at = |p: f64| {
+            Duration::from_nanos(crate::stats::percentile(&latencies, p).unwrap_or_default())
+        };
+        Evidence {
+            window: Duration::from_secs(short),
+            window_count: traces,
+            breaches: bad,
+            p50: at(50.0),
+            p95: at(95.0),
+            p99: at(99.0),
+            exemplars: slowest
+                .iter()
+                .take(MAX_EXEMPLARS)
+                .map(|(_, id)| const_hex::encode(id))
+                .collect(),
+            anomaly_score: None,
+        }
+    }
+
+    fn decision(
+        &mut self,
+        workload: &Workload,
+        desired: u32,
+        rule: &str,
+        reason: String,
+        evidence: Evidence,
+        now: u64,
+    ) -> Decision {
+        self.counters.decisions += 1;
+        Decision {
+            target: workload.target.clone(),
+            change: ScaleChange::To(desired),
+            limits: ReplicaLimits {
+                min: workload.min,
+                max: workload.max,
+            },
+            rule: rule.to_string(),
+            reason,
+            evidence,
+            resources: None,
+            timestamp_unix_nano: now,
+        }
+    }
+}
+
+pub(super) fn saturated(wait: f64, occupancy: f64) -> bool {
+    wait > SATURATED_WAIT_NS && wait > SATURATED_WAIT_SHARE * occupancy
+}
+
+fn clamp(desired: u32, w: &Workload) -> u32 {
+    desired
+        .max(w.min.unwrap_or(1))
+        .min(w.max.unwrap_or(u32::MAX))
+}
+
+/// "db own 210ms (12ms), queueing 85ms (4ms)": per objective trace, now (healthy).
+fn describe(share: &Share) -> String {
+    let n = share.now.objective_traces.max(1) as f64;
+    let ms = |v: u64| v as f64 / n / 1e6;
+    let mut s = format!(
+        "{} own {:.0}ms, queueing {:.0}ms, downstream {:.0}ms",
+        share.name,
+        ms(share.now.cp_own),
+        ms(share.now.cp_queueing + share.now.cp_response),
+        ms(share.now.cp_downstream)
+    );
+    if let Some(b) = share.base {
+        let _ = write!(s, " (healthy share {:.0}ms)", b.cp_share / 1e6);
+    }
+    s
+}
