@@ -38,6 +38,12 @@
 //! when the window closes, so a score is a binary search. A property test holds it equal to
 //! the descent, bit for bit.
 
+mod build;
+mod walk;
+
+use build::{Builder, Fenwick};
+use walk::{Counter, StepWalker, Steps};
+
 use std::fmt;
 
 use crate::random::SplitMix64;
@@ -603,217 +609,11 @@ impl<P: Point + Clone> Forest<P> {
     }
 }
 
-/// The score of a one-dimensional forest as a step function: `sums[i]` holds on
-/// `[bounds[i], bounds[i + 1])`, the first bound being −∞.
-#[derive(Debug, Clone, Default)]
-struct Steps {
-    bounds: Vec<f32>,
-    sums: Vec<u64>,
-    /// Interval starts `(start, tree, sum)`, kept to reuse the allocation.
-    scratch: Vec<(f32, u32, u64)>,
-}
-
-impl Steps {
-    /// The sum at `x`; `None` before the first compilation. NaN goes right at every node, as
-    /// +∞ does.
-    #[inline]
-    fn sum_at(&self, x: f32) -> Option<u64> {
-        if self.sums.is_empty() {
-            return None;
-        }
-        let x = if x.is_nan() { f32::INFINITY } else { x };
-        let i = self.bounds.partition_point(|b| *b <= x);
-        self.sums.get(i.checked_sub(1)?).copied()
-    }
-}
-
-/// Walks one tree of a one-dimensional forest to list where its descents stop.
-struct StepWalker<'a> {
-    tree: &'a [Node],
-    t: u32,
-    epoch: u32,
-    stop_below: u32,
-    height: u32,
-    out: &'a mut Vec<(f32, u32, u64)>,
-}
-
-impl StepWalker<'_> {
-    /// Lists the intervals `[lo, hi)` on which the tree's descent stops at or below node `i`,
-    /// as `(lo, tree, sum)`. `sum` carries the ancestors' `r · 2^depth`.
-    fn walk(&mut self, i: usize, depth: u32, lo: f32, hi: f32, sum: u64) {
-        if lo >= hi {
-            return;
-        }
-        let Some(node) = self.tree.get(i) else {
-            return;
-        };
-        let r = node.r_at(self.epoch);
-        let sum = sum + (u64::from(r) << depth);
-        // A node without mass has none below it either, so the sum is final there even when
-        // `size_limit` is 0 and a descent would go on.
-        if r < self.stop_below || r == 0 || depth == self.height {
-            self.out.push((lo, self.t, sum));
-            return;
-        }
-        let split = node.threshold.clamp(lo, hi);
-        self.walk(2 * i + 1, depth + 1, lo, split, sum);
-        self.walk(2 * i + 2, depth + 1, split, hi, sum);
-    }
-}
-
 /// Trees a score descends together.
 const LANES: usize = 8;
 
 /// Bytes per node in a saved forest: `r` and the window number.
 const MASS_BYTES: usize = 8;
-
-/// Counts a closed window's points into one tree.
-struct Counter<'a, P> {
-    points: &'a [P],
-    epoch: u32,
-    /// At least 1: an empty node has nothing below it to count.
-    stop_below: u32,
-    height: u32,
-}
-
-impl<P: Point> Counter<'_, P> {
-    /// Sets the mass of node `i` to the number of `points` reaching it (their indices are in
-    /// `reach`) and, if the node is heavy enough to be descended by a score, counts its
-    /// children.
-    fn count(&self, tree: &mut [Node], i: usize, depth: u32, reach: &mut [u32]) {
-        let Some(node) = tree.get_mut(i) else {
-            return;
-        };
-        let mass = reach.len() as u32;
-        node.r = mass;
-        node.epoch = self.epoch;
-        if mass < self.stop_below || depth == self.height {
-            return;
-        }
-        let node = *node;
-        // Left (value < threshold) first, as an in-place partition.
-        let mut split = 0;
-        for k in 0..reach.len() {
-            let goes_left = self
-                .points
-                .get(reach[k] as usize)
-                .is_some_and(|p| !node.goes_right(p));
-            if goes_left {
-                reach.swap(k, split);
-                split += 1;
-            }
-        }
-        let (left, right) = reach.split_at_mut(split);
-        self.count(tree, 2 * i + 1, depth + 1, left);
-        self.count(tree, 2 * i + 2, depth + 1, right);
-    }
-
-    /// As [`Counter::count`], for one dimension: `values` are the points reaching node `i`,
-    /// sorted, so the left child's are a prefix found by binary search.
-    fn count_sorted(&self, tree: &mut [Node], i: usize, depth: u32, values: &[f32]) {
-        let Some(node) = tree.get_mut(i) else {
-            return;
-        };
-        let mass = values.len() as u32;
-        node.r = mass;
-        node.epoch = self.epoch;
-        if mass < self.stop_below || depth == self.height {
-            return;
-        }
-        let threshold = node.threshold;
-        let (left, right) = values.split_at(values.partition_point(|v| *v < threshold));
-        self.count_sorted(tree, 2 * i + 1, depth + 1, left);
-        self.count_sorted(tree, 2 * i + 2, depth + 1, right);
-    }
-}
-
-/// Builds one tree River's way, recursively over implicit indices.
-struct Builder<'a> {
-    tree: &'a mut [Node],
-    height: u32,
-    limits: &'a mut [(f64, f64)],
-    widths: &'a mut Fenwick,
-    rng: &'a mut SplitMix64,
-}
-
-impl Builder<'_> {
-    fn split(&mut self, i: usize, depth: u32) {
-        if depth == self.height {
-            return;
-        }
-        let dim = self
-            .widths
-            .sample(self.rng.next_f64() * self.widths.total());
-        let (a, b) = self.limits[dim];
-        let width = b - a;
-        let at = a + PADDING * width + self.rng.next_f64() * (1.0 - 2.0 * PADDING) * width;
-        if let Some(node) = self.tree.get_mut(i) {
-            node.dim = dim as u32;
-            node.threshold = at as f32;
-        }
-        self.limits[dim] = (a, at);
-        self.widths.add(dim, (at - a) - width);
-        self.split(2 * i + 1, depth + 1);
-        self.limits[dim] = (at, b);
-        self.widths.add(dim, (b - at) - (at - a));
-        self.split(2 * i + 2, depth + 1);
-        self.limits[dim] = (a, b);
-        self.widths.add(dim, width - (b - at));
-    }
-}
-
-/// A Fenwick tree of dimension widths, to draw a dimension in proportion to its width in
-/// O(log dims): the paper's one-hot encoding has a dimension per operation.
-struct Fenwick {
-    tree: Vec<f64>,
-}
-
-impl Fenwick {
-    fn new(len: usize, value: f64) -> Self {
-        let mut f = Self {
-            tree: vec![0.0; len + 1],
-        };
-        for i in 0..len {
-            f.add(i, value);
-        }
-        f
-    }
-
-    fn add(&mut self, index: usize, delta: f64) {
-        let mut i = index + 1;
-        while i < self.tree.len() {
-            self.tree[i] += delta;
-            i += i & i.wrapping_neg();
-        }
-    }
-
-    fn total(&self) -> f64 {
-        let mut i = self.tree.len() - 1;
-        let mut sum = 0.0;
-        while i > 0 {
-            sum += self.tree[i];
-            i &= i - 1;
-        }
-        sum
-    }
-
-    /// The first index whose running sum exceeds `target`; the last index when rounding puts
-    /// `target` past the end.
-    fn sample(&self, mut target: f64) -> usize {
-        let len = self.tree.len() - 1;
-        let mut pos = 0usize;
-        let mut step = len.next_power_of_two();
-        while step > 0 {
-            let next = pos + step;
-            if next <= len && self.tree[next] <= target {
-                pos = next;
-                target -= self.tree[next];
-            }
-            step >>= 1;
-        }
-        pos.min(len - 1)
-    }
-}
 
 #[cfg(test)]
 mod tests {
