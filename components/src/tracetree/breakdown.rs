@@ -1,6 +1,9 @@
 //! Per-service attribution of a trace's critical path: what an SLO-driven scaler needs to know
 //! which service to scale, and what an attribution evaluator checks.
 //!
+//! Kinds are the tree's effective ones ([`TraceTree::kind`]): a span stream without kinds is
+//! read from where the service changes.
+//!
 //! Every nanosecond of the critical path goes to exactly one service, as one of:
 //!
 //! - `own`: the service's own spans, except CLIENT spans and explicit queue spans;
@@ -238,7 +241,7 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
         let own = b.span_slot[s as usize] as usize;
         if span.queue {
             b.attribute(own, duration, Part::Queueing);
-        } else if span.kind == Kind::Client {
+        } else if tree.kind(s) == Kind::Client {
             let memo = &mut server_child[s as usize];
             if *memo == UNKNOWN {
                 *memo = tree
@@ -246,7 +249,7 @@ pub fn breakdown(tree: &TraceTree<'_>, segments: &[Segment]) -> TraceBreakdown {
                     .iter()
                     .rev()
                     .copied()
-                    .find(|&c| spans[c as usize].kind == Kind::Server)
+                    .find(|&c| tree.kind(c) == Kind::Server)
                     .unwrap_or(ABSENT);
             }
             if *memo == ABSENT {
@@ -323,7 +326,7 @@ fn arrivals(tree: &TraceTree<'_>, b: &mut Builder) {
         let slot = b.slot(span.service);
         b.span_slot[i as usize] = slot as u32;
         b.services[slot].pseudo = false;
-        if span.kind != Kind::Server {
+        if tree.kind(i) != Kind::Server {
             continue;
         }
         // The span's region: same-service descendants down to the first wait.
@@ -334,7 +337,7 @@ fn arrivals(tree: &TraceTree<'_>, b: &mut Builder) {
             let child = &spans[c as usize];
             let waits_here = child.service != span.service
                 || child.queue
-                || matches!(child.kind, Kind::Client | Kind::Server);
+                || matches!(tree.kind(c), Kind::Client | Kind::Server);
             if waits_here {
                 let (start, end) = (child.start.max(span.start), child.end.min(span.end));
                 if start < end {

@@ -10,7 +10,9 @@
 //!    (`completion_wait`, at most `max_wait`), with hard bounds on traces and spans. Time is
 //!    passed in by the caller.
 //! 3. [`TraceTree::build`] arranges a trace's spans as a tree, tolerating orphans, duplicates,
-//!    invalid spans and clock skew, and refusing parent cycles.
+//!    invalid spans and clock skew, and refusing parent cycles. Spans without a kind get the
+//!    one the service changes around them imply ([`TraceTree::kind`]), so span streams without
+//!    kinds (Jaeger or Zipkin exports, converted datasets) are analysed too.
 //! 4. [`critical_path`] walks the last-finishing child (Jaeger, FIRM) into [`Segment`]s that
 //!    exactly cover the root.
 //! 5. [`breakdown`] attributes the path to services as own work, queueing and response, per
@@ -28,6 +30,7 @@ mod breakdown;
 mod buffer;
 mod critical_path;
 mod intern;
+mod kinds;
 mod span;
 mod tree;
 

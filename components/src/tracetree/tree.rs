@@ -4,12 +4,16 @@
 //! Spans are addressed by their index in the slice the tree was built from. Bad input is
 //! tolerated and counted in [`TreeStats`]: invalid spans and repeated span ids are left out,
 //! spans whose parent is absent become extra roots. Only a parent cycle is refused.
+//!
+//! Each span also gets an effective [`Kind`]: its own, or, when the instrumentation left it
+//! unspecified, the one the service changes around it imply (see [`super::kinds`]).
 
 use std::cmp::Reverse;
 
 use thiserror::Error;
 
-use super::span::SpanRecord;
+use super::kinds::effective_kinds;
+use super::span::{Kind, SpanRecord};
 
 /// Why a trace could not be analysed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -54,6 +58,7 @@ pub struct TraceTree<'a> {
     parent: Vec<u32>,
     child_offsets: Vec<u32>,
     children: Vec<u32>,
+    kinds: Vec<Kind>,
     root: u32,
     stats: TreeStats,
 }
@@ -170,11 +175,21 @@ impl<'a> TraceTree<'a> {
             }
         }
 
+        let kinds = effective_kinds(
+            spans,
+            &by_id,
+            |i| Some(parent[i as usize]).filter(|&p| p != NONE),
+            |i| {
+                let i = i as usize;
+                &children[child_offsets[i] as usize..child_offsets[i + 1] as usize]
+            },
+        );
         Ok(TraceTree {
             spans,
             parent,
             child_offsets,
             children,
+            kinds,
             root,
             stats,
         })
@@ -210,6 +225,15 @@ impl<'a> TraceTree<'a> {
             (Some(&from), Some(&to)) => &self.children[from as usize..to as usize],
             _ => &[],
         }
+    }
+
+    /// The effective kind of `index`: the span's own, or, when unspecified, SERVER where a
+    /// request arrived at its service and CLIENT for a call out of it (see [`super::kinds`]).
+    pub fn kind(&self, index: u32) -> Kind {
+        self.kinds
+            .get(index as usize)
+            .copied()
+            .unwrap_or(Kind::Unspecified)
     }
 
     /// What building the tree counted.
