@@ -5,10 +5,13 @@
 //! - **Burn.** Per objective, the share of its traces over the target in a short and a long
 //!   window, against the error budget (`100 - percentile` %); burning when both exceed
 //!   `burn_rate`, as multi-window SLO alerts do.
-//! - **Culprit.** The scalable service whose own work, queueing or response on the objective's
-//!   critical path grew most against its healthy baseline. A service whose slots are held longer
-//!   because its calls got slower (its occupancy grew by downstream time more than by own work)
-//!   is a symptom, never the culprit: its queue drains once the callee is fixed.
+//! - **Culprit.** The first scalable service of the ranking in [`culprit`]: by the growth of its
+//!   own work and queueing on the objectives' critical paths against its healthy share, plus
+//!   its share of the growth of the gaps of the calls it takes part in (a callee slow to answer,
+//!   or a caller slow to send or read, slows all its calls alike). A service whose slots are
+//!   held longer because its calls got slower for their callees' reasons (its occupancy grew by
+//!   downstream time more than by its own) is a symptom, never the culprit: its queue drains
+//!   once the callee is fixed.
 //! - **Size.** For a saturated culprit (its visits wait), Little's law on the traces: the queue
 //!   delay of the visits ending each second grows at `g = 1 - μ/λ`, so arrivals over capacity
 //!   are `λ/μ = 1/(1 - g)`; the replicas seen serving (`k8s.pod.name`) times `λ/μ` over the
@@ -20,6 +23,7 @@
 //!   saturated, at the target utilisation, taking the highest size of the period; one that never
 //!   saturated steps down one replica per period while its work is at its baseline.
 
+mod culprit;
 mod decide;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -33,6 +37,8 @@ use crate::tracetree::{
     BufferConfig, BufferConfigError, CatalogConfig, Kind, ReleasedTrace, SpanCatalog, SpanRecord,
     Symbol, TraceBuffer, TraceTree, WorkloadKind, breakdown, critical_path,
 };
+use culprit::{Attribution, edge_seconds};
+pub use culprit::{Ranking, Suspect};
 use decide::saturated;
 
 /// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
@@ -183,6 +189,7 @@ pub struct Engine {
     next_evaluation: Option<u64>,
     healthy_since: Option<u64>,
     counters: Counters,
+    attribution: Attribution,
 }
 
 impl Engine {
@@ -204,6 +211,7 @@ impl Engine {
             next_evaluation: None,
             healthy_since: None,
             counters: Counters::default(),
+            attribution: Attribution::default(),
             settings,
         })
     }
@@ -319,14 +327,13 @@ impl Engine {
         let spans = tree.spans();
         for (i, s) in spans.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            match s.kind {
+            match tree.kind(i) {
                 Kind::Server => {
                     // It arrived when its caller called, or when it began.
                     let arrived = tree
                         .parent(i)
-                        .map(|p| tree.span(p))
-                        .filter(|p| p.kind == Kind::Client)
-                        .map_or(s.start, |p| p.start);
+                        .filter(|&p| tree.kind(p) == Kind::Client)
+                        .map_or(s.start, |p| tree.span(p).start);
                     if let Some(sec) = self.seconds.at(arrived / 1_000_000_000) {
                         *sec.arrivals.entry(s.service).or_default() += 1;
                     }
@@ -335,10 +342,8 @@ impl Engine {
                     // Turned away at the door: an error with no work in it.
                     v.errors += u64::from(s.error && (s.duration() as f64) < SATURATED_WAIT_NS);
                     v.occupancy += s.duration();
-                    if let Some(p) = tree.parent(i).map(|p| tree.span(p))
-                        && p.kind == Kind::Client
-                    {
-                        v.wait += s.start.saturating_sub(p.start);
+                    if let Some(p) = tree.parent(i).filter(|&p| tree.kind(p) == Kind::Client) {
+                        v.wait += s.start.saturating_sub(tree.span(p).start);
                     }
                 }
                 _ if s.queue => {
@@ -365,9 +370,13 @@ impl Engine {
                 v.cp_downstream += b.downstream;
             }
         }
+        let edges = edge_seconds(&tree, &shares, objective.is_some());
         if let Some(sec) = self.seconds.at(second) {
             for (service, v) in per {
                 sec.services.entry(service).or_default().add(&v);
+            }
+            for (edge, e) in edges {
+                sec.edges.entry(edge).or_default().add(&e);
             }
         }
     }
@@ -409,6 +418,7 @@ impl Engine {
         if burning.is_empty() {
             let since = *self.healthy_since.get_or_insert(now);
             self.update_baselines(end, now);
+            self.learn_healthy_shares(end);
             if now.saturating_sub(since) >= self.settings.scale_down_after_ns {
                 self.scale_down(end, now, out);
             }
@@ -417,6 +427,8 @@ impl Engine {
             for s in self.services.values_mut() {
                 s.down_history.clear();
             }
+            let objectives: Vec<usize> = burning.iter().map(|b| b.0).collect();
+            self.note_ranking(now, end, &objectives);
             for (objective, s_burn, l_burn) in burning {
                 self.scale_up(objective, s_burn, l_burn, end, now, out);
             }

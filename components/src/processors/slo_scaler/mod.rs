@@ -8,6 +8,8 @@ pub mod engine;
 mod window;
 
 #[cfg(test)]
+mod culprit_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;

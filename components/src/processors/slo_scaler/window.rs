@@ -1,7 +1,7 @@
 //! Per-second statistics of complete traces, kept for the longest window the processor reads:
 //! per objective, how many traces and how many missed the target (with their latencies and the
 //! slowest ids); per service, its visits, their occupancy, own work and wait, and its share of
-//! the objectives' critical paths.
+//! the objectives' critical paths; per caller→callee edge, its calls and the gaps around them.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -99,11 +99,37 @@ impl ServiceSecond {
     }
 }
 
+/// One caller→callee edge in one second. Times are nanoseconds summed over the calls or traces.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct EdgeSecond {
+    /// Calls: a CLIENT span of the caller with a SERVER child of the callee.
+    pub(super) calls: u64,
+    /// Their CLIENT spans' time outside the SERVER child: before it started and after it ended.
+    pub(super) gap: u64,
+    /// Objective traces with a call on the edge.
+    pub(super) objective_traces: u64,
+    /// Their critical-path time in the edge's gaps.
+    pub(super) cp_gap: u64,
+}
+
+impl EdgeSecond {
+    pub(super) fn add(&mut self, o: &EdgeSecond) {
+        self.calls += o.calls;
+        self.gap += o.gap;
+        self.objective_traces += o.objective_traces;
+        self.cp_gap += o.cp_gap;
+    }
+}
+
+/// A caller→callee edge: (caller, callee).
+pub(super) type Edge = (Symbol, Symbol);
+
 /// One second of complete traces, by the end of their root span.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Second {
     pub(super) objectives: Vec<ObjectiveSecond>,
     pub(super) services: BTreeMap<Symbol, ServiceSecond>,
+    pub(super) edges: BTreeMap<Edge, EdgeSecond>,
     /// Visits by the second they arrived in (not when their trace ended): a second is only
     /// complete once its slowest visit's trace has ended.
     pub(super) arrivals: BTreeMap<Symbol, u64>,
@@ -146,6 +172,7 @@ impl Seconds {
             self.seconds.push_back(Second {
                 objectives: vec![ObjectiveSecond::default(); self.objectives],
                 services: BTreeMap::new(),
+                edges: BTreeMap::new(),
                 arrivals: BTreeMap::new(),
             });
         }
@@ -195,6 +222,17 @@ impl Seconds {
         for s in self.range(end, len) {
             if let Some(v) = s.services.get(&service) {
                 sum.add(v);
+            }
+        }
+        sum
+    }
+
+    /// Every edge summed over `(end - len, end]`.
+    pub(super) fn edges(&self, end: u64, len: u64) -> BTreeMap<Edge, EdgeSecond> {
+        let mut sum: BTreeMap<Edge, EdgeSecond> = BTreeMap::new();
+        for s in self.range(end, len) {
+            for (edge, e) in &s.edges {
+                sum.entry(*edge).or_default().add(e);
             }
         }
         sum

@@ -9,11 +9,11 @@ use tracescale_core::signal::{Decision, Evidence, MAX_EXEMPLARS, ReplicaLimits, 
 use super::super::window::{ServiceSecond, slope};
 use super::{
     Baseline, Engine, MAX_WORK_RATIO, SAME_LOAD, SATURATED_WAIT_NS, SATURATED_WAIT_SHARE,
-    SLOWER_WORK, SYMPTOM_GROWTH, SlowWork, TREND_SECONDS, Workload,
+    SLOWER_WORK, SlowWork, TREND_SECONDS, Workload,
 };
 use crate::tracetree::Symbol;
 /// What a saturated service's queue says about its load.
-struct QueueLoad {
+pub(super) struct QueueLoad {
     /// Seconds of wait gained per second.
     growth: f64,
     /// The wait of the visits that ended last, seconds.
@@ -21,7 +21,7 @@ struct QueueLoad {
     /// The share of visits turned away.
     turned_away: f64,
     /// Arrivals over capacity.
-    load: f64,
+    pub(super) load: f64,
 }
 
 /// A decision's explanation, one service's line.
@@ -42,50 +42,23 @@ impl Engine {
         out: &mut Vec<Decision>,
     ) {
         let short = self.settings.short_window_s;
-        // Every service on the objective's paths, its share now against its baseline.
-        let mut shares: Vec<(Symbol, Share, f64, bool)> = Vec::new();
-        for (&symbol, state) in &self.services {
-            let now_v = self.seconds.service(symbol, end, short);
-            let Some(share) = now_v.cp_share() else {
-                continue;
-            };
-            let base = state.baseline;
-            let growth = share - base.map_or(0.0, |b| b.cp_share);
-            // Slots held markedly longer, mostly by waiting on calls: a symptom of the callees,
-            // unless the service would be overloaded even with its calls at their healthy
-            // speed (arrivals × healthy occupancy above what its slots now carry).
-            let symptom = match (now_v.per_visit(), base) {
-                (Some((occ, own, wait)), Some(b)) if b.occupancy > 0.0 => {
-                    let more_down = (occ - own) - (b.occupancy - b.own_work);
-                    let held_by_calls =
-                        more_down > SYMPTOM_GROWTH * b.occupancy && more_down > own - b.own_work;
-                    let load = if saturated(wait, occ) {
-                        self.queue_load(symbol, &now_v, end).map_or(1.0, |q| q.load)
-                    } else {
-                        1.0
-                    };
-                    held_by_calls && load * b.occupancy < occ
-                }
-                _ => false,
-            };
-            shares.push((
-                symbol,
-                Share {
-                    name: self.catalog.service_name(symbol).to_string(),
-                    now: now_v,
-                    base,
-                },
-                growth,
-                symptom,
-            ));
-        }
-        shares.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-        let culprit = shares
+        // Every service on the objectives' paths, by growth against its healthy share.
+        let ranking = self.rank(end);
+        let shares: Vec<(Symbol, Share)> = ranking
             .iter()
-            .find(|(symbol, _, growth, symptom)| {
-                *growth > 0.0 && !symptom && self.workload(*symbol).is_some()
+            .map(|s| {
+                let share = Share {
+                    name: self.catalog.service_name(s.service).to_string(),
+                    now: self.seconds.service(s.service, end, short),
+                    base: self.services.get(&s.service).and_then(|st| st.baseline),
+                };
+                (s.service, share)
             })
-            .map(|(symbol, ..)| *symbol);
+            .collect();
+        let culprit = ranking
+            .iter()
+            .find(|s| s.can_be_culprit() && self.workload(s.service).is_some())
+            .map(|s| s.service);
         let Some(culprit) = culprit else {
             self.counters.no_culprit += 1;
             return;
@@ -191,7 +164,12 @@ impl Engine {
 
     /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
     /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read.
-    fn queue_load(&self, service: Symbol, v: &ServiceSecond, end: u64) -> Option<QueueLoad> {
+    pub(super) fn queue_load(
+        &self,
+        service: Symbol,
+        v: &ServiceSecond,
+        end: u64,
+    ) -> Option<QueueLoad> {
         let short = self.settings.short_window_s;
         // The trend of the last few seconds: an older onset is not today's growth.
         let growth = slope(
