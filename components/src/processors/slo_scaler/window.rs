@@ -3,7 +3,7 @@
 //! slowest ids); per service, its visits, their occupancy, own work and wait, and its share of
 //! the objectives' critical paths; per caller→callee edge, its calls and the gaps around them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::tracetree::Symbol;
 
@@ -225,6 +225,13 @@ impl Seconds {
             }
         }
         sum
+    }
+
+    /// Every service seen in `(end - len, end]`.
+    pub(super) fn services(&self, end: u64, len: u64) -> BTreeSet<Symbol> {
+        self.range(end, len)
+            .flat_map(|s| s.services.keys().copied())
+            .collect()
     }
 
     /// Every edge summed over `(end - len, end]`.

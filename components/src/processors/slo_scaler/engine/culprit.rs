@@ -222,7 +222,8 @@ impl Engine {
         let edges = self.seconds.edges(end, short);
         let split = Split::new(&edges, &self.attribution.edges);
         let mut suspects = Vec::new();
-        for (&symbol, state) in &self.services {
+        for symbol in self.seconds.services(end, short) {
+            let baseline = self.services.get(&symbol).and_then(|s| s.baseline);
             let now = self.seconds.service(symbol, end, short);
             let Some(own_now) = own_share(&now, inbound_gaps(&edges, symbol)) else {
                 continue;
@@ -262,7 +263,7 @@ impl Engine {
             // callees' reasons: a symptom of the callees, unless the service would be overloaded
             // even with its calls at their healthy speed (arrivals × healthy occupancy above
             // what its slots now carry).
-            let symptom = match (now.per_visit(), state.baseline) {
+            let symptom = match (now.per_visit(), baseline) {
                 (Some((occ, own_work, wait)), Some(b)) if b.occupancy > 0.0 => {
                     let mine = own_delay_out / now.visits.max(1) as f64;
                     let more_down = (occ - own_work) - (b.occupancy - b.own_work) - mine;
@@ -332,7 +333,7 @@ impl Engine {
             }
         }
         let edges = self.seconds.edges(end, short);
-        for &symbol in self.services.keys() {
+        for symbol in self.seconds.services(end, short) {
             let v = self.seconds.service(symbol, end, short);
             if let Some(now) = own_share(&v, inbound_gaps(&edges, symbol)) {
                 let mut slot = self.attribution.own.get(&symbol).copied();
