@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracescale_core::config::{self, Config, ConfigError, LogLevel};
+use tracescale_core::config::{self, Config, ConfigError, HumanDuration, LogLevel};
 use tracescale_core::error::error_chain;
 use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
@@ -105,6 +105,31 @@ enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
     },
+    /// Replays a labeled span CSV through the `slo_scaler` processor's culprit ranking and
+    /// reports how often the culprit it names during each injected fault is the injected service.
+    Attribute {
+        /// The labeled span CSV (`.gz` read transparently); the `pod` column, when present,
+        /// stands for `k8s.pod.name`.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// The faults CSV: one injected fault per line (fault_id, start_unix_nano,
+        /// end_unix_nano, service, fault_type, optionally latency_fault).
+        #[arg(long, value_name = "FILE")]
+        faults: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The percentile every objective (one per entry operation) holds for.
+        #[arg(long, value_name = "P", default_value_t = 99.0)]
+        percentile: f64,
+        /// Each objective's target as a multiple of its learned fault-free percentile: the
+        /// median over fault-free minutes of the minute's percentile.
+        #[arg(long, value_name = "X", default_value_t = 1.0)]
+        target_factor: f64,
+        /// One target for every objective (e.g. `800ms`) instead of the learned one.
+        #[arg(long, value_name = "DURATION", conflicts_with = "target_factor")]
+        target: Option<HumanDuration>,
+    },
     /// Writes a seeded synthetic labeled span CSV (a small shop under injected faults).
     Synth {
         /// The CSV to write (gzip when the name ends in `.gz`).
@@ -179,6 +204,21 @@ fn main() -> ExitCode {
             Ok(_) => evaluate(&config, &processor, &input, json, limit),
             Err(err) => config_failed(&err),
         },
+        Command::Attribute {
+            input,
+            faults,
+            json,
+            percentile,
+            target_factor,
+            target,
+        } => {
+            let options = eval::attribution::ObjectiveOptions {
+                percentile,
+                target_factor,
+                target_ns: target.map(|t| u64::try_from(t.get().as_nanos()).unwrap_or(u64::MAX)),
+            };
+            attribute(&input, &faults, &options, json)
+        }
         Command::Synth {
             output,
             seed,
@@ -384,6 +424,50 @@ fn evaluate(
         Ok(eval::replay(&mut detector, &spans))
     };
     match run() {
+        Ok(report) if json => match serde_json::to_string(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(exit::RUNTIME)
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(if err.is_config() {
+                exit::CONFIG
+            } else {
+                exit::RUNTIME
+            })
+        }
+    }
+}
+
+fn attribute(
+    input: &Path,
+    faults: &Path,
+    options: &eval::attribution::ObjectiveOptions,
+    json: bool,
+) -> ExitCode {
+    if !(options.percentile > 0.0 && options.percentile < 100.0) {
+        eprintln!("error: --percentile must be above 0 and below 100");
+        return ExitCode::from(exit::CONFIG);
+    }
+    if !(options.target_factor.is_finite() && options.target_factor > 0.0) {
+        eprintln!("error: --target-factor must be a number above 0");
+        return ExitCode::from(exit::CONFIG);
+    }
+    if options.target_ns == Some(0) {
+        eprintln!("error: --target must be longer than 0s");
+        return ExitCode::from(exit::CONFIG);
+    }
+    match eval::attribution::attribute(input, faults, options) {
         Ok(report) if json => match serde_json::to_string(&report) {
             Ok(text) => {
                 println!("{text}");

@@ -7,6 +7,7 @@
 // Link the built-in components into this test binary, as the tracescale binary does.
 use tracescale_components as _;
 
+mod attribute;
 mod cli;
 mod conformance;
 mod diagnostics;

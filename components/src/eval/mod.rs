@@ -1,5 +1,7 @@
 //! `tracescale eval`: replays a labeled span CSV through an `hstree` processor's [`Detector`] and
-//! measures how well its verdicts match the labels.
+//! measures how well its verdicts match the labels; `tracescale attribute` ([`attribution`])
+//! replays one through the `slo_scaler` processor's engine and measures how well the culprits it
+//! names match the injected faults.
 //!
 //! Plain synchronous code: read the CSV (`.gz` transparently, [`labeled_csv`]), build the
 //! detector from a pipeline file ([`detector`]), replay every row in file order, then compute the
@@ -8,6 +10,7 @@
 //!
 //! [`Detector`]: crate::processors::hstree::Detector
 
+pub mod attribution;
 mod detector;
 pub mod labeled_csv;
 mod score;
@@ -39,6 +42,27 @@ pub enum EvalError {
         /// What is wrong.
         message: String,
     },
+    /// The faults CSV is malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    Faults {
+        /// The faults CSV.
+        path: PathBuf,
+        /// 1-based line number (the header is line 1).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// No entry operation of the span CSV has enough fault-free traffic to learn an objective.
+    #[error(
+        "{}: no entry operation (root span) has a minute with at least {min} traces outside the faults' windows: no objective to judge by",
+        path.display()
+    )]
+    NoObjective {
+        /// The span CSV.
+        path: PathBuf,
+        /// The traces a minute needs.
+        min: usize,
+    },
     /// The CSV is malformed.
     #[error("{}:{line}: {message}", path.display())]
     Csv {
@@ -52,8 +76,9 @@ pub enum EvalError {
 }
 
 impl EvalError {
-    /// True when the error is in the pipeline file (exit status 2) rather than in the data.
+    /// True when the error is in what the user gave to judge by, the pipeline file or the
+    /// faults CSV (exit status 2), rather than in the data.
     pub fn is_config(&self) -> bool {
-        matches!(self, EvalError::Processor { .. })
+        matches!(self, EvalError::Processor { .. } | EvalError::Faults { .. })
     }
 }
