@@ -71,6 +71,17 @@ fn a_bad_faults_csv_exits_2_and_names_its_line() {
             "faults.csv:3: `start_unix_nano` must be a non-negative integer",
         ),
     ];
+    let out = run_to_end(
+        bin()
+            .args(["attribute", "--input", SPANS, "--faults"])
+            .arg(&faults),
+        LIMIT,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a faults file that is not there"
+    );
     for (text, message) in cases {
         std::fs::write(&faults, text).expect("write faults");
         let out = run_to_end(

@@ -42,6 +42,14 @@ pub enum EvalError {
         /// What is wrong.
         message: String,
     },
+    /// The faults CSV could not be read.
+    #[error("{}: {source}", path.display())]
+    FaultsFile {
+        /// The faults CSV.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The faults CSV is malformed.
     #[error("{}:{line}: {message}", path.display())]
     Faults {
@@ -79,6 +87,9 @@ impl EvalError {
     /// True when the error is in what the user gave to judge by, the pipeline file or the
     /// faults CSV (exit status 2), rather than in the data.
     pub fn is_config(&self) -> bool {
-        matches!(self, EvalError::Processor { .. } | EvalError::Faults { .. })
+        matches!(
+            self,
+            EvalError::Processor { .. } | EvalError::Faults { .. } | EvalError::FaultsFile { .. }
+        )
     }
 }

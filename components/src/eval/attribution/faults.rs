@@ -35,7 +35,7 @@ pub struct Fault {
 /// Reads a faults CSV (gzip when the name ends in `.gz`). Columns are found by their header
 /// name; `latency_fault` (`0` or `1`) is optional, other columns are ignored.
 pub fn read_faults(path: &Path) -> Result<Vec<Fault>, EvalError> {
-    let file = std::fs::File::open(path).map_err(|source| EvalError::Io {
+    let file = std::fs::File::open(path).map_err(|source| EvalError::FaultsFile {
         path: path.to_path_buf(),
         source,
     })?;
@@ -62,7 +62,14 @@ pub fn parse_faults(path: &Path, input: impl Read) -> Result<Vec<Fault>, EvalErr
     let read = |reader: &mut csv::Reader<_>, record: &mut csv::StringRecord, line: u64| {
         reader.read_record(record).map_err(|e| {
             let line = e.position().map_or(line, csv::Position::line);
-            error(line, e.to_string())
+            let message = e.to_string();
+            match e.into_kind() {
+                csv::ErrorKind::Io(source) => EvalError::FaultsFile {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                _ => error(line, message),
+            }
         })
     };
     if !read(&mut reader, &mut record, 1)? {
