@@ -1,6 +1,6 @@
-//! Tests of the culprit ranking on shop-shaped traces: a frontend whose handler calls the cart,
-//! the catalogue twice and the currency service in turn, each call a CLIENT span around the
-//! callee's SERVER span, with or without span kinds.
+//! Tests of the culprit ranking on shop-shaped traces: a frontend whose handler calls the cart
+//! (which reads its cache), the catalogue twice and the currency service in turn, each call a
+//! CLIENT span around the callee's SERVER span, with or without span kinds.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -33,6 +33,8 @@ struct Fault {
     after: u64,
     /// Added after every call of the frontend (the frontend slow to read its replies).
     frontend_reply: u64,
+    /// Added before the cache's SERVER span starts (the cart's requests to it delayed).
+    cart_requests: u64,
 }
 
 fn settings() -> Settings {
@@ -110,7 +112,41 @@ fn second(t: u64, fault: Fault, kinds: bool) -> Vec<ResourceSpans> {
                 Fault::default()
             };
             let server_start = at + MS + f.before;
-            let server_end = server_start + work + f.work;
+            let mut server_end = server_start + work + f.work;
+            if *callee == "cart" {
+                // Half its work, then a read of its cache, then the other half.
+                let call = server_start + (work + f.work) / 2;
+                let cache_start = call + MS / 2 + fault.cart_requests;
+                let cache_end = cache_start + MS;
+                let call_end = cache_end + MS / 2;
+                push(
+                    "cart",
+                    Span {
+                        trace_id: trace_id.clone(),
+                        span_id: span_id(14),
+                        parent_span_id: span_id(2),
+                        name: "GET".into(),
+                        kind: kind(SpanKind::Client),
+                        start_time_unix_nano: call,
+                        end_time_unix_nano: call_end,
+                        ..Span::default()
+                    },
+                );
+                push(
+                    "cache",
+                    Span {
+                        trace_id: trace_id.clone(),
+                        span_id: span_id(15),
+                        parent_span_id: span_id(14),
+                        name: "GET".into(),
+                        kind: kind(SpanKind::Server),
+                        start_time_unix_nano: cache_start,
+                        end_time_unix_nano: cache_end,
+                        ..Span::default()
+                    },
+                );
+                server_end += call_end - call;
+            }
             let client_end = server_end + MS + f.after + fault.frontend_reply;
             let n = n as u64 * 2;
             push(
@@ -207,6 +243,27 @@ fn a_callee_whose_replies_are_delayed_is_named_though_its_own_work_did_not_grow(
         assert!(
             !r[0].culprits.iter().any(|c| c.0 == "frontend"),
             "the caller's other calls did not slow: it explains none of it: {:?}",
+            r[0].culprits
+        );
+    }
+}
+
+#[test]
+fn a_service_whose_network_is_delayed_is_named_not_the_callee_its_requests_reach_late() {
+    // Network delay on the cart: its replies to the frontend and its requests to its cache
+    // leave late. Its own work does not grow; the cache's call gaps grow as much as its own.
+    let fault = Fault {
+        callee: "cart",
+        after: 35 * MS,
+        cart_requests: 35 * MS,
+        ..Fault::default()
+    };
+    for kinds in [true, false] {
+        let r = rankings(fault, kinds);
+        assert_eq!(named(&r), "cart", "kinds: {kinds}");
+        assert!(
+            !r[0].culprits.iter().any(|c| c.0 == "cache"),
+            "the cart's other calls slowed as much: it explains the cache's too: {:?}",
             r[0].culprits
         );
     }
