@@ -199,7 +199,10 @@ mod tests {
 
     use super::*;
 
-    fn read(text: &str) -> Result<Vec<(String, Option<[u8; 8]>, String, u64)>, EvalError> {
+    /// Service, parent, pod and end of each span read.
+    type Read = (String, Option<[u8; 8]>, String, u64);
+
+    fn read(text: &str) -> Result<Vec<Read>, EvalError> {
         let mut rows = Vec::new();
         parse_spans(Path::new("s.csv"), text.as_bytes(), &mut |r| {
             rows.push((
