@@ -13,14 +13,19 @@
 //!
 //! - **Growth** of a service, per objective trace through it: its own time now less its healthy
 //!   own time, plus, over its edges, its share of each edge's gap growth.
+//! - **Order**: growth beyond [`NOISE_SPREADS`] times the service's noise (how far its growth
+//!   strays while healthy) first, then the rest, each by growth: a service whose share always
+//!   wanders does not outrank a steady one that really grew.
 //! - **Symptom**: a service whose slots are held markedly longer by calls that got slower for
 //!   their callees' reasons (its own share of their gaps aside), unless it would be overloaded
 //!   even with its calls at their healthy speed. Its queue drains once the callee is fixed: it is
 //!   never the culprit.
 //!
-//! The healthy figures are learned while no objective burns, as the engine's baselines are.
-//! [`Engine::rank`] is the one ranking: the processor scales the first scalable culprit in it,
-//! and `tracescale attribute` scores it against injected faults.
+//! The healthy figures are learned while every objective is within its error budget over the
+//! short window, a stricter test than not burning, so that the onset of a fault, before both
+//! windows burn, is not learned as healthy. [`Engine::rank`] is the one ranking: the processor
+//! scales the first scalable culprit in it, and `tracescale attribute` scores it against
+//! injected faults.
 
 use std::collections::BTreeMap;
 
@@ -215,8 +220,8 @@ impl Split {
 }
 
 impl Engine {
-    /// Every service on the objectives' critical paths in the short window ending at `end`,
-    /// by descending growth (see the module docs).
+    /// Every service on the objectives' critical paths in the short window ending at `end`:
+    /// significant growth first, then the rest, each by descending growth (see the module docs).
     pub(super) fn rank(&self, end: u64) -> Vec<Suspect> {
         let short = self.settings.short_window_s;
         let edges = self.seconds.edges(end, short);
