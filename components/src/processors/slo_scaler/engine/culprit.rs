@@ -21,9 +21,9 @@
 //!   even with its calls at their healthy speed. Its queue drains once the callee is fixed: it is
 //!   never the culprit.
 //!
-//! The healthy figures are learned while every objective is within its error budget over the
-//! short window, a stricter test than not burning, so that the onset of a fault, before both
-//! windows burn, is not learned as healthy. [`Engine::rank`] is the one ranking: the processor
+//! The healthy figures are learned while the objectives' slow traces over the short window are
+//! within their error budgets (taken together), a stricter test than not burning, so that the
+//! onset of a fault, before both windows burn, is not learned as healthy. [`Engine::rank`] is the one ranking: the processor
 //! scales the first scalable culprit in it, and `tracescale attribute` scores it against
 //! injected faults.
 
@@ -304,8 +304,8 @@ impl Engine {
         suspects
     }
 
-    /// Learns the healthy figures the ranking compares with, while every objective is within
-    /// its error budget over the short window; called while no objective burns.
+    /// Learns the healthy figures the ranking compares with, while the objectives are within
+    /// their error budgets over the short window; called while no objective burns.
     pub(super) fn learn_healthy_shares(&mut self, end: u64) {
         let short = self.settings.short_window_s;
         let alpha = (self.settings.interval_ns as f64 / 1e9 / self.settings.baseline_window_s)
@@ -314,14 +314,17 @@ impl Engine {
             *slot = Some(slot.map_or(now, |b| b + alpha * (now - b)));
         };
         // Within budget, not merely not burning: the onset of a fault, before both windows
-        // burn, is not learned as healthy.
-        let calm = self
-            .settings
-            .objectives
-            .iter()
-            .enumerate()
-            .all(|(i, o)| super::burn(self.seconds.range(end, short), i, o.percentile).0 < 1.0);
-        if !calm {
+        // burn, is not learned as healthy. The objectives are taken together (their slow traces
+        // against their summed budgets), so that many objectives with little traffic each do
+        // not keep it from ever learning.
+        let (mut slow, mut budget) = (0.0, 0.0);
+        for second in self.seconds.range(end, short) {
+            for (o, s) in self.settings.objectives.iter().zip(&second.objectives) {
+                slow += s.bad as f64;
+                budget += s.traces as f64 * (100.0 - o.percentile) / 100.0;
+            }
+        }
+        if slow > budget {
             return;
         }
         // How far each service's growth strays now, against the figures learned so far.
