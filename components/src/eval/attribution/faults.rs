@@ -32,6 +32,40 @@ pub struct Fault {
     pub latency: bool,
 }
 
+/// The faults' windows, to find those containing an instant without scanning them all.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    /// (start, end, index in the faults), by start.
+    by_start: Vec<(u64, u64, usize)>,
+    longest: u64,
+}
+
+impl Windows {
+    /// The windows of `faults`.
+    pub fn new(faults: &[Fault]) -> Self {
+        let mut by_start: Vec<(u64, u64, usize)> = faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.start, f.end, i))
+            .collect();
+        by_start.sort_unstable();
+        let longest = faults.iter().map(|f| f.end - f.start).max().unwrap_or(0);
+        Self { by_start, longest }
+    }
+
+    /// The indexes of the faults whose window `[start, end)` holds `t`.
+    pub fn containing(&self, t: u64) -> impl Iterator<Item = usize> + '_ {
+        let from = self
+            .by_start
+            .partition_point(|w| w.0.saturating_add(self.longest) <= t);
+        let to = self.by_start.partition_point(|w| w.0 <= t);
+        self.by_start[from..to.max(from)]
+            .iter()
+            .filter(move |w| w.0 <= t && t < w.1)
+            .map(|w| w.2)
+    }
+}
+
 /// Reads a faults CSV (gzip when the name ends in `.gz`). Columns are found by their header
 /// name; `latency_fault` (`0` or `1`) is optional, other columns are ignored.
 pub fn read_faults(path: &Path) -> Result<Vec<Fault>, EvalError> {
@@ -205,6 +239,32 @@ mod tests {
             without.unwrap()[0].latency,
             "no latency_fault column: all count"
         );
+    }
+
+    #[test]
+    fn windows_find_the_faults_holding_an_instant() {
+        let fault = |start, end| Fault {
+            id: format!("f{start}"),
+            start,
+            end,
+            service: "s".into(),
+            fault_type: "t".into(),
+            latency: true,
+        };
+        let faults = [fault(50, 60), fault(10, 40), fault(30, 35), fault(70, 71)];
+        let w = Windows::new(&faults);
+        let at = |t| {
+            let mut v: Vec<usize> = w.containing(t).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(at(5), Vec::<usize>::new());
+        assert_eq!(at(10), [1]);
+        assert_eq!(at(32), [1, 2]);
+        assert_eq!(at(40), Vec::<usize>::new(), "the end is not in the window");
+        assert_eq!(at(59), [0]);
+        assert_eq!(at(70), [3]);
+        assert_eq!(Windows::new(&[]).containing(3).count(), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod spans;
 
 use std::path::Path;
 
-pub use faults::{FAULT_COLUMNS, Fault, parse_faults, read_faults};
+pub use faults::{FAULT_COLUMNS, Fault, Windows, parse_faults, read_faults};
 pub use replay::{
     DerivedObjective, MIN_MINUTE_TRACES, ObjectiveOptions, Replay, derive_objectives, replay,
 };

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use serde::Serialize;
 
-use super::faults::Fault;
+use super::faults::{Fault, Windows};
 use super::spans::{SpanRow, for_each_span};
 use crate::eval::EvalError;
 use crate::processors::latency_rules::config::ClockConfig;
@@ -80,11 +80,10 @@ pub fn derive_objectives(
     options: &ObjectiveOptions,
 ) -> Result<Vec<DerivedObjective>, EvalError> {
     // (service, operation) → minute → durations.
+    let windows = Windows::new(faults);
     let mut roots: HashMap<(String, String), BTreeMap<u64, Vec<u64>>> = HashMap::new();
     for_each_span(path, |row| {
-        if row.parent_span_id.is_some()
-            || faults.iter().any(|f| f.start <= row.end && row.end < f.end)
-        {
+        if row.parent_span_id.is_some() || windows.containing(row.end).next().is_some() {
             return;
         }
         let key = (row.service.to_string(), row.operation.to_string());
@@ -295,14 +294,12 @@ pub fn replay(
         ..Replay::default()
     };
     let mut batch = Batch::default();
+    let windows = Windows::new(faults);
     out.spans = for_each_span(path, |row| {
-        for ((count, first), f) in out
-            .spans_in_window
-            .iter_mut()
-            .zip(out.first_span.iter_mut())
-            .zip(faults)
-        {
-            if f.start <= row.start && row.start < f.end {
+        for i in windows.containing(row.start) {
+            if let (Some(count), Some(first)) =
+                (out.spans_in_window.get_mut(i), out.first_span.get_mut(i))
+            {
                 *count += 1;
                 *first = Some(first.map_or(row.start, |t| t.min(row.start)));
             }
