@@ -2,6 +2,7 @@
 
 pub mod hstree;
 pub mod latency_rules;
+pub mod probabilistic_sampler;
 pub mod slo_scaler;
 
 use tracescale_core::component::Emitter;
