@@ -7,6 +7,7 @@
 // Link the built-in components into this test binary, as the tracescale binary does.
 use tracescale_components as _;
 
+mod claims;
 mod cli;
 mod conformance;
 mod diagnostics;
@@ -17,5 +18,6 @@ mod kubernetes;
 mod package;
 mod reliability;
 mod run;
+mod sharded;
 mod simulate;
 mod util;
