@@ -110,6 +110,14 @@ pub struct RuleConfig {
     /// Names of rules whose condition, while it holds, keeps this rule from scaling up.
     #[serde(default)]
     pub inhibited_by: Vec<String>,
+    /// How long after an inhibitor's newest breach the inhibition still holds.
+    #[serde(default = "default_inhibition_hold")]
+    pub inhibition_hold: HumanDuration,
+}
+
+/// Thirty seconds: the time `slo_scaler` gives a backlog to drain (`drain_within`).
+fn default_inhibition_hold() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// The workload a rule scales and the change it asks for.

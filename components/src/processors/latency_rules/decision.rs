@@ -20,10 +20,11 @@ pub(super) struct Candidate {
 }
 
 impl Engine {
-    /// Drops the scale-ups of rules one of whose inhibitors has any breach in its window. Not
-    /// only while the inhibitor fires: a dependency that has just been scaled still drains the
-    /// queues its slowness built up in front of its callers, and a single slow span of it in the
-    /// window is enough to doubt that the callers are the cause.
+    /// Drops the scale-ups of rules one of whose inhibitors has any breach in its window, or
+    /// had one within the rule's `inhibition_hold`. Not only while the inhibitor fires: a
+    /// dependency that has just been scaled still drains the queues its slowness built up in
+    /// front of its callers, and a single slow span of it in the window is enough to doubt
+    /// that the callers are the cause.
     pub(super) fn inhibit(&mut self, candidates: &mut Vec<Candidate>, clock: u64) {
         let before = candidates.len();
         let rules = &mut self.rules;
@@ -32,10 +33,14 @@ impl Engine {
                 return true;
             }
             let inhibitors = rules[c.rule].rule.inhibited_by.clone();
+            let hold =
+                u64::try_from(rules[c.rule].rule.inhibition_hold.as_nanos()).unwrap_or(u64::MAX);
             !inhibitors.into_iter().any(|i| {
                 let inhibitor = &mut rules[i];
                 inhibitor.expire(clock);
                 inhibitor.window.breaches > 0
+                    || (inhibitor.newest_breach > 0
+                        && clock.saturating_sub(inhibitor.newest_breach) <= hold)
             })
         });
         self.counters.inhibited += (before - candidates.len()) as u64;

@@ -131,6 +131,8 @@ pub struct Rule {
     /// Rules (indexes into the engine's list) whose condition, while it holds, keeps this rule
     /// from scaling up: "scale the workers on queueing only while the database is healthy".
     pub inhibited_by: Vec<usize>,
+    /// How long after an inhibitor's newest breach the inhibition still holds.
+    pub inhibition_hold: Duration,
 }
 
 /// What one rule looks like now, for metrics and `/readyz`.

@@ -113,6 +113,7 @@ fn rule(
         },
         scale_down: None,
         inhibited_by: Vec::new(),
+        inhibition_hold: Duration::from_secs(30),
         resources: None,
     }
 }
@@ -195,8 +196,14 @@ fn an_inhibitor_in_breach_keeps_the_inhibited_rule_from_scaling() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].rule, "db-slow");
     assert_eq!(e.counters().inhibited, 1);
-    // Once the database's window is clear, queueing alone scales the workers.
+    // The database's window is clear, but its breach is recent: the queue it built up in front
+    // of the workers is still draining, so the workers stay inhibited for `inhibition_hold`.
     let t = t + 11 * SEC;
+    let d = observe(&mut e, &batch("worker", spans("queue", 5, t, 400)), t);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(e.counters().inhibited, 2);
+    // Past the hold, queueing alone scales the workers.
+    let t = t + 30 * SEC;
     let d = observe(&mut e, &batch("worker", spans("queue", 5, t, 400)), t);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].rule, "worker-queue");

@@ -238,6 +238,7 @@ impl LatencyRulesConfig {
             limits,
             scale_down,
             inhibited_by: Vec::new(),
+            inhibition_hold: r.inhibition_hold.get(),
             resources: r.scale.resources.clone(),
         })
     }
