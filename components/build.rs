@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Small per-call buffers: an idle stream keeps its buffer for as long as KEDA runs.
+        .codec_path("crate::exporters::keda::codec::SmallCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! so a StreamIsActive client hears of a target turning inactive when it does.
 
 pub mod board;
+pub mod codec;
 pub mod config;
 pub mod proto;
 mod service;
