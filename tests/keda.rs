@@ -29,11 +29,13 @@ struct Client {
 }
 
 impl Client {
-    fn start(python: &Path, port: u16) -> Self {
+    /// Starts the client against 127.0.0.1:`port`; it writes the generated modules into `out`.
+    fn start(python: &Path, port: u16, out: &Path) -> Self {
         let mut child = Command::new(python)
             .arg(repo().join("tests/interop/keda_client.py"))
             .arg(repo().join("components/proto/externalscaler.proto"))
             .arg(format!("127.0.0.1:{port}"))
+            .arg(out)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -211,7 +213,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
     )
     .unwrap();
     let child = run_ready(&config, telemetry);
-    let mut c = Client::start(&python, port);
+    let mut c = Client::start(&python, port, &dir.path().join("client"));
 
     // GetMetricSpec: a target average of 1, so the HPA's replicas are the metric's value.
     let spec = c.call("spec", checkout(), json!({}));

@@ -12,13 +12,12 @@ on stdout:
                                                     message and {"stream": ID, "end": CODE}
   {"op": "quit"}
 
-Usage: keda_client.py PROTO_FILE HOST:PORT
+Usage: keda_client.py PROTO_FILE HOST:PORT OUT_DIR (where the generated modules go)
 """
 
 import json
 import os
 import sys
-import tempfile
 import threading
 
 import grpc
@@ -33,8 +32,8 @@ def emit(obj):
         sys.stdout.flush()
 
 
-def compile_proto(proto_file):
-    out = tempfile.mkdtemp(prefix="externalscaler-")
+def compile_proto(proto_file, out):
+    os.makedirs(out, exist_ok=True)
     status = protoc.main(
         [
             "protoc",
@@ -54,8 +53,8 @@ def compile_proto(proto_file):
 
 
 def main():
-    proto_file, address = sys.argv[1], sys.argv[2]
-    pb, pb_grpc = compile_proto(proto_file)
+    proto_file, address, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    pb, pb_grpc = compile_proto(proto_file, out)
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.ExternalScalerStub(channel)
 
