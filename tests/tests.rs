@@ -14,6 +14,7 @@ mod diagnostics;
 mod docs;
 mod fuzz_regressions;
 mod interop;
+mod keda;
 mod kubernetes;
 mod package;
 mod reliability;
