@@ -45,6 +45,9 @@ enum Command {
         /// The files to check.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Treat warnings as errors (exit status 2), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Lists every registered component with its kind, signals and config keys.
     Components {
@@ -167,7 +170,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
         },
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, strict } => validate(&files, strict),
         Command::Components { json } => components(json),
         Command::Eval {
             config,
@@ -349,18 +352,38 @@ fn sweep(
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut ok = true;
     for file in files {
         match config::load_file(file) {
             Ok(loaded) => {
                 eprint!("{}", loaded.warnings);
-                println!("{}: valid", file.display());
+                let warnings = loaded.warning_count;
+                if warnings == 0 {
+                    println!("{}: valid", file.display());
+                } else if strict {
+                    ok = false;
+                    println!(
+                        "{}: invalid under --strict: {}",
+                        file.display(),
+                        counted(warnings, "warning")
+                    );
+                } else {
+                    println!(
+                        "{}: valid, {}",
+                        file.display(),
+                        counted(warnings, "warning")
+                    );
+                }
             }
             Err(err) => {
                 ok = false;
                 eprint!("{}", err.render(color()));
-                println!("{}: invalid ({err})", file.display());
+                let mut summary = counted(err.error_count(), "error");
+                if err.warning_count() > 0 {
+                    summary.push_str(&format!(", {}", counted(err.warning_count(), "warning")));
+                }
+                println!("{}: invalid: {summary}", file.display());
             }
         }
     }
@@ -368,6 +391,15 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::CONFIG)
+    }
+}
+
+/// "1 error", "2 errors".
+fn counted(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

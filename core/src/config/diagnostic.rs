@@ -104,6 +104,16 @@ impl ConfigError {
         &self.diagnostics
     }
 
+    /// How many of the diagnostics are errors.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// How many of the diagnostics are warnings.
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
     /// Renders every diagnostic as a compiler would: file:line:col, the line, a caret.
     pub fn render(&self, color: bool) -> String {
         render(&self.path, &self.source, &self.diagnostics, color)
@@ -112,7 +122,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        let errors = self.error_count();
         write!(
             f,
             "{} has {errors} error{}",

@@ -11,9 +11,11 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::build::{BuildContext, Built, build_component, de_error};
 use super::diagnostic::{ConfigError, Diagnostic, suggest, syntax_error};
 use super::env::{self, Env, ProcessEnv};
+use super::recover::{Fill, deserialize_all};
 use super::{ComponentId, Config, ExporterSpec, ReceiverSpec, ServiceConfig, WhenFull};
 use crate::component::ComponentKind;
 use crate::registry::{self, ComponentFactory};
+use crate::signal::SignalKind;
 
 mod pipeline;
 
@@ -64,6 +66,7 @@ pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Co
         Some(mut config) if !diags.iter().any(Diagnostic::is_error) => {
             if !diags.is_empty() {
                 config.warnings = super::diagnostic::render(path, text, &diags, false);
+                config.warning_count = diags.len();
             }
             Ok(config)
         }
@@ -116,6 +119,13 @@ struct Entry<'a> {
     /// Building it failed; its diagnostics are already reported.
     failed: bool,
     used: bool,
+}
+
+impl Entry<'_> {
+    /// The signals the component takes.
+    fn takes(&self) -> Vec<SignalKind> {
+        self.factory.takes.to_vec()
+    }
 }
 
 #[derive(Deserialize)]
@@ -184,30 +194,18 @@ impl Loader {
         }
 
         let service = match top.get("service") {
-            Some(value) => match ServiceConfig::deserialize(value.clone().into_deserializer()) {
-                Ok(s) => {
-                    if let (Some(limit), Some(spike)) = (s.memory_limit, s.memory_spike_limit)
-                        && spike.bytes() >= limit.bytes()
-                    {
-                        let span = super::build::span_of(value, "memory_spike_limit")
-                            .unwrap_or_else(|| value.span());
-                        self.error(
-                            span,
-                            "service.memory_spike_limit: must be less than `memory_limit`: the soft limit is their difference",
-                        );
+            Some(value) => {
+                let recovered = deserialize_all::<ServiceConfig>(value, "service", Fill::Small);
+                let clean = recovered.diagnostics.is_empty();
+                self.diags.extend(recovered.diagnostics);
+                match recovered.value {
+                    Some(s) if clean => {
+                        self.check_memory_limits(&s, value);
+                        s
                     }
-                    if s.memory_limit.is_some_and(|l| l.bytes() < 16 * 1024 * 1024) {
-                        let span = super::build::span_of(value, "memory_limit")
-                            .unwrap_or_else(|| value.span());
-                        self.error(span, "service.memory_limit: must be at least 16MiB");
-                    }
-                    s
+                    _ => ServiceConfig::default(),
                 }
-                Err(err) => {
-                    self.diags.push(de_error(&err, value, "service"));
-                    ServiceConfig::default()
-                }
-            },
+            }
             None => ServiceConfig::default(),
         };
 
@@ -279,7 +277,26 @@ impl Loader {
             exporters,
             pipelines,
             warnings: String::new(),
+            warning_count: 0,
         })
+    }
+
+    /// The memory limits of `[service]`, which only make sense together.
+    fn check_memory_limits(&mut self, s: &ServiceConfig, value: &Spanned<DeValue<'_>>) {
+        if let (Some(limit), Some(spike)) = (s.memory_limit, s.memory_spike_limit)
+            && spike.bytes() >= limit.bytes()
+        {
+            let span =
+                super::build::span_of(value, "memory_spike_limit").unwrap_or_else(|| value.span());
+            self.error(
+                span,
+                "service.memory_spike_limit: must be less than `memory_limit`: the soft limit is their difference",
+            );
+        }
+        if s.memory_limit.is_some_and(|l| l.bytes() < 16 * 1024 * 1024) {
+            let span = super::build::span_of(value, "memory_limit").unwrap_or_else(|| value.span());
+            self.error(span, "service.memory_limit: must be at least 16MiB");
+        }
     }
 
     fn section<'a>(
@@ -360,8 +377,15 @@ impl Loader {
                     }
                 }
                 let engine = Spanned::new(value.span(), DeValue::Table(engine));
-                match EngineExporterKeys::deserialize(engine.clone().into_deserializer()) {
-                    Ok(keys) => {
+                let recovered = deserialize_all::<EngineExporterKeys>(
+                    &engine,
+                    &format!("{name}.{id}"),
+                    Fill::Small,
+                );
+                let clean = recovered.diagnostics.is_empty();
+                self.diags.extend(recovered.diagnostics);
+                match recovered.value {
+                    Some(keys) if clean => {
                         when_full = keys.when_full.unwrap_or_default();
                         let limits = [
                             (
@@ -395,9 +419,7 @@ impl Loader {
                             }
                         }
                     }
-                    Err(err) => self
-                        .diags
-                        .push(de_error(&err, &engine, &format!("{name}.{id}"))),
+                    _ => {}
                 }
             }
 

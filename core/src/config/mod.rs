@@ -11,6 +11,7 @@ mod document;
 mod env;
 mod introspect;
 mod load;
+mod recover;
 mod units;
 
 use std::fmt;
@@ -258,6 +259,8 @@ pub struct Config {
     pub pipelines: Vec<PipelineSpec>,
     /// Warnings, rendered against the file (empty when there are none).
     pub warnings: String,
+    /// How many warnings `warnings` holds.
+    pub warning_count: usize,
 }
 
 impl fmt::Debug for Config {

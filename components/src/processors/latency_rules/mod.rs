@@ -220,6 +220,10 @@ impl Processor for LatencyRules {
         Ok(())
     }
 
+    fn emits(&self) -> Option<Vec<SignalKind>> {
+        (!self.passthrough).then(|| vec![SignalKind::Decisions])
+    }
+
     fn tap(&self) -> Option<Arc<dyn Tap>> {
         self.observe_refused
             .then(|| Arc::new(RulesTap(self.shared.clone())) as Arc<dyn Tap>)
