@@ -208,6 +208,7 @@ impl Engine {
                 disarmed_until: 0,
                 last_seen: 0,
                 quiet_since: 0,
+                unobserved: true,
                 stale: false,
                 dirty: false,
                 scaled_up: 0,
@@ -265,6 +266,13 @@ impl Engine {
         self.time.clock()
     }
 
+    /// Starts every rule's staleness and stabilisation periods at `wall_now`, the engine's wall
+    /// clock in nanoseconds since the Unix epoch (on event time, at the first span instead).
+    /// Without it they start with the first batch or tick.
+    pub fn start(&mut self, wall_now: u64) {
+        self.advance(wall_now);
+    }
+
     /// Moves the wall clock (never backwards). The first call starts every rule's staleness and
     /// stabilisation periods.
     fn advance(&mut self, wall_now: u64) {
@@ -273,10 +281,20 @@ impl Engine {
         let waiting_for_first_span = self.time.event_only && self.time.watermark == 0;
         if !self.started && !waiting_for_first_span {
             self.started = true;
-            let clock = self.clock();
+            // On the wall clock, now, not the event clock: that trails the wall by
+            // `allowed_lateness` before the first span, and a period started there would end
+            // that much early. Calm then counts from the first span (`unobserved`).
+            let wall = !self.time.event_only;
+            let clock = self.time.clock();
+            let now = if wall {
+                clock.max(self.time.wall)
+            } else {
+                clock
+            };
             for rule in &mut self.rules {
-                rule.last_seen = clock;
-                rule.quiet_since = clock;
+                rule.last_seen = now;
+                rule.quiet_since = now;
+                rule.unobserved = wall;
             }
         }
     }
@@ -543,17 +561,20 @@ impl Engine {
             self.rules[r].dirty = false;
         }
         if tick {
+            let time = self.time;
             for (r, rule) in self.rules.iter_mut().enumerate() {
                 rule.expire(clock);
-                let stale = clock.saturating_sub(rule.last_seen) >= self.stale_after;
+                let silence = clock.saturating_sub(rule.last_seen);
+                let stale = silence >= self.stale_after;
                 if stale != rule.stale {
                     rule.stale = stale;
                     self.stale_changed = true;
                 }
                 if stale {
                     // Silence is no evidence of speed: the stabilisation period starts over
-                    // when spans come back.
-                    rule.quiet_since = clock;
+                    // with the first span that comes back.
+                    rule.quiet_since = rule.quiet_since.max(clock);
+                    rule.unobserved = !time.event_only;
                 }
                 if rule.wants_up(clock) {
                     candidates.push(Candidate {
@@ -562,7 +583,7 @@ impl Engine {
                         change: rule.rule.change,
                         up: true,
                     });
-                } else if rule.wants_down(clock)
+                } else if rule.wants_down(&time)
                     && let Some(down) = rule.rule.scale_down
                 {
                     candidates.push(Candidate {

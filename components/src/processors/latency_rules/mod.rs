@@ -210,8 +210,13 @@ impl Processor for LatencyRules {
     async fn start(&mut self, ctx: &ProcessorContext) -> Result<(), ComponentError> {
         self.component = ctx.id.to_string();
         let metrics = {
-            let mut shared = self.lock();
-            shared.clock = Some(WallClock::now());
+            let mut guard = self.lock();
+            let shared = &mut *guard;
+            let clock = WallClock::now();
+            shared.clock = Some(clock);
+            // The periods (staleness, the calm a scale-down waits for) start now, not with the
+            // first batch or tick.
+            shared.engine.start(clock.read());
             Metrics::new(&self.component, &shared.engine)
         };
         self.metrics = Some(metrics);
@@ -312,3 +317,5 @@ inventory::submit! {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;
