@@ -44,7 +44,8 @@ use super::window::Window;
 pub struct EngineSettings {
     /// How far behind the event clock a span may end and still count.
     pub allowed_lateness: Duration,
-    /// A rule whose operation sent no span for this long is stale and holds.
+    /// A rule that received no matching span for this long is stale and holds: on the wall
+    /// clock from the last one's arrival (on event time, the event clock).
     pub stale_after: Duration,
     /// Distinct service::operation pairs with statistics.
     pub max_operations: usize,
@@ -207,6 +208,7 @@ impl Engine {
                 newest_breach: 0,
                 disarmed_until: 0,
                 last_seen: 0,
+                last_arrival: 0,
                 quiet_since: 0,
                 unobserved: true,
                 stale: false,
@@ -293,6 +295,7 @@ impl Engine {
             };
             for rule in &mut self.rules {
                 rule.last_seen = now;
+                rule.last_arrival = self.time.wall;
                 rule.quiet_since = now;
                 rule.unobserved = wall;
             }
@@ -564,7 +567,14 @@ impl Engine {
             let time = self.time;
             for (r, rule) in self.rules.iter_mut().enumerate() {
                 rule.expire(clock);
-                let silence = clock.saturating_sub(rule.last_seen);
+                // On the wall clock, silence is timed from the last span's arrival: the event
+                // clock trails the wall by `allowed_lateness` once spans stop, and `stale_after`
+                // would silently grow by as much.
+                let silence = if time.event_only {
+                    clock.saturating_sub(rule.last_seen)
+                } else {
+                    time.wall.saturating_sub(rule.last_arrival)
+                };
                 let stale = silence >= self.stale_after;
                 if stale != rule.stale {
                     rule.stale = stale;

@@ -170,6 +170,9 @@ pub(super) struct RuleState {
     pub(super) disarmed_until: u64,
     /// End time of the newest matching span.
     pub(super) last_seen: u64,
+    /// The engine's wall clock when a matching span last arrived: on the wall clock, staleness
+    /// is timed from it.
+    pub(super) last_arrival: u64,
     /// Start of the current stabilisation period for scale-down.
     pub(super) quiet_since: u64,
     /// On the wall clock, the rule has seen no span since it started or since it was stale:
@@ -195,13 +198,14 @@ impl RuleState {
         })
     }
 
-    pub(super) fn record(&mut self, seen: Seen<'_>, score: &mut Option<f32>) {
+    pub(super) fn record(&mut self, seen: Seen<'_>, arrival: u64, score: &mut Option<f32>) {
         let Seen {
             end,
             duration,
             span,
         } = seen;
         self.last_seen = self.last_seen.max(end);
+        self.last_arrival = self.last_arrival.max(arrival);
         if self.unobserved || (self.rule.scale_down.is_some() && duration >= self.below) {
             self.quiet_since = self.quiet_since.max(end);
             self.unobserved = false;
@@ -311,7 +315,7 @@ pub(super) fn feed(
             }
             time.watermark = time.watermark.max(seen.end);
         }
-        rule.record(seen, &mut score);
+        rule.record(seen, time.wall, &mut score);
         rule.counted += 1;
         if !rule.dirty {
             rule.dirty = true;

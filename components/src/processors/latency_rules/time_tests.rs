@@ -248,3 +248,26 @@ async fn a_silence_at_the_end_of_the_period_is_not_calm() {
     let downs: Vec<Duration> = r.downs.iter().map(|d| d.0).collect();
     assert_eq!(downs, [9 * SECOND, 17 * SECOND]);
 }
+
+/// `stale_after = "3s"` makes `/readyz` name the rule 3 s after its last span (at the next
+/// tick), not `stale_after` + `allowed_lateness` later (it did at 8.1 s, and 15.1 s for
+/// `"10s"`).
+#[tokio::test(start_paused = true)]
+async fn a_rule_is_stale_stale_after_its_last_span() {
+    for (stale_after, seconds) in [("3s", 3), ("10s", 10)] {
+        let r = run(
+            &config("1m", stale_after),
+            Duration::ZERO,
+            20 * SECOND,
+            40 * SECOND,
+        )
+        .await;
+        let last_span = Duration::from_millis(19_900);
+        let due = last_span + Duration::from_secs(seconds);
+        let stale_at = r.stale_at.expect("the rule goes stale");
+        assert!(
+            stale_at >= due && stale_at < due + SECOND,
+            "stale_after = {stale_after}: stale at {stale_at:?}"
+        );
+    }
+}
