@@ -272,6 +272,9 @@ pub enum Refusal {
     /// Another replica holds the leader-election Lease, or this one has just taken it over
     /// and waits out the previous leader's cooldowns.
     Standby,
+    /// Another autoscaler (an HPA, or KEDA through one) scales the workload, and the exporter
+    /// is set to leave such workloads alone.
+    OtherAutoscaler,
 }
 
 impl Refusal {
@@ -282,15 +285,17 @@ impl Refusal {
             Refusal::Stale => "stale",
             Refusal::TooManyTargets => "too_many_targets",
             Refusal::Standby => "standby",
+            Refusal::OtherAutoscaler => "other_autoscaler",
         }
     }
 
     /// Every reason, for registering metrics up front.
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::NotAllowed,
         Refusal::Stale,
         Refusal::TooManyTargets,
         Refusal::Standby,
+        Refusal::OtherAutoscaler,
     ];
 }
 
