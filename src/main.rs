@@ -1,15 +1,16 @@
 //! The `tracescale` command: arguments, logging, load → build → run, exit codes.
 
+mod logging;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracescale_core::config::{self, Config, ConfigError, LogLevel};
+use tracescale_core::config::{self, Config, ConfigError};
 use tracescale_core::error::error_chain;
 use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
-use tracing_subscriber::EnvFilter;
 
 // The components crate is mentioned on purpose: a crate nothing mentions is not linked, and its
 // `inventory` registrations would vanish without a sound.
@@ -191,24 +192,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
+use logging::color;
 
 fn config_failed(err: &ConfigError) -> ExitCode {
     eprint!("{}", err.render(color()));
     eprintln!("{err}");
     ExitCode::from(exit::CONFIG)
-}
-
-fn init_logging(level: LogLevel) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color())
-        .init();
 }
 
 /// What `run` and `simulate` do before starting the engine: print the loader's warnings, start
@@ -217,7 +206,7 @@ fn prepare(config: &Config) -> Option<tokio::runtime::Runtime> {
     if !config.warnings.is_empty() {
         eprint!("{}", config.warnings);
     }
-    init_logging(config.service.log_level);
+    logging::init(config.service.log_level, config.service.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,7 +218,13 @@ fn run(config: Config) -> ExitCode {
     let Some(runtime) = prepare(&config) else {
         return ExitCode::from(exit::RUNTIME);
     };
-    match runtime.block_on(service::run(config, service::os_signal())) {
+    // SIGHUP reloads the file, as it does the OpenTelemetry Collector's; installed inside the
+    // runtime, before anything else can take a while.
+    let ran = runtime.block_on(async {
+        let reloads = service::Reloads::sighup();
+        service::run_reloading(config, service::os_signal(), reloads).await
+    });
+    match ran {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %error_chain(&err), "tracescale stopped with an error");

@@ -94,6 +94,18 @@ impl ConfigError {
         }
     }
 
+    /// A file that could not be read.
+    pub fn cannot_read(path: &Path, err: &std::io::Error) -> Self {
+        Self::new(
+            path,
+            String::new(),
+            vec![Diagnostic::error(format!(
+                "cannot read {}: {err}",
+                path.display()
+            ))],
+        )
+    }
+
     /// The file that failed.
     pub fn path(&self) -> &Path {
         &self.path

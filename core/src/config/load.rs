@@ -38,14 +38,7 @@ const MAX_QUEUE_ITEMS: usize = 1 << 28;
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(path, &text),
-        Err(err) => Err(ConfigError::new(
-            path,
-            String::new(),
-            vec![Diagnostic::error(format!(
-                "cannot read {}: {err}",
-                path.display()
-            ))],
-        )),
+        Err(err) => Err(ConfigError::cannot_read(path, &err)),
     }
 }
 
@@ -64,6 +57,7 @@ pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Co
     diags.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match outcome {
         Some(mut config) if !diags.iter().any(Diagnostic::is_error) => {
+            config.source = text.to_string();
             if !diags.is_empty() {
                 config.warnings = super::diagnostic::render(path, text, &diags, false);
                 config.warning_count = diags.len();
@@ -278,6 +272,7 @@ impl Loader {
             pipelines,
             warnings: String::new(),
             warning_count: 0,
+            source: String::new(),
         })
     }
 
