@@ -109,6 +109,8 @@ struct Entry<'a> {
     queue_size: usize,
     queue_items: usize,
     when_full: WhenFull,
+    /// An exporter's `signals`: the signals it gets, out of those its type takes.
+    signals: Option<Vec<SignalKind>>,
     built: Option<Built>,
     /// Building it failed; its diagnostics are already reported.
     failed: bool,
@@ -116,9 +118,18 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// The signals the component takes.
+    /// The signals the component takes: its type's, narrowed by an exporter's `signals`.
     fn takes(&self) -> Vec<SignalKind> {
-        self.factory.takes.to_vec()
+        match &self.signals {
+            Some(signals) => self
+                .factory
+                .takes
+                .iter()
+                .copied()
+                .filter(|s| signals.contains(s))
+                .collect(),
+            None => self.factory.takes.to_vec(),
+        }
     }
 }
 
@@ -128,6 +139,7 @@ struct EngineExporterKeys {
     queue_size: Option<usize>,
     queue_items: Option<usize>,
     when_full: Option<WhenFull>,
+    signals: Option<Vec<SignalKind>>,
 }
 
 struct Loader {
@@ -247,6 +259,7 @@ impl Loader {
         let mut receivers = Vec::new();
         let mut exporters = Vec::new();
         for entry in entries.into_iter().filter(|e| e.used) {
+            let signals = entry.takes();
             match entry.built {
                 Some(Built::Receiver(instance)) => receivers.push(ReceiverSpec {
                     id: entry.id,
@@ -254,6 +267,7 @@ impl Loader {
                     instance,
                 }),
                 Some(Built::Exporter(instance)) => exporters.push(ExporterSpec {
+                    signals,
                     id: entry.id,
                     factory: entry.factory,
                     instance,
@@ -274,6 +288,44 @@ impl Loader {
             warning_count: 0,
             source: String::new(),
         })
+    }
+
+    /// An exporter's `signals`, checked against what its type takes: not empty, and none it
+    /// cannot take.
+    fn exporter_signals(
+        &mut self,
+        prefix: &str,
+        factory: &ComponentFactory,
+        signals: Option<Vec<SignalKind>>,
+        engine: &Spanned<DeValue<'_>>,
+    ) -> Option<Vec<SignalKind>> {
+        let signals = signals?;
+        let span = super::build::span_of(engine, "signals").unwrap_or_else(|| engine.span());
+        let takes: Vec<&str> = factory.takes.iter().map(|s| s.as_str()).collect();
+        if signals.is_empty() {
+            self.error(
+                span,
+                format!(
+                    "{prefix}.signals: must name at least one signal ({}); leave the exporter out of the pipeline instead",
+                    takes.join(", ")
+                ),
+            );
+            return None;
+        }
+        for s in &signals {
+            if !factory.takes.contains(s) {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "{prefix}.signals: a `{}` exporter cannot take {s} (it takes {})",
+                        factory.type_name,
+                        takes.join(", ")
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(signals)
     }
 
     /// The memory limits of `[service]`, which only make sense together.
@@ -364,9 +416,10 @@ impl Loader {
 
             let (mut queue_size, mut queue_items, mut when_full) =
                 (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_ITEMS, WhenFull::default());
+            let mut signals = None;
             if kind == ComponentKind::Exporter {
                 let mut engine = DeTable::new();
-                for k in ["queue_size", "queue_items", "when_full"] {
+                for k in ["queue_size", "queue_items", "when_full", "signals"] {
                     if let Some((k, v)) = component.remove_entry(k) {
                         engine.insert(k, v);
                     }
@@ -382,6 +435,12 @@ impl Loader {
                 match recovered.value {
                     Some(keys) if clean => {
                         when_full = keys.when_full.unwrap_or_default();
+                        signals = self.exporter_signals(
+                            &format!("{name}.{id}"),
+                            factory,
+                            keys.signals,
+                            &engine,
+                        );
                         let limits = [
                             (
                                 "queue_size",
@@ -427,6 +486,7 @@ impl Loader {
                 queue_size,
                 queue_items,
                 when_full,
+                signals,
                 built: None,
                 failed: false,
                 used: false,

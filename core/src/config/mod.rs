@@ -261,6 +261,8 @@ pub struct ExporterSpec {
     pub queue_items: usize,
     /// What the queue does when full.
     pub when_full: WhenFull,
+    /// The signals it gets: what its type takes, narrowed by its `signals` key.
+    pub signals: Vec<SignalKind>,
 }
 
 /// A pipeline: which receivers feed it, its processors in order, which exporters it feeds.

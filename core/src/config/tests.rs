@@ -450,3 +450,58 @@ fn type_errors_speak_the_readers_words() {
         assert_eq!(plain_words(serde), plain);
     }
 }
+
+#[test]
+fn signals_narrow_what_an_exporter_gets_and_are_checked() {
+    let config = load(
+        r#"
+[receivers.t_source]
+[processors.t_rules]
+[exporters.t_sink]
+signals = ["decisions"]
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.exporters[0].signals, vec![SignalKind::Decisions]);
+
+    let errs = errors(
+        r#"
+[receivers.t_source]
+[exporters.t_sink]
+signals = ["decisions"]
+[exporters.t_decisions]
+signals = ["traces"]
+[exporters."t_sink/none"]
+signals = []
+[exporters."t_sink/metrics"]
+signals = ["metrics"]
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink", "t_decisions", "t_sink/none", "t_sink/metrics"]
+"#,
+    );
+    assert!(
+        errs.contains(&"exporters.t_decisions.signals: a `t_decisions` exporter cannot take traces (it takes decisions)".to_string()),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("exporters.t_sink/none.signals: must name at least one signal")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.contains(&"exporters.t_sink/metrics.signals[0]: unknown value `metrics`".to_string()),
+        "{errs:#?}"
+    );
+    // Limited to decisions, in a pipeline that carries only traces: it can never get anything.
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "pipelines.p: exporter \"t_sink\" takes decisions, but this pipeline never carries it"
+        )),
+        "{errs:#?}"
+    );
+}

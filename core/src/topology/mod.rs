@@ -97,7 +97,8 @@ struct QueueProbe {
 struct ExporterInput {
     tx: QueueTx,
     when_full: WhenFull,
-    takes: &'static [SignalKind],
+    /// What its type takes, narrowed by its `signals` key.
+    takes: Arc<[SignalKind]>,
     telemetry: ComponentTelemetry,
 }
 
@@ -276,11 +277,12 @@ impl RunningTopology {
                 gauge: tx.probe(),
                 capacity: spec.queue_size,
             });
+            let takes: Arc<[SignalKind]> = spec.signals.into();
             self.tasks.spawn(run_exporter(
                 exporter,
                 rx,
                 telemetry.clone(),
-                spec.factory.takes,
+                takes.clone(),
                 self.stop.clone(),
             ));
             exporter_inputs.push((
@@ -288,7 +290,7 @@ impl RunningTopology {
                 ExporterInput {
                     tx,
                     when_full: spec.when_full,
-                    takes: spec.factory.takes,
+                    takes,
                     telemetry,
                 },
             ));
@@ -490,7 +492,7 @@ async fn run_exporter(
     mut exporter: Box<dyn Exporter>,
     mut rx: QueueRx,
     telemetry: ComponentTelemetry,
-    takes: &'static [SignalKind],
+    takes: Arc<[SignalKind]>,
     stop: Arc<Stop>,
 ) {
     let mut limiter = LogLimiter::new();

@@ -288,11 +288,11 @@ impl Loader {
         entries: &[Entry<'_>],
     ) {
         for (&i, reference) in exporters.iter().zip(&raw.exporters) {
-            let f = entries[i].factory;
-            if f.takes.iter().any(|s| flowing.contains(s)) {
+            let takes = entries[i].takes();
+            if takes.iter().any(|s| flowing.contains(s)) {
                 continue;
             }
-            let missing = f.takes.first().copied().unwrap_or(SignalKind::Traces);
+            let missing = takes.first().copied().unwrap_or(SignalKind::Traces);
             let makers: Vec<&str> = registry::all()
                 .into_iter()
                 .filter(|m| {
@@ -319,8 +319,8 @@ impl Loader {
                 format!(
                     "{prefix}: exporter \"{}\" takes {}, but this pipeline never carries {} (it carries: {})",
                     entries[i].id,
-                    join(f.takes),
-                    if f.takes.len() == 1 { "it" } else { "any of them" },
+                    join(&takes),
+                    if takes.len() == 1 { "it" } else { "any of them" },
                     join_set(flowing)
                 ),
             )
@@ -380,7 +380,7 @@ impl Loader {
             .iter()
             .filter_map(|&i| match &entries[i].built {
                 Some(Built::Exporter(e))
-                    if entries[i].factory.takes.contains(&SignalKind::Decisions) =>
+                    if entries[i].takes().contains(&SignalKind::Decisions) =>
                 {
                     Some((&entries[i].id, e.as_ref()))
                 }
