@@ -152,7 +152,7 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
         c.send(&request("payments-db", n, 500, "", ""));
         if seen_holding.is_none()
             && let Some((503, body)) = http_get(c.telemetry, "/readyz")
-            && body.contains("kubernetes API unavailable; holding 1 decision(s)")
+            && body.contains("kubernetes API unavailable; holding 1 decision,")
         {
             seen_holding = Some(began.elapsed());
         }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, HumanDuration};
 use tracescale_core::signal::{Decision, Target};
+use tracescale_core::words::count;
 
 pub use allow::{AllowList, AllowPattern};
 pub use policy::{DirectionPolicy, Hold, Plan, Policy, TargetState};
@@ -538,16 +539,18 @@ pub fn explain(d: &Decision, from: u32, to: u32, limited: Option<Hold>) -> Strin
     let dir = if to > from { "up" } else { "down" };
     let e = &d.evidence;
     let mut s = format!(
-        "scaled {dir} from {from} to {to} replicas: rule {:?}: {}",
-        d.rule, d.reason
+        "scaled {dir} from {from} to {}: rule {:?}: {}",
+        count(to, "replica"),
+        d.rule,
+        d.reason
     );
     if e.window_count > 0 {
         let _ = write!(
             s,
-            " (window {:?}: {} of {} spans breached; p50 {:.1}ms, p95 {:.1}ms, p99 {:.1}ms",
+            " (window {:?}: {} of {} breached; p50 {:.1}ms, p95 {:.1}ms, p99 {:.1}ms",
             e.window,
             e.breaches,
-            e.window_count,
+            count(e.window_count, "span"),
             e.p50.as_secs_f64() * 1e3,
             e.p95.as_secs_f64() * 1e3,
             e.p99.as_secs_f64() * 1e3
@@ -658,5 +661,11 @@ mod tests {
         assert!(s.contains("25 of 40 spans breached"), "{s}");
         assert!(s.contains("p99 412.0ms"), "{s}");
         assert!(s.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{s}");
+        // Plurals as people write them.
+        d.evidence.window_count = 1;
+        d.evidence.breaches = 1;
+        let s = explain(&d, 2, 1, None);
+        assert!(s.starts_with("scaled down from 2 to 1 replica: "), "{s}");
+        assert!(s.contains("1 of 1 span breached"), "{s}");
     }
 }

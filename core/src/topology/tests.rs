@@ -528,6 +528,9 @@ exporters = ["t_sink/all", "t_sink/decisions"]
     assert_eq!(spans, 20);
     assert!(!decisions.is_empty());
     let (spans, only) = sink("signals-decisions");
-    assert_eq!(spans, 0, "no trace batch reached the decisions-only exporter");
+    assert_eq!(
+        spans, 0,
+        "no trace batch reached the decisions-only exporter"
+    );
     assert_eq!(only, decisions);
 }

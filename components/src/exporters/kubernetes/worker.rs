@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracescale_core::component::HealthHandle;
 use tracescale_core::signal::{ContainerResources, Decision, Target, now_unix_nano};
+use tracescale_core::words::count;
 use tracing::{debug, error, info, warn};
 
 use super::api::{self, ApiError, KubeApi};
@@ -86,9 +87,10 @@ impl Worker {
                 Pass::Unavailable(server_wait) => {
                     let wait = backoff.next(&mut jitter, Some(server_wait));
                     retry_at = Some(Instant::now() + wait);
-                    let held = self.shared.lock().len();
+                    let held = self.shared.lock().len() as u64;
                     self.health.not_ready(format!(
-                        "kubernetes API unavailable; holding {held} decision(s), retrying in {wait:?}"
+                        "kubernetes API unavailable; holding {}, retrying in {wait:?}",
+                        count(held, "decision")
                     ));
                 }
             }

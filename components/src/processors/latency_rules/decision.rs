@@ -219,13 +219,8 @@ fn evidence(rule: &RuleState, scratch: &mut Vec<u64>) -> Evidence {
     }
 }
 
-/// "1 span", "2 spans".
 fn spans(n: u64) -> String {
-    if n == 1 {
-        "1 span".to_string()
-    } else {
-        format!("{n} spans")
-    }
+    tracescale_core::words::count(n, "span")
 }
 
 /// A latency for people: `300ms`, `1.25s`, `8s`, `5m`, `250µs`.

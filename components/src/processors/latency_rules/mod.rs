@@ -186,8 +186,8 @@ fn stale_detail(stale: &[&str]) -> Option<String> {
         return None;
     }
     let mut detail = format!(
-        "{} stale rule(s), holding (no spans within stale_after): {}",
-        stale.len(),
+        "{}, holding (no spans within stale_after): {}",
+        tracescale_core::words::count(stale.len() as u64, "stale rule"),
         stale
             .iter()
             .take(MAX_STALE_LISTED)

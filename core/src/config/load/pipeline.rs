@@ -379,9 +379,7 @@ impl Loader {
         let gates: Vec<(&ComponentId, &dyn crate::component::Exporter)> = exporters
             .iter()
             .filter_map(|&i| match &entries[i].built {
-                Some(Built::Exporter(e))
-                    if entries[i].takes().contains(&SignalKind::Decisions) =>
-                {
+                Some(Built::Exporter(e)) if entries[i].takes().contains(&SignalKind::Decisions) => {
                     Some((&entries[i].id, e.as_ref()))
                 }
                 _ => None,
