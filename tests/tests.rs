@@ -20,4 +20,5 @@ mod reliability;
 mod reload;
 mod run;
 mod simulate;
+mod telemetry;
 mod util;

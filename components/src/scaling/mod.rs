@@ -404,6 +404,7 @@ pub struct ScaleMetrics {
 impl ScaleMetrics {
     /// Registers the counters of the exporter `component`.
     pub fn new(component: &str) -> Self {
+        describe();
         let refused = Refusal::ALL
             .into_iter()
             .map(|r| {
@@ -532,6 +533,65 @@ impl ScaleMetrics {
         )
         .set(f64::from(desired));
     }
+}
+
+/// HELP text for `/metrics`, for every exporter that scales.
+fn describe() {
+    tracescale_core::telemetry::describe(
+        &[
+            (
+                "tracescale_scale_changes_total",
+                "Changes applied (or, in dry run, that would have been), by direction.",
+            ),
+            (
+                "tracescale_scale_decisions_refused_total",
+                "Decisions refused before planning, by reason.",
+            ),
+            (
+                "tracescale_scale_decisions_held_total",
+                "Decisions the policy held, by reason.",
+            ),
+            (
+                "tracescale_scale_decisions_superseded_total",
+                "Decisions replaced by a newer one for the same target before being applied.",
+            ),
+            (
+                "tracescale_scale_decisions_failed_total",
+                "Decisions that failed, by reason.",
+            ),
+            (
+                "tracescale_scale_api_retries_total",
+                "API calls retried, by reason.",
+            ),
+            (
+                "tracescale_scale_resizes_total",
+                "Vertical changes applied (container resources set).",
+            ),
+            (
+                "tracescale_scale_event_failures_total",
+                "Kubernetes Events that could not be recorded.",
+            ),
+        ],
+        &[
+            (
+                "tracescale_scale_current_replicas",
+                "Replicas the workload has, as last read or set.",
+            ),
+            (
+                "tracescale_scale_desired_replicas",
+                "Replicas the last decision asked for, before the policy.",
+            ),
+            (
+                "tracescale_scale_leader",
+                "With leader_election: 1 while this replica holds the Lease and acts.",
+            ),
+            (
+                "tracescale_scale_other_autoscalers",
+                "Allowed workloads another autoscaler (HPA, KEDA) was found to scale at start.",
+            ),
+        ],
+        &[],
+    );
 }
 
 /// One sentence for the Event and the log: what changed, which rule, and what it saw.

@@ -259,7 +259,12 @@ impl RunningTopology {
 
         let mut exporter_inputs: Vec<(ComponentId, ExporterInput)> = Vec::new();
         for spec in exporters {
-            let telemetry = ComponentTelemetry::new(ComponentKind::Exporter, &spec.id);
+            let telemetry = ComponentTelemetry::for_signals(
+                ComponentKind::Exporter,
+                &spec.id,
+                &spec.signals,
+                &spec.signals,
+            );
             let ctx = ExporterContext {
                 id: spec.id.clone(),
                 telemetry: telemetry.clone(),
@@ -318,7 +323,12 @@ impl RunningTopology {
             let mut taps = Vec::new();
             let mut stage_name = format!("pipelines.{}.exporters", pipeline.name);
             for spec in pipeline.processors.into_iter().rev() {
-                let telemetry = ComponentTelemetry::new(ComponentKind::Processor, &spec.id);
+                let telemetry = ComponentTelemetry::for_signals(
+                    ComponentKind::Processor,
+                    &spec.id,
+                    spec.factory.takes,
+                    spec.factory.emits,
+                );
                 let ctx = ProcessorContext {
                     id: spec.id.clone(),
                     pipeline: pipeline.name.clone(),
@@ -381,7 +391,12 @@ impl RunningTopology {
                 .collect();
             let targets = feeds.iter().map(|p| p.tx.clone()).collect();
             let taps = feeds.iter().flat_map(|p| p.taps.iter().cloned()).collect();
-            let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &spec.id);
+            let telemetry = ComponentTelemetry::for_signals(
+                ComponentKind::Receiver,
+                &spec.id,
+                spec.factory.emits,
+                spec.factory.emits,
+            );
             let ctx = ReceiverContext {
                 id: spec.id.clone(),
                 output: Output::new(targets, taps, telemetry.clone()),
