@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a pipeline file until SIGINT or SIGTERM (a second signal exits at once).
+    /// Runs a pipeline file until SIGINT or SIGTERM (a second signal exits at once); SIGHUP
+    /// reloads the file.
     Run {
         /// The pipeline file.
         #[arg(short, long, value_name = "FILE")]
