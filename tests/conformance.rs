@@ -59,8 +59,10 @@ pub(crate) fn component_tables(block: &str) -> Vec<(ComponentKind, String, Strin
                 None => id.split('/').next().unwrap().to_string(),
             };
             if kind == ComponentKind::Exporter {
-                table.remove("queue_size");
-                table.remove("when_full");
+                // The engine's keys, read by the loader, not by the exporter.
+                for key in ["queue_size", "queue_items", "when_full", "signals"] {
+                    table.remove(key);
+                }
             }
             out.push((kind, id.clone(), ty, toml::to_string(&table).unwrap()));
         }

@@ -169,7 +169,8 @@ fn triples(list: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 }
 
 /// What the kubernetes exporter calls (its README, Permissions): the scale subresource of
-/// Deployments and StatefulSets, and Events.
+/// Deployments and StatefulSets, Events, and the list of HorizontalPodAutoscalers it reads at
+/// start to find other autoscalers.
 const EXPORTER: &[(&str, &str, &str)] = &[
     ("apps", "deployments/scale", "get"),
     ("apps", "deployments/scale", "patch"),
@@ -178,6 +179,7 @@ const EXPORTER: &[(&str, &str, &str)] = &[
     ("apps", "statefulsets/scale", "patch"),
     ("apps", "statefulsets/scale", "update"),
     ("", "events", "create"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
 ];
 
 /// And with `leader_election`, the Lease.

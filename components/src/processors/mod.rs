@@ -19,7 +19,7 @@ pub(crate) fn emit_decisions(component: &str, decisions: Vec<Decision>, out: &mu
             component,
             rule = %d.rule,
             target = %d.target,
-            change = ?d.change,
+            change = %d.change,
             reason = %d.reason,
             "scale decision"
         );

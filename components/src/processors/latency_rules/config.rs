@@ -23,8 +23,9 @@ pub struct LatencyRulesConfig {
     pub interval: HumanDuration,
     /// How long after the event clock a span may arrive and still count in the windows.
     pub allowed_lateness: HumanDuration,
-    /// A rule whose operation sent no span for this long is stale: it holds (no scale-down)
-    /// and `/readyz` says so.
+    /// A rule that received no matching span for this long (on the wall clock, from the last
+    /// one's arrival; on event time, span time) is stale: it holds (no scale-down) and
+    /// `/readyz` says so.
     pub stale_after: HumanDuration,
     /// Pass the trace batches on downstream; `false` consumes them and emits only decisions.
     pub passthrough: bool,

@@ -124,18 +124,18 @@ impl Engine {
         let reason = if c.up {
             match rule.rule.condition {
                 Condition::Count { count } => format!(
-                    "{} of {} spans of {what} above {} within {} (rule needs {count})",
+                    "{} of {} of {what} above {} within {} (rule needs {count})",
                     evidence.breaches,
-                    evidence.window_count,
+                    spans(evidence.window_count),
                     Latency(rule.rule.above),
                     Latency(rule.rule.window),
                 ),
                 Condition::Percentile { percentile, .. } => {
                     let value = percentile_of(&mut self.scratch, percentile);
                     format!(
-                        "p{percentile} of {what} is {} over {} spans within {}, above {}",
+                        "p{percentile} of {what} is {} over {} within {}, above {}",
                         Latency(Duration::from_nanos(value)),
-                        evidence.window_count,
+                        spans(evidence.window_count),
                         Latency(rule.rule.window),
                         Latency(rule.rule.above),
                     )
@@ -144,10 +144,10 @@ impl Engine {
         } else {
             let below = rule.rule.scale_down.map(|d| d.below).unwrap_or_default();
             format!(
-                "no span of {what} at or above {} for {} ({} spans within {})",
+                "no span of {what} at or above {} for {} ({} within {})",
                 Latency(below),
                 Latency(Duration::from_nanos(rule.period)),
-                evidence.window_count,
+                spans(evidence.window_count),
                 Latency(rule.rule.window),
             )
         };
@@ -224,7 +224,11 @@ fn evidence(rule: &RuleState, scratch: &mut Vec<u64>) -> Evidence {
     }
 }
 
-/// A latency for people: `300ms`, `1.25s`, `250µs`.
+fn spans(n: u64) -> String {
+    tracescale_core::words::count(n, "span")
+}
+
+/// A latency for people: `300ms`, `1.25s`, `8s`, `5m`, `250µs`.
 pub(super) struct Latency(pub(super) Duration);
 
 impl fmt::Display for Latency {
@@ -234,7 +238,7 @@ impl fmt::Display for Latency {
             f.write_str("0ms")
         } else if nanos < 1_000_000 {
             write!(f, "{}µs", trim(nanos as f64 / 1e3))
-        } else if nanos < 10_000_000_000 {
+        } else if nanos < 1_000_000_000 {
             write!(f, "{}ms", trim(nanos as f64 / 1e6))
         } else if nanos.is_multiple_of(60_000_000_000) {
             write!(f, "{}m", nanos / 60_000_000_000)
