@@ -80,6 +80,7 @@ fn rules(n: usize) -> Vec<Rule> {
                 step: 1,
             }),
             inhibited_by: Vec::new(),
+            inhibition_hold: Duration::from_secs(30),
             resources: None,
         })
         .collect()

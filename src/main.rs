@@ -1,15 +1,16 @@
 //! The `tracescale` command: arguments, logging, load → build → run, exit codes.
 
+mod logging;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracescale_core::config::{self, Config, ConfigError, HumanDuration, LogLevel};
+use tracescale_core::config::{self, Config, ConfigError, HumanDuration};
 use tracescale_core::error::error_chain;
 use tracescale_core::registry;
 use tracescale_core::service::{self, RunError};
-use tracing_subscriber::EnvFilter;
 
 // The components crate is mentioned on purpose: a crate nothing mentions is not linked, and its
 // `inventory` registrations would vanish without a sound.
@@ -34,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a pipeline file until SIGINT or SIGTERM (a second signal exits at once).
+    /// Runs a pipeline file until SIGINT or SIGTERM (a second signal exits at once); SIGHUP
+    /// reloads the file.
     Run {
         /// The pipeline file.
         #[arg(short, long, value_name = "FILE")]
@@ -45,6 +47,9 @@ enum Command {
         /// The files to check.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Treat warnings as errors (exit status 2), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Lists every registered component with its kind, signals and config keys.
     Components {
@@ -192,7 +197,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
         },
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, strict } => validate(&files, strict),
         Command::Components { json } => components(json),
         Command::Eval {
             config,
@@ -228,24 +233,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-}
+use logging::color;
 
 fn config_failed(err: &ConfigError) -> ExitCode {
     eprint!("{}", err.render(color()));
     eprintln!("{err}");
     ExitCode::from(exit::CONFIG)
-}
-
-fn init_logging(level: LogLevel) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(color())
-        .init();
 }
 
 /// What `run` and `simulate` do before starting the engine: print the loader's warnings, start
@@ -254,7 +247,7 @@ fn prepare(config: &Config) -> Option<tokio::runtime::Runtime> {
     if !config.warnings.is_empty() {
         eprint!("{}", config.warnings);
     }
-    init_logging(config.service.log_level);
+    logging::init(config.service.log_level, config.service.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -266,7 +259,13 @@ fn run(config: Config) -> ExitCode {
     let Some(runtime) = prepare(&config) else {
         return ExitCode::from(exit::RUNTIME);
     };
-    match runtime.block_on(service::run(config, service::os_signal())) {
+    // SIGHUP reloads the file, as it does the OpenTelemetry Collector's; installed inside the
+    // runtime, before anything else can take a while.
+    let ran = runtime.block_on(async {
+        let reloads = service::Reloads::sighup();
+        service::run_reloading(config, service::os_signal(), reloads).await
+    });
+    match ran {
         Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %error_chain(&err), "tracescale stopped with an error");
@@ -389,18 +388,38 @@ fn sweep(
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut ok = true;
     for file in files {
         match config::load_file(file) {
             Ok(loaded) => {
                 eprint!("{}", loaded.warnings);
-                println!("{}: valid", file.display());
+                let warnings = loaded.warning_count;
+                if warnings == 0 {
+                    println!("{}: valid", file.display());
+                } else if strict {
+                    ok = false;
+                    println!(
+                        "{}: invalid under --strict: {}",
+                        file.display(),
+                        counted(warnings, "warning")
+                    );
+                } else {
+                    println!(
+                        "{}: valid, {}",
+                        file.display(),
+                        counted(warnings, "warning")
+                    );
+                }
             }
             Err(err) => {
                 ok = false;
                 eprint!("{}", err.render(color()));
-                println!("{}: invalid ({err})", file.display());
+                let mut summary = counted(err.error_count(), "error");
+                if err.warning_count() > 0 {
+                    summary.push_str(&format!(", {}", counted(err.warning_count(), "warning")));
+                }
+                println!("{}: invalid: {summary}", file.display());
             }
         }
     }
@@ -408,6 +427,15 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::CONFIG)
+    }
+}
+
+/// "1 error", "2 errors".
+fn counted(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

@@ -102,3 +102,24 @@ fn every_file_in_configs_validates() {
     }
     assert!(checked >= 1);
 }
+
+/// A sidecar shares the pod's network with the Collector, whose OTLP (4317, 4318) and metrics
+/// (8888) ports it must leave free.
+#[test]
+fn the_sidecar_config_keeps_off_the_collectors_ports() {
+    let text = std::fs::read_to_string(crate::util::repo().join("configs/sidecar.toml")).unwrap();
+    let config =
+        tracescale_core::config::load_file(&crate::util::repo().join("configs/sidecar.toml"))
+            .unwrap_or_else(|e| panic!("{}", e.render(false)));
+    let telemetry = config
+        .service
+        .telemetry_address
+        .expect("telemetry is served");
+    assert_eq!(telemetry.port(), 18888);
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for port in [":4317\"", ":4318\"", ":8888\""] {
+            assert!(!line.contains(port), "{line}");
+        }
+    }
+    assert!(text.contains("127.0.0.1:14317"), "{text}");
+}

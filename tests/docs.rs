@@ -208,6 +208,9 @@ fn the_rbac_example_grants_only_what_the_exporter_uses() {
             r#"- apiGroups: [""]"#,
             r#"resources: ["events"]"#,
             r#"verbs: ["create"]"#,
+            r#"- apiGroups: ["autoscaling"]"#,
+            r#"resources: ["horizontalpodautoscalers"]"#,
+            r#"verbs: ["list"]"#,
         ]
     );
     assert!(!rbac.contains("ClusterRole"), "namespaced only");

@@ -14,7 +14,7 @@ use crate::util::{bin, eventually, free_port, run_to_end, stop_cleanly};
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// The path in `var`, or None (skip) outside CI; a panic under `CI=true`.
-fn peer(var: &str) -> Option<PathBuf> {
+pub(crate) fn peer(var: &str) -> Option<PathBuf> {
     match std::env::var_os(var).map(PathBuf::from) {
         Some(path) if path.exists() => Some(path),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {

@@ -152,7 +152,7 @@ fn an_api_outage_during_a_breach_holds_then_makes_one_change_when_it_returns() {
         c.send(&request("payments-db", n, 500, "", ""));
         if seen_holding.is_none()
             && let Some((503, body)) = http_get(c.telemetry, "/readyz")
-            && body.contains("kubernetes API unavailable; holding 1 decision(s)")
+            && body.contains("kubernetes API unavailable; holding 1 decision,")
         {
             seen_holding = Some(began.elapsed());
         }
@@ -423,4 +423,91 @@ fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_stops() {
     assert_eq!(c.replicas("shop", "statefulsets", "payments-db"), 4);
     stop(b);
     assert_eq!(holder(&c), None, "b released the Lease");
+}
+
+/// An HPA and a KEDA ScaledObject on allowed workloads are named at start, one warning each;
+/// an HPA on a workload off the allow-list is not. With `on_conflict = "refuse"` the rules'
+/// decisions for such a workload are refused and counted, and nothing is written.
+#[test]
+fn other_autoscalers_on_allowed_workloads_are_named_at_start_and_refused_when_told() {
+    let c = Cluster::new(&[
+        ("shop", "statefulsets", "payments-db", 2),
+        ("shop", "deployments", "checkout", 2),
+        ("shop", "deployments", "cart", 2),
+        ("shop", "deployments", "web", 2),
+    ]);
+    c.server
+        .add_autoscaler("shop", "payments-db", "StatefulSet", "payments-db");
+    c.server
+        .add_scaled_object("shop", "cart", "Deployment", "cart");
+    c.server.add_autoscaler("shop", "web", "Deployment", "web");
+    let allow =
+        r#"["shop/statefulset/payments-db", "shop/deployment/checkout", "shop/deployment/cart"]"#;
+    let config = c.replica_config(
+        "pipeline.toml",
+        c.http,
+        c.telemetry,
+        DB_RULE,
+        allow,
+        "on_conflict = \"refuse\"",
+    );
+    let child = c.run(&config);
+    let gauge = "tracescale_scale_other_autoscalers{component=\"cluster\"}";
+    metrics_until(c.telemetry, "the autoscalers counted", |m| {
+        metric(m, gauge) == 2.0
+    });
+    // payments-db turns slow: the rule fires, and the exporter leaves the workload to its HPA.
+    for n in 1..=3 {
+        c.send(&request("payments-db", n, 500, "", ""));
+    }
+    metrics_until(c.telemetry, "the decision refused", |m| {
+        metric(
+            m,
+            "tracescale_scale_decisions_refused_total{component=\"cluster\",reason=\"other_autoscaler\"}",
+        ) >= 1.0
+    });
+    let out = stop_cleanly(child, Duration::from_secs(60));
+    assert!(c.server.writes().is_empty(), "{:?}", c.server.writes());
+    assert_eq!(c.replicas("shop", "statefulsets", "payments-db"), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("also scales"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(warnings.iter().any(|l| l.contains(
+        "HorizontalPodAutoscaler shop/payments-db also scales shop/statefulset/payments-db: its decisions are refused"
+    )), "{stderr}");
+    assert!(warnings.iter().any(|l| l.contains(
+        "KEDA ScaledObject shop/cart (through HorizontalPodAutoscaler shop/keda-hpa-cart) also scales shop/deployment/cart"
+    )), "{stderr}");
+    assert!(!stderr.contains("shop/web"), "{stderr}");
+}
+
+/// A Role without `list` on horizontalpodautoscalers: one INFO line says the check is skipped,
+/// and scaling goes on.
+#[test]
+fn without_permission_to_list_autoscalers_one_line_says_so_and_scaling_goes_on() {
+    let c = Cluster::new(&[("shop", "statefulsets", "payments-db", 2)]);
+    c.server.forbid_listing_autoscalers();
+    let child = c.run(&c.config(DB_RULE, r#"["shop/statefulset/payments-db"]"#));
+    for n in 1..=3 {
+        c.send(&request("payments-db", n, 500, "", ""));
+    }
+    eventually(Duration::from_secs(20), "the scale-up", || {
+        (c.replicas("shop", "statefulsets", "payments-db") == 3).then_some(())
+    });
+    let out = stop_cleanly(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("horizontalpodautoscalers"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("INFO"), "{stderr}");
+    assert!(
+        lines[0]
+            .contains("not checking for other autoscalers (HPA, KEDA) on the allowed workloads"),
+        "{stderr}"
+    );
 }

@@ -16,15 +16,18 @@ use crate::util::{repo, wait_with_limit};
 
 const BASE: &str = "examples/kubernetes/base";
 const LEADER_ELECTION: &str = "examples/kubernetes/leader-election";
+const KEDA: &str = "examples/kubernetes/keda";
 
 /// The objects `kubectl kustomize DIR` renders; None (after saying why) when kubectl is not
 /// installed and this is not CI.
 fn render(dir: &str) -> Option<&'static [Value]> {
     static BASE_OBJECTS: OnceLock<Option<Vec<Value>>> = OnceLock::new();
     static LEADER_ELECTION_OBJECTS: OnceLock<Option<Vec<Value>>> = OnceLock::new();
+    static KEDA_OBJECTS: OnceLock<Option<Vec<Value>>> = OnceLock::new();
     let cell = match dir {
         BASE => &BASE_OBJECTS,
         LEADER_ELECTION => &LEADER_ELECTION_OBJECTS,
+        KEDA => &KEDA_OBJECTS,
         other => panic!("no kustomization {other}"),
     };
     cell.get_or_init(|| kustomize(dir)).as_deref()
@@ -166,7 +169,8 @@ fn triples(list: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 }
 
 /// What the kubernetes exporter calls (its README, Permissions): the scale subresource of
-/// Deployments and StatefulSets, and Events.
+/// Deployments and StatefulSets, Events, and the list of HorizontalPodAutoscalers it reads at
+/// start to find other autoscalers.
 const EXPORTER: &[(&str, &str, &str)] = &[
     ("apps", "deployments/scale", "get"),
     ("apps", "deployments/scale", "patch"),
@@ -175,6 +179,7 @@ const EXPORTER: &[(&str, &str, &str)] = &[
     ("apps", "statefulsets/scale", "patch"),
     ("apps", "statefulsets/scale", "update"),
     ("", "events", "create"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
 ];
 
 /// And with `leader_election`, the Lease.
@@ -378,7 +383,7 @@ fn the_receiver_takes_its_token_from_the_secret_the_collector_sends() {
 
 #[test]
 fn the_service_monitor_and_budget_select_the_deployments_pods() {
-    for dir in [BASE, LEADER_ELECTION] {
+    for dir in [BASE, LEADER_ELECTION, KEDA] {
         let Some(objects) = render(dir) else { return };
         let deployment = one(objects, "Deployment");
         let pods = &pod_template(objects)["metadata"]["labels"];
@@ -560,5 +565,114 @@ fn metric_names_are_found_whole() {
     assert_eq!(
         metric_names("rate(tracescale_a_total{x=\"y\"}[5m]) / my_tracescale_b + tracescale_c"),
         ["tracescale_a_total", "tracescale_c"]
+    );
+}
+
+#[test]
+fn the_keda_variant_runs_the_keda_config_with_no_access_to_workloads() {
+    use tracescale_components::scaling::AllowPattern;
+    use tracescale_components::scaling::target::parse_workload;
+
+    let Some(objects) = render(KEDA) else { return };
+    for rbac in ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"] {
+        assert!(kind(objects, rbac).is_empty(), "no {rbac}: KEDA acts");
+    }
+    // The container runs configs/keda.toml, byte for byte, from the mounted ConfigMap.
+    let text = read("configs/keda.toml");
+    let configmap = pipeline_configmap(objects);
+    assert!(
+        configmap["data"]["keda.toml"].as_str() == Some(text.as_str()),
+        "the rendered keda.toml differs from configs/keda.toml"
+    );
+    let c = container(objects);
+    assert_eq!(
+        c["args"],
+        serde_json::json!(["run", "-c", "/etc/tracescale/keda.toml"])
+    );
+    if let Err(err) = tracescale_core::config::load_str(Path::new("configs/keda.toml"), &text) {
+        panic!("{}", err.render(false));
+    }
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let exporters = config["exporters"].as_table().unwrap();
+    assert_eq!(exporters.keys().collect::<Vec<_>>(), ["keda"]);
+    let exporter = &exporters["keda"];
+    // The exporter's port is the container's `keda` port, which the Service exposes.
+    let endpoint = exporter["endpoint"].as_str().unwrap();
+    let container_port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "keda")
+        .expect("a container port `keda`");
+    assert!(endpoint.ends_with(&format!(":{}", container_port["containerPort"])));
+    let service = one(objects, "Service");
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["targetPort"] == "keda")
+        .expect("the Service exposes the `keda` port");
+    let address = format!(
+        "{}.{}.svc.cluster.local:{}",
+        name(service),
+        str_of(&service["metadata"]["namespace"], "namespace"),
+        port["port"]
+    );
+    // Each ScaledObject asks tracescale about a workload it may answer for, in its namespace,
+    // with the bounds the exporter applies to it.
+    let allow: Vec<AllowPattern> = exporter["allow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| AllowPattern::parse(p.as_str().unwrap()).unwrap())
+        .collect();
+    let policy = &exporter["policy"];
+    let targets = exporter["targets"].as_array().unwrap();
+    let scaled = kind(objects, "ScaledObject");
+    assert_eq!(scaled.len(), 2);
+    let mut types = BTreeSet::new();
+    for so in scaled {
+        assert_eq!(so["apiVersion"], "keda.sh/v1alpha1");
+        let namespace = str_of(&so["metadata"]["namespace"], "namespace");
+        let triggers = so["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 1, "{}", name(so));
+        let trigger = &triggers[0];
+        types.insert(str_of(&trigger["type"], "type").to_string());
+        assert!(
+            trigger.get("metricType").is_none(),
+            "AverageValue, the default"
+        );
+        assert_eq!(trigger["metadata"]["scalerAddress"], address.as_str());
+        let target =
+            parse_workload(str_of(&trigger["metadata"]["target"], "target"), namespace).unwrap();
+        assert_eq!(target.namespace, namespace);
+        assert!(allow.iter().any(|p| p.matches(&target)), "{target}");
+        let reference = &so["spec"]["scaleTargetRef"];
+        assert_eq!(reference["name"], target.name.as_str());
+        let kind_of = reference["kind"].as_str().unwrap_or("Deployment");
+        assert_eq!(kind_of, target.kind);
+        let bound = |key: &str, default: i64| {
+            targets
+                .iter()
+                .find(|t| t["target"].as_str() == Some(target.to_string().as_str()))
+                .and_then(|t| t.get(key))
+                .or_else(|| policy.get(key))
+                .and_then(|v| v.as_integer())
+                .unwrap_or(default)
+        };
+        assert_eq!(
+            so["spec"]["minReplicaCount"],
+            bound("min_replicas", 1),
+            "{target}"
+        );
+        assert_eq!(
+            so["spec"]["maxReplicaCount"],
+            bound("max_replicas", 10),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        ["external", "external-push"]
     );
 }

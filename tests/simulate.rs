@@ -206,7 +206,10 @@ fn simulate_gives_the_same_figures_at_any_speed_and_under_cpu_load() {
     for entry in std::fs::read_dir("configs").unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.starts_with("scenario-") {
+        // Every scenario, and one slo_scaler file: that processor buckets spans by the second,
+        // so it also checks that a run cuts its seconds at the same simulated instants whenever
+        // it starts (the other slo files add run time, not coverage).
+        if !(name.starts_with("scenario-") || name == "slo-db-bottleneck.toml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();

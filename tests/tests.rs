@@ -8,15 +8,21 @@
 use tracescale_components as _;
 
 mod attribute;
+mod claims;
 mod cli;
 mod conformance;
 mod diagnostics;
 mod docs;
 mod fuzz_regressions;
 mod interop;
+mod keda;
 mod kubernetes;
+mod logs;
 mod package;
 mod reliability;
+mod reload;
 mod run;
+mod sharded;
 mod simulate;
+mod telemetry;
 mod util;

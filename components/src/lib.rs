@@ -16,6 +16,7 @@ pub mod tracetree;
 pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "debug"),
     ("exporter", "file"),
+    ("exporter", "keda"),
     ("exporter", "kubernetes"),
     ("exporter", "null"),
     ("exporter", "otlp"),

@@ -76,6 +76,17 @@ impl Health {
         }
     }
 
+    /// Forgets what the pipelines' components reported, keeping the engine's own entries
+    /// (`service/…`): a reload replaces the components, and a removed one must not linger in
+    /// `/readyz`.
+    pub fn forget_components(&self) {
+        self.inner
+            .components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| key.starts_with("service/"));
+    }
+
     /// A handle for one component to report through.
     pub fn handle(&self, key: impl Into<String>) -> HealthHandle {
         HealthHandle {

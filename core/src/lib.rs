@@ -16,6 +16,7 @@ pub mod testing;
 #[cfg(test)]
 mod test_components;
 pub mod topology;
+pub mod words;
 
 /// Re-exported so that components and custom distributions register with the same version.
 pub use inventory;

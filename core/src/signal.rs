@@ -159,6 +159,16 @@ impl ScaleChange {
     }
 }
 
+/// As people write a change: `+1`, `-2`, `to 8`.
+impl std::fmt::Display for ScaleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScaleChange::Step(n) => write!(f, "{n:+}"),
+            ScaleChange::To(n) => write!(f, "to {n}"),
+        }
+    }
+}
+
 /// Replica bounds the rule that fired asks the exporter to respect.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaLimits {

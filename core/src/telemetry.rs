@@ -36,9 +36,10 @@ use crate::signal::SignalKind;
 pub struct ComponentTelemetry {
     kind: ComponentKind,
     id: String,
-    received: [Counter; 2],
-    emitted: [Counter; 2],
-    failed: [Counter; 2],
+    /// By signal; `None` for a signal the component does not handle, which then has no series.
+    received: [Option<Counter>; 2],
+    emitted: [Option<Counter>; 2],
+    failed: [Option<Counter>; 2],
 }
 
 fn index(signal: SignalKind) -> usize {
@@ -49,40 +50,68 @@ fn index(signal: SignalKind) -> usize {
 }
 
 impl ComponentTelemetry {
-    /// Registers the counters of one component.
+    /// Registers the counters of one component, for every signal.
     pub fn new(kind: ComponentKind, id: &ComponentId) -> Self {
+        Self::for_signals(kind, id, &SignalKind::ALL, &SignalKind::ALL)
+    }
+
+    /// Registers the counters of one component for the signals it can receive (`received` and
+    /// `failed`) and pass on (`emitted`) only, so that `/metrics` has no series for a signal it
+    /// can never see, such as traces at an exporter of decisions.
+    pub fn for_signals(
+        kind: ComponentKind,
+        id: &ComponentId,
+        takes: &[SignalKind],
+        emits: &[SignalKind],
+    ) -> Self {
         let id = id.to_string();
-        let make = |what: &str| {
+        let make = |what: &str, signals: &[SignalKind]| {
             SignalKind::ALL.map(|signal| {
-                metrics::counter!(
-                    format!("tracescale_{kind}_{what}_total"),
-                    "component" => id.clone(),
-                    "signal" => signal.as_str()
-                )
+                signals.contains(&signal).then(|| {
+                    metrics::counter!(
+                        format!("tracescale_{kind}_{what}_total"),
+                        "component" => id.clone(),
+                        "signal" => signal.as_str()
+                    )
+                })
             })
         };
         Self {
             kind,
-            received: make("received"),
-            emitted: make("emitted"),
-            failed: make("failed"),
+            received: make("received", takes),
+            emitted: make("emitted", emits),
+            failed: make("failed", takes),
             id,
+        }
+    }
+
+    /// Counts on the registered counter of `signal`, or, for a signal the component was not
+    /// expected to handle, on one looked up now: nothing counted is lost.
+    fn count(&self, slot: &Option<Counter>, what: &str, signal: SignalKind, items: usize) {
+        match slot {
+            Some(counter) => counter.increment(items as u64),
+            None => metrics::counter!(
+                format!("tracescale_{}_{what}_total", self.kind),
+                "component" => self.id.clone(),
+                "signal" => signal.as_str()
+            )
+            .increment(items as u64),
         }
     }
 
     /// Counts items that reached the component.
     pub fn received(&self, signal: SignalKind, items: usize) {
-        self.received[index(signal)].increment(items as u64);
+        self.count(&self.received[index(signal)], "received", signal, items);
     }
 
     /// Counts items the component passed on or sent.
     pub fn emitted(&self, signal: SignalKind, items: usize) {
-        self.emitted[index(signal)].increment(items as u64);
+        self.count(&self.emitted[index(signal)], "emitted", signal, items);
     }
 
     /// Counts items in batches that failed.
     pub fn failed(&self, signal: SignalKind, items: usize) {
-        self.failed[index(signal)].increment(items as u64);
+        self.count(&self.failed[index(signal)], "failed", signal, items);
     }
 
     /// Counts dropped items with a reason (`queue_full`, `invalid_span`, …). Drops are the rare
@@ -106,6 +135,108 @@ impl ComponentTelemetry {
     }
 }
 
+/// HELP text for `/metrics`: each `(name, text)` of `counters`, `gauges` and `histograms`.
+/// Components call it where they register their metrics; describing twice is harmless.
+pub fn describe(
+    counters: &[(&'static str, &'static str)],
+    gauges: &[(&'static str, &'static str)],
+    histograms: &[(&'static str, &'static str)],
+) {
+    for &(name, help) in counters {
+        metrics::describe_counter!(name, help);
+    }
+    for &(name, help) in gauges {
+        metrics::describe_gauge!(name, help);
+    }
+    for &(name, help) in histograms {
+        metrics::describe_histogram!(name, help);
+    }
+}
+
+/// The engine's own metrics.
+fn describe_engine() {
+    describe(
+        &[
+            (
+                "tracescale_receiver_received_total",
+                "Items (spans or decisions) a receiver read, by component and signal.",
+            ),
+            (
+                "tracescale_receiver_emitted_total",
+                "Items a receiver passed into its pipelines.",
+            ),
+            (
+                "tracescale_receiver_dropped_total",
+                "Items a receiver dropped, by reason (queue_full, refused_memory_limit, invalid_span, ...).",
+            ),
+            (
+                "tracescale_receiver_failed_total",
+                "Items in batches a receiver failed to hand on.",
+            ),
+            (
+                "tracescale_processor_received_total",
+                "Items that reached a processor, by component and signal.",
+            ),
+            (
+                "tracescale_processor_emitted_total",
+                "Items a processor passed on.",
+            ),
+            (
+                "tracescale_processor_dropped_total",
+                "Items dropped at a processor, by reason.",
+            ),
+            (
+                "tracescale_processor_failed_total",
+                "Items in batches a processor failed.",
+            ),
+            (
+                "tracescale_exporter_received_total",
+                "Items that reached an exporter, by component and signal.",
+            ),
+            (
+                "tracescale_exporter_emitted_total",
+                "Items an exporter sent.",
+            ),
+            (
+                "tracescale_exporter_dropped_total",
+                "Items dropped in front of or by an exporter, by reason (queue_full, shutdown_deadline, ...).",
+            ),
+            (
+                "tracescale_exporter_failed_total",
+                "Items in batches an exporter failed to send.",
+            ),
+            (
+                "tracescale_config_reloads_total",
+                "Reloads of the pipeline file (SIGHUP), by result: ok, invalid (nothing changed), failed (the previous file runs again).",
+            ),
+        ],
+        &[
+            ("tracescale_queue_depth", "Batches in a bounded queue."),
+            (
+                "tracescale_queue_capacity",
+                "Batches a bounded queue holds at most.",
+            ),
+            (
+                "tracescale_queue_items",
+                "Items (spans or decisions) in a bounded queue.",
+            ),
+            (
+                "tracescale_queue_items_capacity",
+                "Items a bounded queue holds at most.",
+            ),
+            (
+                "tracescale_process_resident_memory_bytes",
+                "Resident memory of the process, read by the memory limiter.",
+            ),
+            (
+                "tracescale_memory_limiter_level",
+                "0 normal, 1 refusing new data (soft limit), 2 not ready (hard limit).",
+            ),
+        ],
+        &[],
+    );
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder, once, and returns the
@@ -120,6 +251,7 @@ pub fn install() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
+            describe_engine();
             handle
         })
         .clone()

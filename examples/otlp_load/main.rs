@@ -63,8 +63,9 @@ fn parse_args() -> Args {
     args
 }
 
-/// Gives every span of `request` a span id no other request has, as a real client's spans
-/// would, so that a collector that remembers span ids sees no repeats.
+/// Gives every span of `request` a trace and span id no other request has, as a real
+/// client's spans would, so that a collector that remembers span ids or assembles traces sees
+/// no repeats.
 fn renumber(request: &mut ExportTraceServiceRequest, n: u64) {
     let spans = request
         .resource_spans
@@ -72,8 +73,15 @@ fn renumber(request: &mut ExportTraceServiceRequest, n: u64) {
         .flat_map(|r| &mut r.scope_spans)
         .flat_map(|s| &mut s.spans);
     for span in spans {
-        for (byte, x) in span.span_id.iter_mut().zip(n.to_le_bytes()) {
-            *byte ^= x;
+        // The parent too, or the trace falls apart; a root's empty parent stays empty.
+        for id in [
+            &mut span.span_id,
+            &mut span.parent_span_id,
+            &mut span.trace_id,
+        ] {
+            for (byte, x) in id.iter_mut().zip(n.to_le_bytes()) {
+                *byte ^= x;
+            }
         }
     }
 }

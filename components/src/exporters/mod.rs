@@ -2,6 +2,7 @@
 
 pub mod debug;
 pub mod file;
+pub mod keda;
 pub mod kubernetes;
 pub mod null;
 pub mod otlp;

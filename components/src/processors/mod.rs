@@ -2,6 +2,7 @@
 
 pub mod hstree;
 pub mod latency_rules;
+pub mod probabilistic_sampler;
 pub mod slo_scaler;
 
 use tracescale_core::component::Emitter;
@@ -18,7 +19,7 @@ pub(crate) fn emit_decisions(component: &str, decisions: Vec<Decision>, out: &mu
             component,
             rule = %d.rule,
             target = %d.target,
-            change = ?d.change,
+            change = %d.change,
             reason = %d.reason,
             "scale decision"
         );

@@ -107,6 +107,21 @@ impl AllowList {
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+
+    /// The namespaces the patterns name, sorted and once each; `None` when a pattern covers
+    /// every namespace (`*/…`).
+    pub fn namespaces(&self) -> Option<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.patterns {
+            match &p.segments[0] {
+                Segment::Any => return None,
+                Segment::Exact(ns) => out.push(ns.clone()),
+            }
+        }
+        out.sort();
+        out.dedup();
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +135,18 @@ mod tests {
             name: name.into(),
             namespace: ns.into(),
         }
+    }
+
+    #[test]
+    fn namespaces_are_listed_unless_a_pattern_covers_them_all() {
+        let list = AllowList::new(vec![
+            AllowPattern::parse("shop/deployment/checkout").unwrap(),
+            AllowPattern::parse("db/statefulset/*").unwrap(),
+            AllowPattern::parse("shop/deployment/*").unwrap(),
+        ]);
+        assert_eq!(list.namespaces(), Some(vec!["db".into(), "shop".into()]));
+        let all = AllowList::new(vec![AllowPattern::parse("*/deployment/web").unwrap()]);
+        assert_eq!(all.namespaces(), None);
     }
 
     #[test]

@@ -8,19 +8,21 @@
 pub mod allow;
 pub mod policy;
 pub mod target;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use metrics::Counter;
 use serde::Deserialize;
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, HumanDuration};
 use tracescale_core::signal::{Decision, Target};
+use tracescale_core::words::count;
 
 pub use allow::{AllowList, AllowPattern};
 pub use policy::{DirectionPolicy, Hold, Plan, Policy, TargetState};
+pub use telemetry::ScaleMetrics;
 
 /// Most distinct targets one exporter keeps state for (`max_targets` upper bound).
 pub const MAX_TARGETS: usize = 100_000;
@@ -272,6 +274,9 @@ pub enum Refusal {
     /// Another replica holds the leader-election Lease, or this one has just taken it over
     /// and waits out the previous leader's cooldowns.
     Standby,
+    /// Another autoscaler (an HPA, or KEDA through one) scales the workload, and the exporter
+    /// is set to leave such workloads alone.
+    OtherAutoscaler,
 }
 
 impl Refusal {
@@ -282,15 +287,17 @@ impl Refusal {
             Refusal::Stale => "stale",
             Refusal::TooManyTargets => "too_many_targets",
             Refusal::Standby => "standby",
+            Refusal::OtherAutoscaler => "other_autoscaler",
         }
     }
 
     /// Every reason, for registering metrics up front.
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::NotAllowed,
         Refusal::Stale,
         Refusal::TooManyTargets,
         Refusal::Standby,
+        Refusal::OtherAutoscaler,
     ];
 }
 
@@ -383,166 +390,23 @@ impl Scaler {
     }
 }
 
-/// The metrics every scale exporter exports, registered once.
-#[derive(Clone)]
-pub struct ScaleMetrics {
-    component: String,
-    refused: HashMap<Refusal, Counter>,
-    held: HashMap<Hold, Counter>,
-    changes_up: Counter,
-    changes_down: Counter,
-    superseded: Counter,
-    event_failures: Counter,
-}
-
-impl ScaleMetrics {
-    /// Registers the counters of the exporter `component`.
-    pub fn new(component: &str) -> Self {
-        let refused = Refusal::ALL
-            .into_iter()
-            .map(|r| {
-                let c = metrics::counter!(
-                    "tracescale_scale_decisions_refused_total",
-                    "component" => component.to_string(),
-                    "reason" => r.as_str()
-                );
-                (r, c)
-            })
-            .collect();
-        let held = Hold::ALL
-            .into_iter()
-            .map(|h| {
-                let c = metrics::counter!(
-                    "tracescale_scale_decisions_held_total",
-                    "component" => component.to_string(),
-                    "reason" => h.as_str()
-                );
-                (h, c)
-            })
-            .collect();
-        let change = |direction: &'static str| {
-            metrics::counter!(
-                "tracescale_scale_changes_total",
-                "component" => component.to_string(),
-                "direction" => direction
-            )
-        };
-        Self {
-            component: component.to_string(),
-            refused,
-            held,
-            changes_up: change("up"),
-            changes_down: change("down"),
-            superseded: metrics::counter!(
-                "tracescale_scale_decisions_superseded_total",
-                "component" => component.to_string()
-            ),
-            event_failures: metrics::counter!(
-                "tracescale_scale_event_failures_total",
-                "component" => component.to_string()
-            ),
-        }
-    }
-
-    /// Counts a refused decision.
-    pub fn refused(&self, r: Refusal) {
-        if let Some(c) = self.refused.get(&r) {
-            c.increment(1);
-        }
-    }
-
-    /// Counts a held decision.
-    pub fn held(&self, h: Hold) {
-        if let Some(c) = self.held.get(&h) {
-            c.increment(1);
-        }
-    }
-
-    /// Counts a change (applied, or in dry run what would have been) and publishes the
-    /// target's replicas.
-    pub fn changed(&self, target: &Target, from: u32, to: u32) {
-        if to > from {
-            self.changes_up.increment(1);
-        } else {
-            self.changes_down.increment(1);
-        }
-        self.replicas(target, to, to);
-    }
-
-    /// Counts a vertical change (container resources set).
-    pub fn resized(&self) {
-        metrics::counter!(
-            "tracescale_scale_resizes_total",
-            "component" => self.component.clone()
-        )
-        .increment(1);
-    }
-
-    /// Counts a decision replaced by a newer one for the same target before it was applied.
-    pub fn superseded(&self) {
-        self.superseded.increment(1);
-    }
-
-    /// Counts an Event that could not be recorded (the change itself was applied).
-    pub fn failed_event(&self) {
-        self.event_failures.increment(1);
-    }
-
-    /// Counts a retried API call, by reason (`conflict`, `unavailable`).
-    pub fn retried(&self, reason: &'static str) {
-        metrics::counter!(
-            "tracescale_scale_api_retries_total",
-            "component" => self.component.clone(),
-            "reason" => reason
-        )
-        .increment(1);
-    }
-
-    /// Counts a failed decision, by reason (`forbidden`, `not_found`, `unreachable`, …).
-    /// Failures are rare; the labelled counter is looked up per call.
-    pub fn failed(&self, reason: &'static str) {
-        metrics::counter!(
-            "tracescale_scale_decisions_failed_total",
-            "component" => self.component.clone(),
-            "reason" => reason
-        )
-        .increment(1);
-    }
-
-    /// Publishes the replicas a target has and the replicas last asked for. The label set is
-    /// bounded by `max_targets`.
-    pub fn replicas(&self, target: &Target, current: u32, desired: u32) {
-        let t = target.to_string();
-        metrics::gauge!(
-            "tracescale_scale_current_replicas",
-            "component" => self.component.clone(),
-            "target" => t.clone()
-        )
-        .set(f64::from(current));
-        metrics::gauge!(
-            "tracescale_scale_desired_replicas",
-            "component" => self.component.clone(),
-            "target" => t
-        )
-        .set(f64::from(desired));
-    }
-}
-
 /// One sentence for the Event and the log: what changed, which rule, and what it saw.
 pub fn explain(d: &Decision, from: u32, to: u32, limited: Option<Hold>) -> String {
     let dir = if to > from { "up" } else { "down" };
     let e = &d.evidence;
     let mut s = format!(
-        "scaled {dir} from {from} to {to} replicas: rule {:?}: {}",
-        d.rule, d.reason
+        "scaled {dir} from {from} to {}: rule {:?}: {}",
+        count(to, "replica"),
+        d.rule,
+        d.reason
     );
     if e.window_count > 0 {
         let _ = write!(
             s,
-            " (window {:?}: {} of {} spans breached; p50 {:.1}ms, p95 {:.1}ms, p99 {:.1}ms",
+            " (window {:?}: {} of {} breached; p50 {:.1}ms, p95 {:.1}ms, p99 {:.1}ms",
             e.window,
             e.breaches,
-            e.window_count,
+            count(e.window_count, "span"),
             e.p50.as_secs_f64() * 1e3,
             e.p95.as_secs_f64() * 1e3,
             e.p99.as_secs_f64() * 1e3
@@ -653,5 +517,11 @@ mod tests {
         assert!(s.contains("25 of 40 spans breached"), "{s}");
         assert!(s.contains("p99 412.0ms"), "{s}");
         assert!(s.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{s}");
+        // Plurals as people write them.
+        d.evidence.window_count = 1;
+        d.evidence.breaches = 1;
+        let s = explain(&d, 2, 1, None);
+        assert!(s.starts_with("scaled down from 2 to 1 replica: "), "{s}");
+        assert!(s.contains("1 of 1 span breached"), "{s}");
     }
 }

@@ -40,7 +40,7 @@ pub use crate::health::HealthHandle;
 pub use crate::telemetry::ComponentTelemetry;
 pub use crate::topology::output::{Output, SendError, TrySendError};
 
-use crate::signal::{Signal, Target};
+use crate::signal::{Signal, SignalKind, Target};
 
 /// The three kinds of component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -133,6 +133,13 @@ pub trait Processor: Send {
     /// when no exporter of the pipeline would act on one of them.
     fn scale_targets(&self) -> Vec<(String, Target)> {
         Vec::new()
+    }
+
+    /// The signals this instance passes on, when its config narrows what its factory declares
+    /// it emits (a processor told to consume its traces). `None`, the default: all of them.
+    /// The config loader warns about an exporter that then receives nothing.
+    fn emits(&self) -> Option<Vec<SignalKind>> {
+        None
     }
 
     /// A look at the batches receivers refuse while this processor's pipeline is full or the

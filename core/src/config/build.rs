@@ -11,6 +11,7 @@ use toml::de::DeValue;
 
 use super::diagnostic::{Diagnostic, suggest};
 use super::env;
+use super::recover::{self, Fill};
 use super::{ComponentId, ConfigError};
 use crate::component::{ComponentKind, Exporter, Processor, Receiver};
 use crate::registry::{Build, ComponentFactory};
@@ -51,6 +52,12 @@ pub struct BuildContext<'a> {
     table: &'a Spanned<DeValue<'a>>,
     dir: Option<&'a Path>,
     warnings: RefCell<Vec<Diagnostic>>,
+    /// The placeholders [`BuildContext::parse`] repairs mistakes with.
+    fill: Fill,
+    /// Mistakes `parse` found and repaired, so that the component's own checks could run.
+    recovered: RefCell<Vec<Diagnostic>>,
+    /// Key paths whose values `parse` replaced with placeholders.
+    patched: RefCell<Vec<String>>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -65,6 +72,18 @@ impl<'a> BuildContext<'a> {
             table,
             dir: None,
             warnings: RefCell::new(Vec::new()),
+            fill: Fill::Small,
+            recovered: RefCell::new(Vec::new()),
+            patched: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A fresh context for the same table, repairing with other placeholders.
+    fn refilled(&self) -> Self {
+        Self {
+            dir: self.dir,
+            fill: Fill::Large,
+            ..Self::new(self.id, self.kind, self.table)
         }
     }
 
@@ -92,11 +111,37 @@ impl<'a> BuildContext<'a> {
     }
 
     /// Deserializes the component's table. Unknown keys, wrong types and bad values come back as
-    /// diagnostics naming the key path, with a suggestion for misspelt keys.
+    /// diagnostics naming the key path, with a suggestion for misspelt keys; all of them, not
+    /// only the first.
+    ///
+    /// When the table has mistakes that could be repaired (an unknown key left out, a value of
+    /// the wrong type replaced by a placeholder), this returns the repaired value so that the
+    /// component's own checks can report what else is wrong; the build then fails with every
+    /// diagnostic, and the component is never run.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, BuildError> {
-        T::deserialize(self.table.clone().into_deserializer()).map_err(|err| BuildError {
-            diagnostics: vec![de_error(&err, self.table, &self.prefix())],
-        })
+        let recovered = recover::deserialize_all::<T>(self.table, &self.prefix(), self.fill);
+        match recovered.value {
+            Some(value) => {
+                if !recovered.diagnostics.is_empty() {
+                    self.recovered.borrow_mut().extend(recovered.diagnostics);
+                    self.patched.borrow_mut().extend(recovered.patched);
+                }
+                Ok(value)
+            }
+            None if recovered.diagnostics.is_empty() => {
+                // Only when the repairs ran out: report serde's own first error.
+                let err = T::deserialize(self.table.clone().into_deserializer()).err();
+                Err(BuildError {
+                    diagnostics: err
+                        .map(|e| de_error(&e, self.table, &self.prefix()))
+                        .into_iter()
+                        .collect(),
+                })
+            }
+            None => Err(BuildError {
+                diagnostics: recovered.diagnostics,
+            }),
+        }
     }
 
     /// An error about the value at `key` (a path inside the component's table, such as `max` or
@@ -180,10 +225,85 @@ pub(crate) fn de_error(
         Diagnostic::error(format!("{path}: missing required key `{key}`"))
             .with_label(format!("add `{key} = …` to this table"))
     } else {
-        Diagnostic::error(format!("{path}: {message}"))
+        Diagnostic::error(format!("{path}: {}", plain_words(message)))
     };
     d.span = Some(span);
     d
+}
+
+/// serde's "invalid type: string \"ten\", expected usize" in the words of the file's reader:
+/// "expected a whole number, found the string \"ten\"". Other messages pass unchanged.
+pub(crate) fn plain_words(message: &str) -> String {
+    let (rest, out_of_range) = match (
+        message.strip_prefix("invalid type: "),
+        message.strip_prefix("invalid value: "),
+    ) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return message.to_string(),
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let (expected, found) = (expected.trim(), found.trim());
+    // A negative number where only 0 or more fits says so; a number too large names the bound.
+    let negative = found.contains("`-");
+    format!(
+        "expected {}, found {}",
+        expected_words(expected, out_of_range, negative),
+        found_words(found)
+    )
+}
+
+fn expected_words(expected: &str, out_of_range: bool, negative: bool) -> String {
+    let unsigned = |max: &str| {
+        if !out_of_range {
+            "a whole number".to_string()
+        } else if negative || max.is_empty() {
+            "a whole number (0 or more)".to_string()
+        } else {
+            format!("a whole number from 0 to {max}")
+        }
+    };
+    match expected {
+        "u8" => unsigned("255"),
+        "u16" => unsigned("65535"),
+        "u32" => unsigned("4294967295"),
+        "u64" | "u128" | "usize" => unsigned(""),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a sequence" => "a list".to_string(),
+        "a map" => "a table".to_string(),
+        "socket address" => "an address such as \"127.0.0.1:4317\"".to_string(),
+        "path string" => "a path".to_string(),
+        "a character" | "char" => "a single character".to_string(),
+        e if e.starts_with("struct ") => "a table".to_string(),
+        e if e.starts_with("enum ") => "a string".to_string(),
+        e => e.to_string(),
+    }
+}
+
+fn found_words(found: &str) -> String {
+    let ticked = |prefix: &str| {
+        found
+            .strip_prefix(prefix)
+            .map(|v| v.trim().trim_matches('`').to_string())
+    };
+    if let Some(s) = found.strip_prefix("string ") {
+        return format!("the string {s}");
+    }
+    if let Some(v) = ticked("integer ")
+        .or_else(|| ticked("floating point "))
+        .or_else(|| ticked("boolean "))
+    {
+        return v;
+    }
+    match found {
+        "sequence" => "a list".to_string(),
+        "map" => "a table".to_string(),
+        f => f.to_string(),
+    }
 }
 
 fn unknown_choice(message: String, unknown: &str, valid: &[&str], what: &str) -> Diagnostic {
@@ -301,10 +421,41 @@ pub fn build_from_toml(
 }
 
 /// Builds a component of any kind through its factory.
+///
+/// When [`BuildContext::parse`] repaired mistakes, the component is built a second time with
+/// other placeholders, and only what its own checks report both times, about keys that were
+/// not repaired, is kept: a complaint caused by a placeholder would mislead.
 pub(crate) fn build_component(
     factory: &ComponentFactory,
     ctx: &BuildContext<'_>,
 ) -> Result<Built, BuildError> {
+    let first = build_once(factory, ctx);
+    let structural = ctx.recovered.take();
+    if structural.is_empty() {
+        return first;
+    }
+    let patched = ctx.patched.take();
+    let prefix = ctx.prefix();
+    let again = ctx.refilled();
+    let second = build_once(factory, &again);
+    let keep = |d: &Diagnostic, other: &[Diagnostic]| {
+        other.contains(d)
+            && !patched
+                .iter()
+                .any(|p| recover::is_about(&d.message, &prefix, p))
+    };
+    let errors = |r: Result<Built, BuildError>| r.err().map(|e| e.diagnostics).unwrap_or_default();
+    let (first, second) = (errors(first), errors(second));
+    let (warnings, other_warnings) = (ctx.take_warnings(), again.take_warnings());
+    ctx.warnings
+        .borrow_mut()
+        .extend(warnings.into_iter().filter(|w| keep(w, &other_warnings)));
+    let mut diagnostics = structural;
+    diagnostics.extend(first.into_iter().filter(|d| keep(d, &second)));
+    Err(BuildError { diagnostics })
+}
+
+fn build_once(factory: &ComponentFactory, ctx: &BuildContext<'_>) -> Result<Built, BuildError> {
     Ok(match factory.build {
         Build::Receiver(f) => Built::Receiver(f(ctx)?),
         Build::Processor(f) => Built::Processor(f(ctx)?),

@@ -94,6 +94,18 @@ impl ConfigError {
         }
     }
 
+    /// A file that could not be read.
+    pub fn cannot_read(path: &Path, err: &std::io::Error) -> Self {
+        Self::new(
+            path,
+            String::new(),
+            vec![Diagnostic::error(format!(
+                "cannot read {}: {err}",
+                path.display()
+            ))],
+        )
+    }
+
     /// The file that failed.
     pub fn path(&self) -> &Path {
         &self.path
@@ -104,6 +116,16 @@ impl ConfigError {
         &self.diagnostics
     }
 
+    /// How many of the diagnostics are errors.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// How many of the diagnostics are warnings.
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
     /// Renders every diagnostic as a compiler would: file:line:col, the line, a caret.
     pub fn render(&self, color: bool) -> String {
         render(&self.path, &self.source, &self.diagnostics, color)
@@ -112,7 +134,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let errors = self.diagnostics.iter().filter(|d| d.is_error()).count();
+        let errors = self.error_count();
         write!(
             f,
             "{} has {errors} error{}",

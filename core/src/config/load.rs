@@ -11,9 +11,11 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::build::{BuildContext, Built, build_component, de_error};
 use super::diagnostic::{ConfigError, Diagnostic, suggest, syntax_error};
 use super::env::{self, Env, ProcessEnv};
+use super::recover::{Fill, deserialize_all};
 use super::{ComponentId, Config, ExporterSpec, ReceiverSpec, ServiceConfig, WhenFull};
 use crate::component::ComponentKind;
 use crate::registry::{self, ComponentFactory};
+use crate::signal::SignalKind;
 
 mod pipeline;
 
@@ -36,14 +38,7 @@ const MAX_QUEUE_ITEMS: usize = 1 << 28;
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(path, &text),
-        Err(err) => Err(ConfigError::new(
-            path,
-            String::new(),
-            vec![Diagnostic::error(format!(
-                "cannot read {}: {err}",
-                path.display()
-            ))],
-        )),
+        Err(err) => Err(ConfigError::cannot_read(path, &err)),
     }
 }
 
@@ -62,8 +57,10 @@ pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Co
     diags.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match outcome {
         Some(mut config) if !diags.iter().any(Diagnostic::is_error) => {
+            config.source = text.to_string();
             if !diags.is_empty() {
                 config.warnings = super::diagnostic::render(path, text, &diags, false);
+                config.warning_count = diags.len();
             }
             Ok(config)
         }
@@ -112,10 +109,28 @@ struct Entry<'a> {
     queue_size: usize,
     queue_items: usize,
     when_full: WhenFull,
+    /// An exporter's `signals`: the signals it gets, out of those its type takes.
+    signals: Option<Vec<SignalKind>>,
     built: Option<Built>,
     /// Building it failed; its diagnostics are already reported.
     failed: bool,
     used: bool,
+}
+
+impl Entry<'_> {
+    /// The signals the component takes: its type's, narrowed by an exporter's `signals`.
+    fn takes(&self) -> Vec<SignalKind> {
+        match &self.signals {
+            Some(signals) => self
+                .factory
+                .takes
+                .iter()
+                .copied()
+                .filter(|s| signals.contains(s))
+                .collect(),
+            None => self.factory.takes.to_vec(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -124,6 +139,7 @@ struct EngineExporterKeys {
     queue_size: Option<usize>,
     queue_items: Option<usize>,
     when_full: Option<WhenFull>,
+    signals: Option<Vec<SignalKind>>,
 }
 
 struct Loader {
@@ -184,30 +200,18 @@ impl Loader {
         }
 
         let service = match top.get("service") {
-            Some(value) => match ServiceConfig::deserialize(value.clone().into_deserializer()) {
-                Ok(s) => {
-                    if let (Some(limit), Some(spike)) = (s.memory_limit, s.memory_spike_limit)
-                        && spike.bytes() >= limit.bytes()
-                    {
-                        let span = super::build::span_of(value, "memory_spike_limit")
-                            .unwrap_or_else(|| value.span());
-                        self.error(
-                            span,
-                            "service.memory_spike_limit: must be less than `memory_limit`: the soft limit is their difference",
-                        );
+            Some(value) => {
+                let recovered = deserialize_all::<ServiceConfig>(value, "service", Fill::Small);
+                let clean = recovered.diagnostics.is_empty();
+                self.diags.extend(recovered.diagnostics);
+                match recovered.value {
+                    Some(s) if clean => {
+                        self.check_memory_limits(&s, value);
+                        s
                     }
-                    if s.memory_limit.is_some_and(|l| l.bytes() < 16 * 1024 * 1024) {
-                        let span = super::build::span_of(value, "memory_limit")
-                            .unwrap_or_else(|| value.span());
-                        self.error(span, "service.memory_limit: must be at least 16MiB");
-                    }
-                    s
+                    _ => ServiceConfig::default(),
                 }
-                Err(err) => {
-                    self.diags.push(de_error(&err, value, "service"));
-                    ServiceConfig::default()
-                }
-            },
+            }
             None => ServiceConfig::default(),
         };
 
@@ -255,6 +259,7 @@ impl Loader {
         let mut receivers = Vec::new();
         let mut exporters = Vec::new();
         for entry in entries.into_iter().filter(|e| e.used) {
+            let signals = entry.takes();
             match entry.built {
                 Some(Built::Receiver(instance)) => receivers.push(ReceiverSpec {
                     id: entry.id,
@@ -262,6 +267,7 @@ impl Loader {
                     instance,
                 }),
                 Some(Built::Exporter(instance)) => exporters.push(ExporterSpec {
+                    signals,
                     id: entry.id,
                     factory: entry.factory,
                     instance,
@@ -279,7 +285,65 @@ impl Loader {
             exporters,
             pipelines,
             warnings: String::new(),
+            warning_count: 0,
+            source: String::new(),
         })
+    }
+
+    /// An exporter's `signals`, checked against what its type takes: not empty, and none it
+    /// cannot take.
+    fn exporter_signals(
+        &mut self,
+        prefix: &str,
+        factory: &ComponentFactory,
+        signals: Option<Vec<SignalKind>>,
+        engine: &Spanned<DeValue<'_>>,
+    ) -> Option<Vec<SignalKind>> {
+        let signals = signals?;
+        let span = super::build::span_of(engine, "signals").unwrap_or_else(|| engine.span());
+        let takes: Vec<&str> = factory.takes.iter().map(|s| s.as_str()).collect();
+        if signals.is_empty() {
+            self.error(
+                span,
+                format!(
+                    "{prefix}.signals: must name at least one signal ({}); leave the exporter out of the pipeline instead",
+                    takes.join(", ")
+                ),
+            );
+            return None;
+        }
+        for s in &signals {
+            if !factory.takes.contains(s) {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "{prefix}.signals: a `{}` exporter cannot take {s} (it takes {})",
+                        factory.type_name,
+                        takes.join(", ")
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(signals)
+    }
+
+    /// The memory limits of `[service]`, which only make sense together.
+    fn check_memory_limits(&mut self, s: &ServiceConfig, value: &Spanned<DeValue<'_>>) {
+        if let (Some(limit), Some(spike)) = (s.memory_limit, s.memory_spike_limit)
+            && spike.bytes() >= limit.bytes()
+        {
+            let span =
+                super::build::span_of(value, "memory_spike_limit").unwrap_or_else(|| value.span());
+            self.error(
+                span,
+                "service.memory_spike_limit: must be less than `memory_limit`: the soft limit is their difference",
+            );
+        }
+        if s.memory_limit.is_some_and(|l| l.bytes() < 16 * 1024 * 1024) {
+            let span = super::build::span_of(value, "memory_limit").unwrap_or_else(|| value.span());
+            self.error(span, "service.memory_limit: must be at least 16MiB");
+        }
     }
 
     fn section<'a>(
@@ -352,17 +416,31 @@ impl Loader {
 
             let (mut queue_size, mut queue_items, mut when_full) =
                 (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_ITEMS, WhenFull::default());
+            let mut signals = None;
             if kind == ComponentKind::Exporter {
                 let mut engine = DeTable::new();
-                for k in ["queue_size", "queue_items", "when_full"] {
+                for k in ["queue_size", "queue_items", "when_full", "signals"] {
                     if let Some((k, v)) = component.remove_entry(k) {
                         engine.insert(k, v);
                     }
                 }
                 let engine = Spanned::new(value.span(), DeValue::Table(engine));
-                match EngineExporterKeys::deserialize(engine.clone().into_deserializer()) {
-                    Ok(keys) => {
+                let recovered = deserialize_all::<EngineExporterKeys>(
+                    &engine,
+                    &format!("{name}.{id}"),
+                    Fill::Small,
+                );
+                let clean = recovered.diagnostics.is_empty();
+                self.diags.extend(recovered.diagnostics);
+                match recovered.value {
+                    Some(keys) if clean => {
                         when_full = keys.when_full.unwrap_or_default();
+                        signals = self.exporter_signals(
+                            &format!("{name}.{id}"),
+                            factory,
+                            keys.signals,
+                            &engine,
+                        );
                         let limits = [
                             (
                                 "queue_size",
@@ -395,9 +473,7 @@ impl Loader {
                             }
                         }
                     }
-                    Err(err) => self
-                        .diags
-                        .push(de_error(&err, &engine, &format!("{name}.{id}"))),
+                    _ => {}
                 }
             }
 
@@ -410,6 +486,7 @@ impl Loader {
                 queue_size,
                 queue_items,
                 when_full,
+                signals,
                 built: None,
                 failed: false,
                 used: false,

@@ -11,6 +11,7 @@ mod document;
 mod env;
 mod introspect;
 mod load;
+mod recover;
 mod units;
 
 use std::fmt;
@@ -129,12 +130,25 @@ impl LogLevel {
     }
 }
 
+/// How log lines are written, for `[service] log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// The `[service]` table: how the engine itself runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// Log verbosity: trace, debug, info, warn, error or off. `RUST_LOG` overrides it.
     pub log_level: LogLevel,
+    /// `text` (one line for people) or `json` (one object per line, for log collectors).
+    pub log_format: LogFormat,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, or `"off"`. Port 0 picks a free
     /// port (the chosen address is logged).
     #[serde(deserialize_with = "telemetry_address")]
@@ -149,6 +163,28 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The keys whose change a reload cannot apply (the telemetry listener, the memory limiter
+    /// and logging are set up once, at start), changed between `self` and `new`.
+    pub fn restart_only_changes(&self, new: &ServiceConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.log_level != new.log_level {
+            changed.push("log_level");
+        }
+        if self.log_format != new.log_format {
+            changed.push("log_format");
+        }
+        if self.telemetry_address != new.telemetry_address {
+            changed.push("telemetry_address");
+        }
+        if self.memory_limit != new.memory_limit {
+            changed.push("memory_limit");
+        }
+        if self.memory_spike_limit != new.memory_spike_limit {
+            changed.push("memory_spike_limit");
+        }
+        changed
+    }
+
     /// The memory limiter's levels, if a limit is set.
     pub fn memory_limits(&self) -> Option<crate::memory::Limits> {
         let hard = self.memory_limit?.bytes();
@@ -167,6 +203,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             telemetry_address: Some(SocketAddr::from(([127, 0, 0, 1], 8888))),
             shutdown_deadline: HumanDuration::from_secs(10),
             memory_limit: None,
@@ -224,6 +261,8 @@ pub struct ExporterSpec {
     pub queue_items: usize,
     /// What the queue does when full.
     pub when_full: WhenFull,
+    /// The signals it gets: what its type takes, narrowed by its `signals` key.
+    pub signals: Vec<SignalKind>,
 }
 
 /// A pipeline: which receivers feed it, its processors in order, which exporters it feeds.
@@ -258,6 +297,11 @@ pub struct Config {
     pub pipelines: Vec<PipelineSpec>,
     /// Warnings, rendered against the file (empty when there are none).
     pub warnings: String,
+    /// How many warnings `warnings` holds.
+    pub warning_count: usize,
+    /// The text it was loaded from, before `${env:…}` expansion: a reload that fails to start
+    /// starts this again.
+    pub source: String,
 }
 
 impl fmt::Debug for Config {

@@ -134,10 +134,9 @@ exporters = ["t_sink", "otlp/tempo"]
     );
     assert_eq!(errs.len(), 6, "{errs:#?}");
     assert!(errs[0].starts_with("unknown top-level key `recievers`"));
-    assert!(
-        errs.iter()
-            .any(|e| e.starts_with("receivers.t_source.rate: invalid type"))
-    );
+    assert!(errs.iter().any(
+        |e| e == "receivers.t_source.rate: expected a whole number, found the string \"fast\""
+    ));
     assert!(
         errs.iter()
             .any(|e| e.contains("unknown receiver type `t_nope`"))
@@ -152,6 +151,66 @@ exporters = ["t_sink", "otlp/tempo"]
     );
     assert!(errs.iter().any(|e| e
         == "pipelines.p: references exporter \"otlp/tempo\", which is not configured (configured: t_sink)"));
+}
+
+#[test]
+fn every_mistake_in_one_table_is_reported_with_the_components_own_checks() {
+    // An unknown key, two values of the wrong type, and a value the component's own check
+    // refuses (`rate = 0` is fine by type): all four in one pass.
+    let errs = errors(
+        r#"
+[receivers.t_source]
+raet = 5
+label = 3
+key = ["a"]
+[receivers."t_source/zero"]
+rate = 0
+lable = "x"
+[exporters.t_sink]
+[service]
+log_level = "loud"
+shutdown_deadline = 10
+[pipelines.p]
+receivers = ["t_source", "t_source/zero"]
+exporters = ["t_sink"]
+queue_sise = 3
+proccessors = []
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "receivers.t_source: unknown key `raet`",
+            "receivers.t_source.label: expected a string, found 3",
+            "receivers.t_source.key: expected a string, found a list",
+            "receivers.t_source/zero.rate: must be at least 1",
+            "receivers.t_source/zero: unknown key `lable`",
+            "service.log_level: unknown value `loud`",
+            "service.shutdown_deadline: expected a duration string such as \"300ms\", \"10s\" or \"2m\", found 10",
+            "pipelines.p: unknown key `queue_sise`",
+            "pipelines.p: unknown key `proccessors`",
+        ]
+    );
+}
+
+#[test]
+fn a_check_that_only_a_placeholder_fails_is_not_reported() {
+    // `rate` is of the wrong type; whatever stands in for it must not produce a complaint of
+    // the component's own (here `rate` would be 0 or not), only the type error.
+    let errs = errors(
+        r#"
+[receivers.t_source]
+rate = "many"
+[exporters.t_sink]
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    );
+    assert_eq!(
+        errs,
+        ["receivers.t_source.rate: expected a whole number, found the string \"many\""]
+    );
 }
 
 #[test]
@@ -351,4 +410,98 @@ exporters = ["t_sink"]
     assert_eq!(d.message, "receivers.t_source.rate: must be at least 1");
     let rendered = err.render(false);
     assert!(rendered.contains("pipeline.toml:3:8"), "{rendered}");
+}
+
+#[test]
+fn type_errors_speak_the_readers_words() {
+    use super::build::plain_words;
+    let cases = [
+        (
+            "invalid type: string \"ten\", expected usize",
+            "expected a whole number, found the string \"ten\"",
+        ),
+        (
+            "invalid value: integer `-1`, expected u64",
+            "expected a whole number (0 or more), found -1",
+        ),
+        (
+            "invalid value: integer `300`, expected u8",
+            "expected a whole number from 0 to 255, found 300",
+        ),
+        (
+            "invalid type: string \"yes\", expected a boolean",
+            "expected true or false, found the string \"yes\"",
+        ),
+        (
+            "invalid type: integer `3`, expected a sequence",
+            "expected a list, found 3",
+        ),
+        (
+            "invalid type: floating point `1.5`, expected u32",
+            "expected a whole number, found 1.5",
+        ),
+        (
+            "invalid type: string \"x\", expected f64",
+            "expected a number, found the string \"x\"",
+        ),
+        ("unknown kind \"deploy\"", "unknown kind \"deploy\""),
+    ];
+    for (serde, plain) in cases {
+        assert_eq!(plain_words(serde), plain);
+    }
+}
+
+#[test]
+fn signals_narrow_what_an_exporter_gets_and_are_checked() {
+    let config = load(
+        r#"
+[receivers.t_source]
+[processors.t_rules]
+[exporters.t_sink]
+signals = ["decisions"]
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.exporters[0].signals, vec![SignalKind::Decisions]);
+
+    let errs = errors(
+        r#"
+[receivers.t_source]
+[exporters.t_sink]
+signals = ["decisions"]
+[exporters.t_decisions]
+signals = ["traces"]
+[exporters."t_sink/none"]
+signals = []
+[exporters."t_sink/metrics"]
+signals = ["metrics"]
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink", "t_decisions", "t_sink/none", "t_sink/metrics"]
+"#,
+    );
+    assert!(
+        errs.contains(&"exporters.t_decisions.signals: a `t_decisions` exporter cannot take traces (it takes decisions)".to_string()),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("exporters.t_sink/none.signals: must name at least one signal")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.contains(&"exporters.t_sink/metrics.signals[0]: unknown value `metrics`".to_string()),
+        "{errs:#?}"
+    );
+    // Limited to decisions, in a pipeline that carries only traces: it can never get anything.
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "pipelines.p: exporter \"t_sink\" takes decisions, but this pipeline never carries it"
+        )),
+        "{errs:#?}"
+    );
 }

@@ -97,7 +97,8 @@ struct QueueProbe {
 struct ExporterInput {
     tx: QueueTx,
     when_full: WhenFull,
-    takes: &'static [SignalKind],
+    /// What its type takes, narrowed by its `signals` key.
+    takes: Arc<[SignalKind]>,
     telemetry: ComponentTelemetry,
 }
 
@@ -258,7 +259,12 @@ impl RunningTopology {
 
         let mut exporter_inputs: Vec<(ComponentId, ExporterInput)> = Vec::new();
         for spec in exporters {
-            let telemetry = ComponentTelemetry::new(ComponentKind::Exporter, &spec.id);
+            let telemetry = ComponentTelemetry::for_signals(
+                ComponentKind::Exporter,
+                &spec.id,
+                &spec.signals,
+                &spec.signals,
+            );
             let ctx = ExporterContext {
                 id: spec.id.clone(),
                 telemetry: telemetry.clone(),
@@ -276,11 +282,12 @@ impl RunningTopology {
                 gauge: tx.probe(),
                 capacity: spec.queue_size,
             });
+            let takes: Arc<[SignalKind]> = spec.signals.into();
             self.tasks.spawn(run_exporter(
                 exporter,
                 rx,
                 telemetry.clone(),
-                spec.factory.takes,
+                takes.clone(),
                 self.stop.clone(),
             ));
             exporter_inputs.push((
@@ -288,7 +295,7 @@ impl RunningTopology {
                 ExporterInput {
                     tx,
                     when_full: spec.when_full,
-                    takes: spec.factory.takes,
+                    takes,
                     telemetry,
                 },
             ));
@@ -316,7 +323,12 @@ impl RunningTopology {
             let mut taps = Vec::new();
             let mut stage_name = format!("pipelines.{}.exporters", pipeline.name);
             for spec in pipeline.processors.into_iter().rev() {
-                let telemetry = ComponentTelemetry::new(ComponentKind::Processor, &spec.id);
+                let telemetry = ComponentTelemetry::for_signals(
+                    ComponentKind::Processor,
+                    &spec.id,
+                    spec.factory.takes,
+                    spec.factory.emits,
+                );
                 let ctx = ProcessorContext {
                     id: spec.id.clone(),
                     pipeline: pipeline.name.clone(),
@@ -379,7 +391,12 @@ impl RunningTopology {
                 .collect();
             let targets = feeds.iter().map(|p| p.tx.clone()).collect();
             let taps = feeds.iter().flat_map(|p| p.taps.iter().cloned()).collect();
-            let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &spec.id);
+            let telemetry = ComponentTelemetry::for_signals(
+                ComponentKind::Receiver,
+                &spec.id,
+                spec.factory.emits,
+                spec.factory.emits,
+            );
             let ctx = ReceiverContext {
                 id: spec.id.clone(),
                 output: Output::new(targets, taps, telemetry.clone()),
@@ -490,7 +507,7 @@ async fn run_exporter(
     mut exporter: Box<dyn Exporter>,
     mut rx: QueueRx,
     telemetry: ComponentTelemetry,
-    takes: &'static [SignalKind],
+    takes: Arc<[SignalKind]>,
     stop: Arc<Stop>,
 ) {
     let mut limiter = LogLimiter::new();

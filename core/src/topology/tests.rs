@@ -497,3 +497,40 @@ queue_size = 1
         "every batch the receiver accepted was exported"
     );
 }
+
+#[tokio::test]
+async fn an_exporter_gets_only_the_signals_it_is_limited_to() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "signals"
+[processors.t_rules]
+decide_every = 5
+[exporters."t_sink/all"]
+key = "signals-all"
+[exporters."t_sink/decisions"]
+key = "signals-decisions"
+signals = ["decisions"]
+[pipelines.p]
+receivers = ["t_source"]
+processors = ["t_rules"]
+exporters = ["t_sink/all", "t_sink/decisions"]
+"#,
+    )
+    .await;
+    let out = output("signals");
+    for _ in 0..4 {
+        out.send(batch(5)).await.unwrap();
+    }
+    drop(out);
+    assert!(t.shutdown().await.drained);
+    let (spans, decisions) = sink("signals-all");
+    assert_eq!(spans, 20);
+    assert!(!decisions.is_empty());
+    let (spans, only) = sink("signals-decisions");
+    assert_eq!(
+        spans, 0,
+        "no trace batch reached the decisions-only exporter"
+    );
+    assert_eq!(only, decisions);
+}

@@ -12,6 +12,7 @@ use tracescale_core::component::{BuildContext, ComponentError, Exporter};
 use tracescale_core::config::{BuildError, field_names};
 use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Signal, SignalKind};
+use tracescale_core::words::count;
 
 /// How much the `debug` exporter prints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -70,9 +71,9 @@ impl DebugExporter {
             Signal::Traces(traces) => {
                 let _ = writeln!(
                     out,
-                    "traces: {} resource spans, {} spans",
-                    traces.resource_spans.len(),
-                    traces.span_count()
+                    "traces: {}, {}",
+                    count(traces.resource_spans.len() as u64, "resource span"),
+                    count(traces.span_count() as u64, "span")
                 );
                 if self.config.verbosity == Verbosity::Basic {
                     return;
@@ -110,7 +111,7 @@ impl DebugExporter {
                 for d in decisions {
                     let _ = writeln!(
                         out,
-                        "decision: {} {:?} rule={} — {}",
+                        "decision: {} {} rule={} — {}",
                         d.target, d.change, d.rule, d.reason
                     );
                 }
@@ -158,5 +159,57 @@ inventory::submit! {
         emits: &[],
         config_keys: field_names::<DebugConfig>,
         build: Build::Exporter(build),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tracescale_core::signal::{Decision, ReplicaLimits, ScaleChange, Target, Traces};
+
+    use super::*;
+
+    fn printed(signal: &Signal) -> String {
+        let mut e = DebugExporter::new(DebugConfig::default());
+        e.format(signal);
+        e.text.clone()
+    }
+
+    #[test]
+    fn counts_and_changes_read_as_people_write_them() {
+        let one = Signal::Traces(Traces::new(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]));
+        assert_eq!(printed(&one), "traces: 1 resource span, 1 span\n");
+        let decision = |change| Decision {
+            target: Target {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "checkout".into(),
+                namespace: "shop".into(),
+            },
+            change,
+            limits: ReplicaLimits::default(),
+            rule: "checkout-slow".into(),
+            reason: "slow".into(),
+            evidence: Default::default(),
+            resources: None,
+            timestamp_unix_nano: 1,
+        };
+        let decisions = Signal::Decisions(vec![
+            decision(ScaleChange::Step(1)),
+            decision(ScaleChange::Step(-2)),
+            decision(ScaleChange::To(8)),
+        ]);
+        assert_eq!(
+            printed(&decisions),
+            "decision: shop/deployment/checkout +1 rule=checkout-slow — slow\n\
+             decision: shop/deployment/checkout -2 rule=checkout-slow — slow\n\
+             decision: shop/deployment/checkout to 8 rule=checkout-slow — slow\n"
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
@@ -458,6 +460,38 @@ impl KubeApi {
             .and_then(|r| r.map_err(Failure::Kube))
             .map(|_| ())
             .map_err(|e| classify(e, "create", "events", "", &t.namespace))
+    }
+
+    /// Lists the `autoscaling/v2` HorizontalPodAutoscalers of `namespace`, or of every
+    /// namespace. KEDA acts through one it creates per ScaledObject, so this sees both.
+    pub async fn list_autoscalers(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<DynamicObject>, ApiError> {
+        let resource = ApiResource {
+            group: "autoscaling".into(),
+            version: "v2".into(),
+            api_version: "autoscaling/v2".into(),
+            kind: "HorizontalPodAutoscaler".into(),
+            plural: "horizontalpodautoscalers".into(),
+        };
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        self.bounded(api.list(&ListParams::default()))
+            .await
+            .and_then(|r| r.map_err(Failure::Kube))
+            .map(|list| list.items)
+            .map_err(|e| {
+                classify(
+                    e,
+                    "list",
+                    "horizontalpodautoscalers",
+                    "autoscaling",
+                    namespace.unwrap_or(""),
+                )
+            })
     }
 
     async fn bounded<T>(&self, f: impl Future<Output = T>) -> Result<T, Failure> {

@@ -61,6 +61,22 @@ pub struct KubernetesConfig {
     /// Run several replicas: only the holder of a Lease changes workloads.
     #[serde(default)]
     pub leader_election: Option<LeaderElectionConfig>,
+    /// What to do about an allowed workload that another autoscaler (a HorizontalPodAutoscaler,
+    /// or KEDA through the one it creates) also scales: `warn` at start, or `refuse` its
+    /// decisions too.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+}
+
+/// `on_conflict`: what the exporter does about a workload another autoscaler scales.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Say so at start, one warning per workload, and scale it anyway.
+    #[default]
+    Warn,
+    /// Say so at start, and refuse every decision for it (`refused{reason="other_autoscaler"}`).
+    Refuse,
 }
 
 /// `leader_election`: the Lease that decides which replica acts.
@@ -215,6 +231,8 @@ pub struct ApiSettings {
     pub vertical: bool,
     /// `leader_election`, resolved; None: this replica always acts.
     pub leader_election: Option<LeaseSettings>,
+    /// `on_conflict`.
+    pub on_conflict: OnConflict,
 }
 
 impl KubernetesConfig {
@@ -284,6 +302,7 @@ impl KubernetesConfig {
                 events: self.events,
                 vertical: self.vertical,
                 leader_election,
+                on_conflict: self.on_conflict,
             },
         ))
     }

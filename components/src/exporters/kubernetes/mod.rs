@@ -11,12 +11,15 @@
 //! that is still fresh is applied once.
 
 pub mod api;
+mod autoscalers;
 pub mod config;
 pub mod lease;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_autoscalers;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -122,6 +125,8 @@ impl Exporter for KubernetesExporter {
             epoch: Instant::now(),
             reported: HashSet::new(),
             leadership: self.leadership.clone(),
+            conflicts: None,
+            conflicts_pending_said: false,
         };
         let drain = self.drain.clone();
         self.worker = Some(tokio::spawn(worker.run(drain)));

@@ -13,10 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracescale_core::component::HealthHandle;
 use tracescale_core::signal::{ContainerResources, Decision, Target, now_unix_nano};
+use tracescale_core::words::count;
 use tracing::{debug, error, info, warn};
 
 use super::api::{self, ApiError, KubeApi};
-use super::config::ApiSettings;
+use super::autoscalers::{self, Check, Conflicts};
+use super::config::{ApiSettings, OnConflict};
 use super::lease::Leadership;
 use super::{Shared, acting};
 use crate::scaling::{Hold, Plan, Refusal, ScaleMetrics, Scaler, explain};
@@ -35,6 +37,10 @@ pub(super) struct Worker {
     /// decision, until the target succeeds again.
     pub(super) reported: HashSet<(Target, &'static str)>,
     pub(super) leadership: Option<Leadership>,
+    /// The allowed workloads another autoscaler scales; `None` until the HPAs could be listed.
+    pub(super) conflicts: Option<Conflicts>,
+    /// The HPAs could not be listed yet (the API did not answer), and that was said.
+    pub(super) conflicts_pending_said: bool,
 }
 
 /// How a pass over the pending decisions ended.
@@ -56,6 +62,7 @@ impl Worker {
         });
         let mut jitter = Jitter::from_entropy();
         let mut retry_at: Option<Instant> = None;
+        self.check_autoscalers().await;
         loop {
             // Cancel safety: `notified` and `sleep_until` lose nothing when dropped; pending
             // decisions stay in the shared map until a pass takes them.
@@ -80,9 +87,10 @@ impl Worker {
                 Pass::Unavailable(server_wait) => {
                     let wait = backoff.next(&mut jitter, Some(server_wait));
                     retry_at = Some(Instant::now() + wait);
-                    let held = self.shared.lock().len();
+                    let held = self.shared.lock().len() as u64;
                     self.health.not_ready(format!(
-                        "kubernetes API unavailable; holding {held} decision(s), retrying in {wait:?}"
+                        "kubernetes API unavailable; holding {}, retrying in {wait:?}",
+                        count(held, "decision")
                     ));
                 }
             }
@@ -97,6 +105,9 @@ impl Worker {
     }
 
     async fn pass(&mut self) -> Pass {
+        if self.conflicts.is_none() {
+            self.check_autoscalers().await;
+        }
         let batch: Vec<Decision> = self.shared.lock().drain().map(|(_, d)| d).collect();
         let mut batch = batch.into_iter();
         while let Some(d) = batch.next() {
@@ -107,6 +118,14 @@ impl Worker {
             }
             if let Err(r) = self.scaler.screen(&d, now_unix_nano()) {
                 self.metrics.refused(r);
+                continue;
+            }
+            if self.settings.on_conflict == OnConflict::Refuse
+                && let Some(other) = self.conflicts.as_ref().and_then(|c| c.of(&d.target))
+            {
+                self.metrics.refused(Refusal::OtherAutoscaler);
+                debug!(component = %self.component, target = %d.target, rule = %d.rule,
+                    autoscaler = %other, "refused a decision: another autoscaler scales the target");
                 continue;
             }
             match self.apply(&d).await {
@@ -142,6 +161,51 @@ impl Worker {
             }
         }
         Pass::Done
+    }
+
+    /// Lists the HorizontalPodAutoscalers of the allowed namespaces and says, once per
+    /// workload, which allowed workload another autoscaler scales too.
+    async fn check_autoscalers(&mut self) {
+        let (conflicts, forbidden) = match autoscalers::check(
+            &self.api,
+            &self.scaler.settings().allow,
+        )
+        .await
+        {
+            Check::Listed {
+                conflicts,
+                forbidden,
+            } => (conflicts, forbidden),
+            Check::Unavailable(detail) => {
+                if !std::mem::replace(&mut self.conflicts_pending_said, true) {
+                    info!(component = %self.component, %detail,
+                            "could not list HorizontalPodAutoscalers yet; other autoscalers on the allowed workloads are checked once the API answers");
+                }
+                return;
+            }
+        };
+        if !forbidden.is_empty() {
+            let namespaces = if forbidden.iter().any(String::is_empty) {
+                "any namespace".to_string()
+            } else {
+                format!("namespace(s) {}", forbidden.join(", "))
+            };
+            info!(component = %self.component,
+                "not checking for other autoscalers (HPA, KEDA) on the allowed workloads: the service account may not \"list\" horizontalpodautoscalers in API group autoscaling in {namespaces}; grant it to have them checked");
+        }
+        let refuse = self.settings.on_conflict == OnConflict::Refuse;
+        for other in conflicts.sorted() {
+            let what = if refuse {
+                "its decisions are refused (on_conflict = \"refuse\")"
+            } else {
+                "the two will undo each other's changes; let one of them own the workload, or set on_conflict = \"refuse\""
+            };
+            warn!(component = %self.component, target = %other.target,
+                "{other} also scales {}: {what}", other.target);
+        }
+        metrics::gauge!("tracescale_scale_other_autoscalers", "component" => self.component.clone())
+            .set(conflicts.len() as f64);
+        self.conflicts = Some(conflicts);
     }
 
     async fn apply(&mut self, d: &Decision) -> Result<(), ApiError> {

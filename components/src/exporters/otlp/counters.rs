@@ -79,6 +79,24 @@ pub(super) struct Counters {
 impl Counters {
     /// Registers the counters, labelled with the exporter's id.
     pub(super) fn new(component: &str) -> Self {
+        tracescale_core::telemetry::describe(
+            &[
+                (
+                    "tracescale_exporter_otlp_sent_spans_total",
+                    "Spans the endpoint accepted.",
+                ),
+                (
+                    "tracescale_exporter_otlp_dropped_spans_total",
+                    "Spans not delivered, by reason.",
+                ),
+                (
+                    "tracescale_exporter_otlp_retries_total",
+                    "Requests sent again after a retryable failure.",
+                ),
+            ],
+            &[],
+            &[],
+        );
         let label = component.to_string();
         Self {
             sent: metrics::counter!(

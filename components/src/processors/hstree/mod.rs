@@ -357,6 +357,7 @@ impl Metrics {
     }
 
     fn register(id: &str, max_flagged: usize) -> Self {
+        describe();
         let c = id.to_string();
         Self {
             id: c.clone(),
@@ -415,6 +416,49 @@ impl Metrics {
 /// True for an id of the right length that is not all zeros (the OTLP "invalid" id).
 fn valid_id(id: &[u8], len: usize) -> bool {
     id.len() == len && id.iter().any(|&b| b != 0)
+}
+
+/// HELP text for `/metrics`.
+fn describe() {
+    tracescale_core::telemetry::describe(
+        &[
+            (
+                "tracescale_hstree_spans_scored_total",
+                "Spans judged by the detector.",
+            ),
+            (
+                "tracescale_hstree_spans_flagged_total",
+                "Spans judged anomalous, by service and operation.",
+            ),
+            (
+                "tracescale_hstree_spans_training_total",
+                "Spans learned without being judged (training).",
+            ),
+            (
+                "tracescale_hstree_operation_overflow_total",
+                "Spans of operations over max_operations (action=passed) and operations evicted (action=evicted).",
+            ),
+            (
+                "tracescale_hstree_invalid_spans_total",
+                "Spans that could not be judged, by reason.",
+            ),
+            (
+                "tracescale_hstree_state_saves_total",
+                "Saves of the model's state, by result.",
+            ),
+        ],
+        &[
+            (
+                "tracescale_hstree_training_progress",
+                "Share of train_size learned, 0 to 1.",
+            ),
+            ("tracescale_hstree_operations", "Operations tracked."),
+        ],
+        &[(
+            "tracescale_hstree_score",
+            "Scores of judged spans, 0 to 1 (higher is more anomalous).",
+        )],
+    );
 }
 
 inventory::submit! {

@@ -13,6 +13,7 @@ pub(super) struct Time {
 }
 
 impl Time {
+    /// The event clock: the watermark, never behind the wall clock minus the lateness.
     pub(super) fn clock(&self) -> u64 {
         if self.event_only {
             return self.watermark;

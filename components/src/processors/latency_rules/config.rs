@@ -23,8 +23,9 @@ pub struct LatencyRulesConfig {
     pub interval: HumanDuration,
     /// How long after the event clock a span may arrive and still count in the windows.
     pub allowed_lateness: HumanDuration,
-    /// A rule whose operation sent no span for this long is stale: it holds (no scale-down)
-    /// and `/readyz` says so.
+    /// A rule that received no matching span for this long (on the wall clock, from the last
+    /// one's arrival; on event time, span time) is stale: it holds (no scale-down) and
+    /// `/readyz` says so.
     pub stale_after: HumanDuration,
     /// Pass the trace batches on downstream; `false` consumes them and emits only decisions.
     pub passthrough: bool,
@@ -110,6 +111,14 @@ pub struct RuleConfig {
     /// Names of rules whose condition, while it holds, keeps this rule from scaling up.
     #[serde(default)]
     pub inhibited_by: Vec<String>,
+    /// How long after an inhibitor's newest breach the inhibition still holds.
+    #[serde(default = "default_inhibition_hold")]
+    pub inhibition_hold: HumanDuration,
+}
+
+/// Thirty seconds: the time `slo_scaler` gives a backlog to drain (`drain_within`).
+fn default_inhibition_hold() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// The workload a rule scales and the change it asks for.

@@ -20,10 +20,11 @@ pub(super) struct Candidate {
 }
 
 impl Engine {
-    /// Drops the scale-ups of rules one of whose inhibitors has any breach in its window. Not
-    /// only while the inhibitor fires: a dependency that has just been scaled still drains the
-    /// queues its slowness built up in front of its callers, and a single slow span of it in the
-    /// window is enough to doubt that the callers are the cause.
+    /// Drops the scale-ups of rules one of whose inhibitors has any breach in its window, or
+    /// had one within the rule's `inhibition_hold`. Not only while the inhibitor fires: a
+    /// dependency that has just been scaled still drains the queues its slowness built up in
+    /// front of its callers, and a single slow span of it in the window is enough to doubt
+    /// that the callers are the cause.
     pub(super) fn inhibit(&mut self, candidates: &mut Vec<Candidate>, clock: u64) {
         let before = candidates.len();
         let rules = &mut self.rules;
@@ -32,10 +33,14 @@ impl Engine {
                 return true;
             }
             let inhibitors = rules[c.rule].rule.inhibited_by.clone();
+            let hold =
+                u64::try_from(rules[c.rule].rule.inhibition_hold.as_nanos()).unwrap_or(u64::MAX);
             !inhibitors.into_iter().any(|i| {
                 let inhibitor = &mut rules[i];
                 inhibitor.expire(clock);
                 inhibitor.window.breaches > 0
+                    || (inhibitor.newest_breach > 0
+                        && clock.saturating_sub(inhibitor.newest_breach) <= hold)
             })
         });
         self.counters.inhibited += (before - candidates.len()) as u64;
@@ -119,18 +124,18 @@ impl Engine {
         let reason = if c.up {
             match rule.rule.condition {
                 Condition::Count { count } => format!(
-                    "{} of {} spans of {what} above {} within {} (rule needs {count})",
+                    "{} of {} of {what} above {} within {} (rule needs {count})",
                     evidence.breaches,
-                    evidence.window_count,
+                    spans(evidence.window_count),
                     Latency(rule.rule.above),
                     Latency(rule.rule.window),
                 ),
                 Condition::Percentile { percentile, .. } => {
                     let value = percentile_of(&mut self.scratch, percentile);
                     format!(
-                        "p{percentile} of {what} is {} over {} spans within {}, above {}",
+                        "p{percentile} of {what} is {} over {} within {}, above {}",
                         Latency(Duration::from_nanos(value)),
-                        evidence.window_count,
+                        spans(evidence.window_count),
                         Latency(rule.rule.window),
                         Latency(rule.rule.above),
                     )
@@ -139,10 +144,10 @@ impl Engine {
         } else {
             let below = rule.rule.scale_down.map(|d| d.below).unwrap_or_default();
             format!(
-                "no span of {what} at or above {} for {} ({} spans within {})",
+                "no span of {what} at or above {} for {} ({} within {})",
                 Latency(below),
                 Latency(Duration::from_nanos(rule.period)),
-                evidence.window_count,
+                spans(evidence.window_count),
                 Latency(rule.rule.window),
             )
         };
@@ -219,7 +224,11 @@ fn evidence(rule: &RuleState, scratch: &mut Vec<u64>) -> Evidence {
     }
 }
 
-/// A latency for people: `300ms`, `1.25s`, `250µs`.
+fn spans(n: u64) -> String {
+    tracescale_core::words::count(n, "span")
+}
+
+/// A latency for people: `300ms`, `1.25s`, `8s`, `5m`, `250µs`.
 pub(super) struct Latency(pub(super) Duration);
 
 impl fmt::Display for Latency {
@@ -229,7 +238,7 @@ impl fmt::Display for Latency {
             f.write_str("0ms")
         } else if nanos < 1_000_000 {
             write!(f, "{}µs", trim(nanos as f64 / 1e3))
-        } else if nanos < 10_000_000_000 {
+        } else if nanos < 1_000_000_000 {
             write!(f, "{}ms", trim(nanos as f64 / 1e6))
         } else if nanos.is_multiple_of(60_000_000_000) {
             write!(f, "{}m", nanos / 60_000_000_000)

@@ -44,7 +44,8 @@ use super::window::Window;
 pub struct EngineSettings {
     /// How far behind the event clock a span may end and still count.
     pub allowed_lateness: Duration,
-    /// A rule whose operation sent no span for this long is stale and holds.
+    /// A rule that received no matching span for this long is stale and holds: on the wall
+    /// clock from the last one's arrival (on event time, the event clock).
     pub stale_after: Duration,
     /// Distinct service::operation pairs with statistics.
     pub max_operations: usize,
@@ -207,7 +208,9 @@ impl Engine {
                 newest_breach: 0,
                 disarmed_until: 0,
                 last_seen: 0,
+                last_arrival: 0,
                 quiet_since: 0,
+                unobserved: true,
                 stale: false,
                 dirty: false,
                 scaled_up: 0,
@@ -265,6 +268,13 @@ impl Engine {
         self.time.clock()
     }
 
+    /// Starts every rule's staleness and stabilisation periods at `wall_now`, the engine's wall
+    /// clock in nanoseconds since the Unix epoch (on event time, at the first span instead).
+    /// Without it they start with the first batch or tick.
+    pub fn start(&mut self, wall_now: u64) {
+        self.advance(wall_now);
+    }
+
     /// Moves the wall clock (never backwards). The first call starts every rule's staleness and
     /// stabilisation periods.
     fn advance(&mut self, wall_now: u64) {
@@ -273,10 +283,21 @@ impl Engine {
         let waiting_for_first_span = self.time.event_only && self.time.watermark == 0;
         if !self.started && !waiting_for_first_span {
             self.started = true;
-            let clock = self.clock();
+            // On the wall clock, now, not the event clock: that trails the wall by
+            // `allowed_lateness` before the first span, and a period started there would end
+            // that much early. Calm then counts from the first span (`unobserved`).
+            let wall = !self.time.event_only;
+            let clock = self.time.clock();
+            let now = if wall {
+                clock.max(self.time.wall)
+            } else {
+                clock
+            };
             for rule in &mut self.rules {
-                rule.last_seen = clock;
-                rule.quiet_since = clock;
+                rule.last_seen = now;
+                rule.last_arrival = self.time.wall;
+                rule.quiet_since = now;
+                rule.unobserved = wall;
             }
         }
     }
@@ -543,17 +564,27 @@ impl Engine {
             self.rules[r].dirty = false;
         }
         if tick {
+            let time = self.time;
             for (r, rule) in self.rules.iter_mut().enumerate() {
                 rule.expire(clock);
-                let stale = clock.saturating_sub(rule.last_seen) >= self.stale_after;
+                // On the wall clock, silence is timed from the last span's arrival: the event
+                // clock trails the wall by `allowed_lateness` once spans stop, and `stale_after`
+                // would silently grow by as much.
+                let silence = if time.event_only {
+                    clock.saturating_sub(rule.last_seen)
+                } else {
+                    time.wall.saturating_sub(rule.last_arrival)
+                };
+                let stale = silence >= self.stale_after;
                 if stale != rule.stale {
                     rule.stale = stale;
                     self.stale_changed = true;
                 }
                 if stale {
                     // Silence is no evidence of speed: the stabilisation period starts over
-                    // when spans come back.
-                    rule.quiet_since = clock;
+                    // with the first span that comes back.
+                    rule.quiet_since = rule.quiet_since.max(clock);
+                    rule.unobserved = !time.event_only;
                 }
                 if rule.wants_up(clock) {
                     candidates.push(Candidate {
@@ -562,7 +593,7 @@ impl Engine {
                         change: rule.rule.change,
                         up: true,
                     });
-                } else if rule.wants_down(clock)
+                } else if rule.wants_down(&time)
                     && let Some(down) = rule.rule.scale_down
                 {
                     candidates.push(Candidate {
@@ -652,41 +683,4 @@ impl Engine {
 }
 
 #[cfg(test)]
-pub(super) mod test_support {
-    //! Exposes internals to the tests of this folder.
-
-    use super::*;
-    use crate::processors::latency_rules::decision::Latency;
-    use crate::processors::latency_rules::percentile::nearest_ranks;
-    use crate::processors::latency_rules::rule::glob_match;
-
-    /// Re-checks a window against its definition: sorted, breaches recounted, within its cap.
-    pub(in super::super) fn check_invariants(engine: &Engine) {
-        for rule in &engine.rules {
-            let w = &rule.window;
-            assert!(w.samples.len() <= w.cap);
-            assert!(
-                w.samples
-                    .iter()
-                    .zip(w.samples.iter().skip(1))
-                    .all(|(a, b)| a.end <= b.end),
-                "window of {} is not sorted",
-                rule.rule.name
-            );
-            let breaches = w.samples.iter().filter(|s| s.duration > rule.above).count();
-            assert_eq!(breaches, w.breaches, "breach count of {}", rule.rule.name);
-        }
-    }
-
-    pub(in super::super) fn glob(pattern: &str, text: &str) -> bool {
-        glob_match(pattern.as_bytes(), text.as_bytes())
-    }
-
-    pub(in super::super) fn percentiles(values: &mut [u64]) -> [u64; 3] {
-        nearest_ranks(values, [50.0, 95.0, 99.0])
-    }
-
-    pub(in super::super) fn latency(d: Duration) -> String {
-        Latency(d).to_string()
-    }
-}
+pub(super) mod test_support;

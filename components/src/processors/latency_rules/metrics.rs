@@ -49,6 +49,7 @@ struct OperationMetrics {
 
 impl Metrics {
     pub(super) fn new(component: &str, engine: &Engine) -> Self {
+        describe();
         let dropped = |reason: &'static str| {
             metrics::counter!(
                 "tracescale_latency_rules_spans_dropped_total",
@@ -201,4 +202,88 @@ impl OperationMetrics {
             sum_seconds: 0.0,
         }
     }
+}
+
+/// HELP text for `/metrics`.
+fn describe() {
+    tracescale_core::telemetry::describe(
+        &[
+            (
+                "tracescale_latency_rules_decisions_total",
+                "Decisions emitted after conflation, by rule and direction (up, down).",
+            ),
+            (
+                "tracescale_latency_rules_conflated_total",
+                "Decisions merged into another for the same target in one cycle.",
+            ),
+            (
+                "tracescale_latency_rules_scale_downs_held_total",
+                "Scale-downs held because a rule on the target was stale or cooling down.",
+            ),
+            (
+                "tracescale_latency_rules_scale_ups_inhibited_total",
+                "Scale-ups withheld because a rule in inhibited_by was breaching.",
+            ),
+            (
+                "tracescale_latency_rules_spans_dropped_total",
+                "Spans kept out of the rule windows, by reason (late, early, invalid); they still pass on.",
+            ),
+            (
+                "tracescale_latency_rules_window_evicted_total",
+                "Samples evicted from a full rule window (max_window_samples).",
+            ),
+            (
+                "tracescale_latency_rules_rule_spans_total",
+                "Spans a rule took into its window, queued or refused.",
+            ),
+            (
+                "tracescale_latency_rules_operations_overflow_total",
+                "Spans of service::operation pairs beyond max_operations.",
+            ),
+            (
+                "tracescale_latency_rules_refused_spans_observed_total",
+                "Spans of refused batches that a rule's operation matched, counted by the rules.",
+            ),
+            (
+                "tracescale_latency_rules_repeated_spans_skipped_total",
+                "Spans seen again after their batch was refused (a client's retry), not counted twice.",
+            ),
+            (
+                "tracescale_latency_rules_refused_ids_forgotten_total",
+                "Refused span ids forgotten (max_refused_ids) before a retry came.",
+            ),
+            (
+                "tracescale_latency_rules_operation_latency_seconds_bucket",
+                "Spans of a service::operation by latency, cumulative buckets in seconds.",
+            ),
+            (
+                "tracescale_latency_rules_operation_latency_seconds_count",
+                "Spans of a service::operation.",
+            ),
+            (
+                "tracescale_latency_rules_operation_latency_seconds_sum",
+                "Total duration of the spans of a service::operation, in seconds.",
+            ),
+        ],
+        &[
+            (
+                "tracescale_latency_rules_window_spans",
+                "Samples in a rule's window.",
+            ),
+            (
+                "tracescale_latency_rules_window_breaches",
+                "Breaching samples in a rule's window.",
+            ),
+            (
+                "tracescale_latency_rules_rule_stale",
+                "1 while a rule is stale (no matching span within stale_after).",
+            ),
+            ("tracescale_latency_rules_stale_rules", "Stale rules."),
+            (
+                "tracescale_latency_rules_operations",
+                "service::operation pairs with statistics.",
+            ),
+        ],
+        &[],
+    );
 }

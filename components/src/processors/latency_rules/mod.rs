@@ -186,8 +186,8 @@ fn stale_detail(stale: &[&str]) -> Option<String> {
         return None;
     }
     let mut detail = format!(
-        "{} stale rule(s), holding (no spans within stale_after): {}",
-        stale.len(),
+        "{}, holding (no spans within stale_after): {}",
+        tracescale_core::words::count(stale.len() as u64, "stale rule"),
         stale
             .iter()
             .take(MAX_STALE_LISTED)
@@ -210,14 +210,23 @@ impl Processor for LatencyRules {
     async fn start(&mut self, ctx: &ProcessorContext) -> Result<(), ComponentError> {
         self.component = ctx.id.to_string();
         let metrics = {
-            let mut shared = self.lock();
-            shared.clock = Some(WallClock::now());
+            let mut guard = self.lock();
+            let shared = &mut *guard;
+            let clock = WallClock::now();
+            shared.clock = Some(clock);
+            // The periods (staleness, the calm a scale-down waits for) start now, not with the
+            // first batch or tick.
+            shared.engine.start(clock.read());
             Metrics::new(&self.component, &shared.engine)
         };
         self.metrics = Some(metrics);
         ctx.health.ready(None);
         self.health = Some(ctx.health.clone());
         Ok(())
+    }
+
+    fn emits(&self) -> Option<Vec<SignalKind>> {
+        (!self.passthrough).then(|| vec![SignalKind::Decisions])
     }
 
     fn tap(&self) -> Option<Arc<dyn Tap>> {
@@ -308,3 +317,5 @@ inventory::submit! {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_tests;

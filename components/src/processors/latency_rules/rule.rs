@@ -131,6 +131,8 @@ pub struct Rule {
     /// Rules (indexes into the engine's list) whose condition, while it holds, keeps this rule
     /// from scaling up: "scale the workers on queueing only while the database is healthy".
     pub inhibited_by: Vec<usize>,
+    /// How long after an inhibitor's newest breach the inhibition still holds.
+    pub inhibition_hold: Duration,
 }
 
 /// What one rule looks like now, for metrics and `/readyz`.
@@ -170,8 +172,15 @@ pub(super) struct RuleState {
     pub(super) disarmed_until: u64,
     /// End time of the newest matching span.
     pub(super) last_seen: u64,
+    /// The engine's wall clock when a matching span last arrived: on the wall clock, staleness
+    /// is timed from it.
+    pub(super) last_arrival: u64,
     /// Start of the current stabilisation period for scale-down.
     pub(super) quiet_since: u64,
+    /// On the wall clock, the rule has seen no span since it started or since it was stale:
+    /// the stabilisation period starts with the next one, because calm that was not observed
+    /// is no calm. (On event time the periods follow span time, which starts with the spans.)
+    pub(super) unobserved: bool,
     pub(super) stale: bool,
     pub(super) dirty: bool,
     pub(super) scaled_up: u64,
@@ -191,15 +200,17 @@ impl RuleState {
         })
     }
 
-    pub(super) fn record(&mut self, seen: Seen<'_>, score: &mut Option<f32>) {
+    pub(super) fn record(&mut self, seen: Seen<'_>, arrival: u64, score: &mut Option<f32>) {
         let Seen {
             end,
             duration,
             span,
         } = seen;
         self.last_seen = self.last_seen.max(end);
-        if self.rule.scale_down.is_some() && duration >= self.below {
+        self.last_arrival = self.last_arrival.max(arrival);
+        if self.unobserved || (self.rule.scale_down.is_some() && duration >= self.below) {
             self.quiet_since = self.quiet_since.max(end);
+            self.unobserved = false;
         }
         let breach = duration > self.above;
         let score = if breach {
@@ -249,12 +260,20 @@ impl RuleState {
     }
 
     /// True when every matching span of the stabilisation period was fast, the operation is not
-    /// stale, and it did send spans in that period.
-    pub(super) fn wants_down(&self, clock: u64) -> bool {
-        self.rule.scale_down.is_some()
-            && !self.stale
-            && clock >= self.quiet_since.saturating_add(self.period)
-            && self.last_seen.saturating_add(self.period) > clock
+    /// stale, and the calm was observed: on the wall clock, the rule's spans cover the whole
+    /// period, so a silence at its end is not read as calm. On event time, where the clock is
+    /// the spans' own, the operation must have sent spans in the period.
+    pub(super) fn wants_down(&self, time: &Time) -> bool {
+        if self.rule.scale_down.is_none() || self.stale {
+            return false;
+        }
+        let due = self.quiet_since.saturating_add(self.period);
+        if time.event_only {
+            let clock = time.clock();
+            clock >= due && self.last_seen.saturating_add(self.period) > clock
+        } else {
+            self.last_seen >= due
+        }
     }
 }
 
@@ -298,7 +317,7 @@ pub(super) fn feed(
             }
             time.watermark = time.watermark.max(seen.end);
         }
-        rule.record(seen, &mut score);
+        rule.record(seen, time.wall, &mut score);
         rule.counted += 1;
         if !rule.dirty {
             rule.dirty = true;

@@ -113,6 +113,7 @@ fn rule(
         },
         scale_down: None,
         inhibited_by: Vec::new(),
+        inhibition_hold: Duration::from_secs(30),
         resources: None,
     }
 }
@@ -195,8 +196,14 @@ fn an_inhibitor_in_breach_keeps_the_inhibited_rule_from_scaling() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].rule, "db-slow");
     assert_eq!(e.counters().inhibited, 1);
-    // Once the database's window is clear, queueing alone scales the workers.
+    // The database's window is clear, but its breach is recent: the queue it built up in front
+    // of the workers is still draining, so the workers stay inhibited for `inhibition_hold`.
     let t = t + 11 * SEC;
+    let d = observe(&mut e, &batch("worker", spans("queue", 5, t, 400)), t);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(e.counters().inhibited, 2);
+    // Past the hold, queueing alone scales the workers.
+    let t = t + 30 * SEC;
     let d = observe(&mut e, &batch("worker", spans("queue", 5, t, 400)), t);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].rule, "worker-queue");
@@ -598,9 +605,9 @@ fn a_scale_down_is_dropped_when_a_scale_up_for_the_target_exists_in_the_cycle() 
     down.scale_down = scale_down(100, 30);
     let mut e = Engine::new(vec![up, down], settings());
     let wall = |s: u64| T0 + s * SEC;
-    // Start: the event clock begins 5 s (allowed_lateness) behind the wall clock.
-    assert!(tick(&mut e, wall(5)).is_empty());
-    for s in 1..30 {
+    // Start at 0 s, and `down`'s spans from then on: its calm is observed to 30 s.
+    assert!(tick(&mut e, wall(0)).is_empty());
+    for s in 0..=30 {
         let mut spans = vec![span("SELECT", wall(s), 10)];
         if s == 15 {
             spans.extend(self::spans("INSERT", 3, wall(s), 10));
@@ -651,9 +658,9 @@ fn scale_down_comes_after_the_stabilisation_period_only() {
             downs.push(s);
         }
     }
-    // The clock started at T0 − 5 s (allowed_lateness), so the first period ends at 55 s; the
-    // next at 115 s is cut short by the slow span at 100 s and ends at 160 s.
-    assert_eq!(downs, [55, 160]);
+    // The first period starts with the engine and the first span, at 0 s, and ends at 60 s; the
+    // next, due at 120 s, is cut short by the slow span at 100 s and ends at 160 s.
+    assert_eq!(downs, [60, 160]);
 }
 
 #[test]
@@ -681,8 +688,8 @@ fn a_stale_operation_holds_and_says_so() {
             assert!(e.take_stale_change());
         }
     }
-    // The last span ended at 9 s; the clock trails the wall by 5 s in silence.
-    assert_eq!(stale_at, Some(34));
+    // The last span arrived at 9 s: stale `stale_after` later, whatever `allowed_lateness` is.
+    assert_eq!(stale_at, Some(29));
     // When spans come back the rule is fresh again, and the period restarts with them.
     let t = T0 + 300 * SEC;
     observe(&mut e, &batch("db", vec![span("INSERT", t, 20)]), t);
@@ -1209,7 +1216,7 @@ async fn the_processor_scales_down_after_the_period_and_a_stale_operation_holds_
     let mut out = Emitter::new();
     let mut downs = Vec::new();
     // Two minutes of fast spans: one scale-down per minute-long period.
-    for s in 0..120u64 {
+    for s in 0..=120u64 {
         p.process(db_batch(base + s * SEC, 1, 20), &mut out)
             .await
             .unwrap();
@@ -1220,10 +1227,8 @@ async fn the_processor_scales_down_after_the_period_and_a_stale_operation_holds_
     }
     assert_eq!(downs.len(), 2, "{downs:?}");
     assert!(downs.iter().all(|(_, c)| *c == ScaleChange::Step(-1)));
-    assert!(
-        downs[0].0 >= 55 && downs[1].0 - downs[0].0 == 60,
-        "{downs:?}"
-    );
+    // Not before a whole minute of calm was seen, from the start.
+    assert_eq!((downs[0].0, downs[1].0), (60, 120), "{downs:?}");
 
     // Then silence: the rule goes stale, holds, and /readyz says so without going unready.
     for _ in 0..180 {
@@ -1280,6 +1285,8 @@ fn latencies_read_well() {
     assert_eq!(latency(Duration::from_micros(250)), "250µs");
     assert_eq!(latency(Duration::from_secs(300)), "5m");
     assert_eq!(latency(Duration::from_secs(12)), "12s");
+    assert_eq!(latency(Duration::from_secs(8)), "8s");
+    assert_eq!(latency(Duration::from_millis(1500)), "1.5s");
     assert_eq!(latency(Duration::ZERO), "0ms");
 }
 

@@ -98,9 +98,9 @@ impl LatencyRulesConfig {
                 rules.push(rule);
             }
         }
-        if p.errors.is_empty() {
-            self.resolve_inhibitors(&mut rules, &names, &mut p);
-        }
+        // Names are checked whatever else is wrong, so that a missing one is not left for the
+        // next round of `validate`.
+        self.resolve_inhibitors(&mut rules, &names, &mut p);
         self.warn_on_mixed_limits(&rules, ctx);
         if !p.errors.is_empty() {
             return Err(BuildContext::errors(p.errors));
@@ -117,19 +117,22 @@ impl LatencyRulesConfig {
         ))
     }
 
-    /// Turns `inhibited_by` names into rule indexes.
+    /// Turns `inhibited_by` names into rule indexes (once every rule is valid, so that the
+    /// indexes line up), and reports names that are no rule.
     fn resolve_inhibitors(
         &self,
         rules: &mut [Rule],
         names: &HashMap<&str, usize>,
         p: &mut Problems<'_, '_>,
     ) {
+        let complete = rules.len() == self.rules.len();
         for (i, r) in self.rules.iter().enumerate() {
             for (j, name) in r.inhibited_by.iter().enumerate() {
                 let at = format!("rules[{i}].inhibited_by[{j}]");
                 match names.get(name.as_str()) {
                     Some(&k) if k == i => p.add(&at, "a rule cannot inhibit itself"),
-                    Some(&k) => rules[i].inhibited_by.push(k),
+                    Some(&k) if complete => rules[i].inhibited_by.push(k),
+                    Some(_) => {}
                     None => {
                         let mut known: Vec<&str> = names.keys().copied().collect();
                         known.sort_unstable();
@@ -238,6 +241,7 @@ impl LatencyRulesConfig {
             limits,
             scale_down,
             inhibited_by: Vec::new(),
+            inhibition_hold: r.inhibition_hold.get(),
             resources: r.scale.resources.clone(),
         })
     }

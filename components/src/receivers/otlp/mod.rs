@@ -191,6 +191,20 @@ impl OtlpReceiver {
 #[async_trait]
 impl Receiver for OtlpReceiver {
     async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
+        tracescale_core::telemetry::describe(
+            &[
+                (
+                    "tracescale_receiver_otlp_refused_requests_total",
+                    "Requests refused before their spans were read, by transport and reason.",
+                ),
+                (
+                    "tracescale_receiver_otlp_tls_reloads_total",
+                    "Reloads of the TLS certificate, key and client CA, by outcome.",
+                ),
+            ],
+            &[],
+            &[],
+        );
         let shared = Arc::new(Shared {
             id: ctx.id.to_string(),
             output: RwLock::new(Some(ctx.output)),

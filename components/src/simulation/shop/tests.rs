@@ -202,8 +202,8 @@ fn probabilities_outside_zero_to_one_are_refused() {
 fn wrong_types_unknown_keys_and_negative_counts_are_positioned() {
     assert_eq!(
         error_of("slots_per_replica = 8", "slots_per_replica = -2"),
-        "shop.toml:24:21: services[1].slots_per_replica: invalid value: integer `-2`, \
-         expected u32"
+        "shop.toml:24:21: services[1].slots_per_replica: expected a whole number (0 or more), \
+         found -2"
     );
     assert_eq!(
         error_of(

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use serde::Deserialize;
-use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::DeValue;
 
@@ -14,8 +13,9 @@ use super::{
     DEFAULT_QUEUE_ITEMS, DEFAULT_QUEUE_SIZE, Entry, Loader, MAX_QUEUE_ITEMS, MAX_QUEUE_SIZE,
 };
 use crate::component::ComponentKind;
-use crate::config::build::{BuildContext, Built, build_component, de_error};
+use crate::config::build::{BuildContext, Built, build_component};
 use crate::config::diagnostic::{Diagnostic, suggest};
+use crate::config::recover::{Fill, deserialize_all};
 use crate::config::{ComponentId, PipelineSpec, ProcessorSpec};
 use crate::registry;
 use crate::signal::SignalKind;
@@ -58,12 +58,14 @@ impl Loader {
         for (name_key, raw) in table.iter() {
             let name = name_key.get_ref().to_string();
             let prefix = format!("pipelines.{name}");
-            let pipeline = match RawPipeline::deserialize(raw.clone().into_deserializer()) {
-                Ok(p) => p,
-                Err(err) => {
-                    self.diags.push(de_error(&err, raw, &prefix));
-                    continue;
-                }
+            // Every mistake in the table is reported; a pipeline with any is not checked further,
+            // since its lists may be placeholders.
+            let recovered = deserialize_all::<RawPipeline>(raw, &prefix, Fill::Small);
+            let clean = recovered.diagnostics.is_empty();
+            self.diags.extend(recovered.diagnostics);
+            let pipeline = match recovered.value {
+                Some(p) if clean => p,
+                _ => continue,
             };
             if let Some(spec) = self.pipeline(&prefix, name, raw.span(), pipeline, entries) {
                 specs.push(spec);
@@ -98,6 +100,7 @@ impl Loader {
         }
 
         self.warn_unscalable_targets(prefix, &processors, &exporters, entries);
+        self.warn_starved_exporters(prefix, &raw, &receivers, &processors, &exporters, entries);
 
         let processor_specs = self.processor_instances(&processors, entries)?;
         Some(PipelineSpec {
@@ -285,11 +288,11 @@ impl Loader {
         entries: &[Entry<'_>],
     ) {
         for (&i, reference) in exporters.iter().zip(&raw.exporters) {
-            let f = entries[i].factory;
-            if f.takes.iter().any(|s| flowing.contains(s)) {
+            let takes = entries[i].takes();
+            if takes.iter().any(|s| flowing.contains(s)) {
                 continue;
             }
-            let missing = f.takes.first().copied().unwrap_or(SignalKind::Traces);
+            let missing = takes.first().copied().unwrap_or(SignalKind::Traces);
             let makers: Vec<&str> = registry::all()
                 .into_iter()
                 .filter(|m| {
@@ -316,8 +319,8 @@ impl Loader {
                 format!(
                     "{prefix}: exporter \"{}\" takes {}, but this pipeline never carries {} (it carries: {})",
                     entries[i].id,
-                    join(f.takes),
-                    if f.takes.len() == 1 { "it" } else { "any of them" },
+                    join(&takes),
+                    if takes.len() == 1 { "it" } else { "any of them" },
                     join_set(flowing)
                 ),
             )
@@ -376,9 +379,7 @@ impl Loader {
         let gates: Vec<(&ComponentId, &dyn crate::component::Exporter)> = exporters
             .iter()
             .filter_map(|&i| match &entries[i].built {
-                Some(Built::Exporter(e))
-                    if entries[i].factory.takes.contains(&SignalKind::Decisions) =>
-                {
+                Some(Built::Exporter(e)) if entries[i].takes().contains(&SignalKind::Decisions) => {
                     Some((&entries[i].id, e.as_ref()))
                 }
                 _ => None,
@@ -411,6 +412,65 @@ impl Loader {
                 ));
                 self.diags.push(d);
             }
+        }
+    }
+}
+
+impl Loader {
+    /// Warns about each exporter that, with the processors as configured (not only as their
+    /// types declare), receives nothing: a `latency_rules` with `passthrough = false` in front
+    /// of a trace exporter validates by type, and then exports no span.
+    fn warn_starved_exporters(
+        &mut self,
+        prefix: &str,
+        raw: &RawPipeline,
+        receivers: &[usize],
+        processors: &[usize],
+        exporters: &[usize],
+        entries: &[Entry<'_>],
+    ) {
+        let mut flowing: BTreeSet<SignalKind> = receivers
+            .iter()
+            .flat_map(|&i| entries[i].factory.emits.iter().copied())
+            .collect();
+        // Which processor last stopped a signal, to name it.
+        let mut stopped_by: Vec<(SignalKind, usize)> = Vec::new();
+        for &i in processors {
+            let f = entries[i].factory;
+            let emits = match &entries[i].built {
+                Some(Built::Processor(p)) => p.emits().unwrap_or_else(|| f.emits.to_vec()),
+                _ => f.emits.to_vec(),
+            };
+            for s in f.takes {
+                if flowing.remove(s) && !emits.contains(s) {
+                    stopped_by.retain(|(k, _)| k != s);
+                    stopped_by.push((*s, i));
+                }
+            }
+            flowing.extend(emits);
+        }
+        for (&i, reference) in exporters.iter().zip(&raw.exporters) {
+            let takes = entries[i].takes();
+            if takes.iter().any(|s| flowing.contains(s)) {
+                continue;
+            }
+            let Some(&(signal, by)) = stopped_by.iter().find(|(s, _)| takes.contains(s)) else {
+                continue;
+            };
+            self.diags.push(
+                Diagnostic::warning(format!(
+                    "{prefix}: exporter \"{}\" takes {}, but processor \"{}\" is configured not to pass {signal} on: it will receive nothing",
+                    entries[i].id,
+                    join(&takes),
+                    entries[by].id,
+                ))
+                .at(reference.span())
+                .with_label("receives nothing here")
+                .with_note(format!(
+                    "let \"{}\" pass {signal} on, or export them from a pipeline of their own fed by the same receivers",
+                    entries[by].id
+                )),
+            );
         }
     }
 }

@@ -4,11 +4,12 @@
 //! (`/api/v1`, `/apis/{group}/{version}`), GET/PATCH/PUT on `…/{resource}/{name}/scale` with
 //! `autoscaling/v1` Scale bodies and `metadata.resourceVersion` (409 with a Status object on a
 //! stale one), 404 and 403 as Status objects, 429 as `text/plain` with `Retry-After` (what the
-//! real server sends), and Event creation. Faults are scripted per request; every request,
+//! real server sends), Event creation, and lists of `autoscaling/v2` HorizontalPodAutoscalers
+//! (the other autoscalers the exporter looks for at start). Faults are scripted per request; every request,
 //! patch and event is recorded so tests assert what was patched, not only that something was.
 //!
-//! One file per resource it serves: `discovery`, `scale`, `workload` (the pod template), `lease`
-//! and `events`. Compiled only for tests, benches and examples: the `testing` feature.
+//! One file per resource it serves: `discovery`, `scale`, `workload` (the pod template), `lease`,
+//! `events` and `autoscalers`. Compiled only for tests, benches and examples: the `testing` feature.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod autoscalers;
 mod discovery;
 mod events;
 mod lease;
@@ -114,6 +116,8 @@ pub(super) struct Inner {
     events: Vec<Value>,
     /// Leases by `namespace/name`.
     leases: BTreeMap<String, Value>,
+    /// HorizontalPodAutoscalers by `namespace/name`.
+    autoscalers: BTreeMap<String, Value>,
     faults: Vec<Scripted>,
     next_uid: u64,
 }
@@ -206,6 +210,42 @@ impl FakeApiServer {
                 uid,
                 containers: json!([{ "name": "app", "image": "shop/app:1", "resources": {} }]),
             },
+        );
+    }
+
+    /// Adds a HorizontalPodAutoscaler `name` that scales `kind` `target` (`"Deployment"`,
+    /// `"checkout"`) in `namespace`.
+    pub fn add_autoscaler(&self, namespace: &str, name: &str, kind: &str, target: &str) {
+        lock(&self.state).autoscalers.insert(
+            format!("{namespace}/{name}"),
+            autoscalers::hpa(namespace, name, kind, target, None),
+        );
+    }
+
+    /// Adds what KEDA makes of a ScaledObject `scaled_object`: the HorizontalPodAutoscaler
+    /// `keda-hpa-<scaled_object>`, owned by it, scaling `kind` `target`.
+    pub fn add_scaled_object(
+        &self,
+        namespace: &str,
+        scaled_object: &str,
+        kind: &str,
+        target: &str,
+    ) {
+        let name = format!("keda-hpa-{scaled_object}");
+        lock(&self.state).autoscalers.insert(
+            format!("{namespace}/{name}"),
+            autoscalers::hpa(namespace, &name, kind, target, Some(scaled_object)),
+        );
+    }
+
+    /// Answers every list of HorizontalPodAutoscalers with 403, as for a service account the
+    /// Role grants no `list` on them.
+    pub fn forbid_listing_autoscalers(&self) {
+        self.fault(
+            Method::GET,
+            "/horizontalpodautoscalers",
+            u32::MAX,
+            Fault::Forbidden,
         );
     }
 
@@ -346,6 +386,22 @@ async fn handle(
             );
         }
         return lease::serve(&state, &method, &body, ns, name.first().copied());
+    }
+    match parts.as_slice() {
+        [
+            "apis",
+            "autoscaling",
+            "v2",
+            "namespaces",
+            ns,
+            "horizontalpodautoscalers",
+        ] => {
+            return autoscalers::list(&state, &method, Some(ns), scripted);
+        }
+        ["apis", "autoscaling", "v2", "horizontalpodautoscalers"] => {
+            return autoscalers::list(&state, &method, None, scripted);
+        }
+        _ => {}
     }
     if let ["apis", group, version, "namespaces", ns, res, name] = parts.as_slice() {
         return workload::serve(

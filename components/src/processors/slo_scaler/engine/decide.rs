@@ -128,7 +128,11 @@ impl Engine {
         }
         let desired = (f64::from(pods) * ratio).ceil().min(f64::from(u32::MAX)) as u32;
         let desired = clamp(desired, &workload);
-        if desired <= pods || !self.due(culprit, now, desired, true) {
+        // Replicas asked for lately may still be starting, unseen in the traces: a size under
+        // them would scale the workload down.
+        if desired <= pods.max(self.recently_asked(culprit, now))
+            || !self.due(culprit, now, desired, true)
+        {
             return;
         }
         let o = &self.settings.objectives[objective];
@@ -304,6 +308,16 @@ impl Engine {
             }
             // Calm restarts, so scale-downs come one period apart.
             self.healthy_since = Some(now);
+        }
+    }
+
+    /// The size last asked for, within `scale_down_after` of asking; else 0.
+    fn recently_asked(&self, service: Symbol, now: u64) -> u32 {
+        match self.services.get(&service).and_then(|s| s.last_decision) {
+            Some((at, asked)) if now.saturating_sub(at) < self.settings.scale_down_after_ns => {
+                asked
+            }
+            _ => 0,
         }
     }
 
