@@ -391,11 +391,20 @@ fn the_service_monitor_and_budget_select_the_deployments_pods() {
             selects(&deployment["spec"]["selector"]["matchLabels"], pods),
             "{dir}"
         );
-        let service = one(objects, "Service");
-        assert!(
-            selects(&service["spec"]["selector"], pods),
-            "{dir}: Service"
-        );
+        // The main Service, and in the leader-election variant a headless one for routing
+        // whole traces to each pod: all of them reach the Deployment's pods.
+        let services = kind(objects, "Service");
+        for s in &services {
+            assert!(
+                selects(&s["spec"]["selector"], pods),
+                "{dir}: Service {}",
+                name(s)
+            );
+        }
+        let service = *services
+            .iter()
+            .find(|s| name(s) == "tracescale")
+            .unwrap_or_else(|| panic!("{dir}: no Service tracescale"));
         let pdb = one(objects, "PodDisruptionBudget");
         assert!(
             selects(&pdb["spec"]["selector"]["matchLabels"], pods),
@@ -411,6 +420,16 @@ fn the_service_monitor_and_budget_select_the_deployments_pods() {
             ),
             "{dir}: ServiceMonitor"
         );
+        for other in services.iter().filter(|s| name(s) != "tracescale") {
+            assert!(
+                !selects(
+                    &monitor["spec"]["selector"]["matchLabels"],
+                    &other["metadata"]["labels"]
+                ),
+                "{dir}: the ServiceMonitor also scrapes {}",
+                name(other)
+            );
+        }
         let endpoint = &monitor["spec"]["endpoints"][0];
         assert_eq!(endpoint["path"], "/metrics");
         let port = service["spec"]["ports"]

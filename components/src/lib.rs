@@ -23,6 +23,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("exporter", "simulated_cluster"),
     ("processor", "hstree"),
     ("processor", "latency_rules"),
+    ("processor", "probabilistic_sampler"),
     ("processor", "slo_scaler"),
     ("receiver", "demo_traces"),
     ("receiver", "otlp"),
