@@ -8,7 +8,7 @@ use crate::util::{free_port, metrics_until, run_ready, stop_cleanly};
 #[test]
 fn metrics_have_help_text_and_no_series_for_signals_a_component_cannot_take() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, telemetry) = (free_port(), free_port());
+    let (http, telemetry, keda) = (free_port(), free_port(), free_port());
     let config = dir.path().join("pipeline.toml");
     std::fs::write(
         &config,
@@ -39,6 +39,21 @@ receivers = ["otlp"]
 processors = ["latency_rules"]
 exporters = ["file/decisions"]
 
+[processors.probabilistic_sampler]
+sampling_percentage = 50
+
+[processors.slo_scaler]
+objectives = [{{ name = "checkout", service = "frontend", operation = "GET /checkout", target = "500ms" }}]
+
+[exporters.keda]
+endpoint = "127.0.0.1:{keda}"
+allow = ["shop/deployment/*"]
+
+[pipelines.objectives]
+receivers = ["otlp"]
+processors = ["probabilistic_sampler", "slo_scaler"]
+exporters = ["keda"]
+
 [service]
 telemetry_address = "127.0.0.1:{telemetry}"
 "#,
@@ -50,7 +65,17 @@ telemetry_address = "127.0.0.1:{telemetry}"
     // The rules publish their gauges at their first tick.
     let text = metrics_until(telemetry, "the rules' gauges", |m| {
         m.contains("tracescale_latency_rules_rule_stale{")
+            && m.contains("tracescale_slo_scaler_buffered_traces{")
     });
+    // Every family on the page has its HELP line, whichever component registered it.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no HELP for {name}\n{text}"
+        );
+    }
     for name in [
         "tracescale_receiver_received_total",
         "tracescale_exporter_received_total",

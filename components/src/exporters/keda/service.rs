@@ -100,6 +100,20 @@ pub(super) struct Metrics {
 
 impl Metrics {
     pub(super) fn new(component: &str) -> Self {
+        tracescale_core::telemetry::describe(
+            &[
+                (
+                    "tracescale_keda_requests_total",
+                    "External scaler calls answered, by RPC and status code.",
+                ),
+                (
+                    "tracescale_keda_activity_changes_total",
+                    "Targets that turned active or inactive.",
+                ),
+            ],
+            &[("tracescale_keda_streams", "StreamIsActive streams open.")],
+            &[],
+        );
         let requests = Rpc::ALL
             .map(|rpc| {
                 CODES.map(|(_, code)| {

@@ -52,6 +52,14 @@ pub struct ProbabilisticSampler {
 impl ProbabilisticSampler {
     /// A sampler keeping `percentage` % of traces, hashed with `seed`.
     pub fn new(component: &str, percentage: f64, seed: u32, fail_closed: bool) -> Self {
+        tracescale_core::telemetry::describe(
+            &[(
+                "tracescale_probabilistic_sampler_spans_total",
+                "Spans sampled, by outcome (kept, sampled_out, no_trace_id).",
+            )],
+            &[],
+            &[],
+        );
         let spans = |outcome: &'static str| {
             metrics::counter!(
                 "tracescale_probabilistic_sampler_spans_total",

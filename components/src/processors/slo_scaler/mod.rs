@@ -155,6 +155,7 @@ struct Metrics {
 
 impl Metrics {
     fn new(component: &str) -> Self {
+        describe();
         let c = || ("component", component.to_string());
         Self {
             traces: metrics::counter!("tracescale_slo_scaler_traces_total", &[c()]),
@@ -206,6 +207,59 @@ impl Metrics {
         self.buffered_spans.set(buffer.span_count() as f64);
         self.buffer_bytes.set(buffer.memory_bytes() as f64);
     }
+}
+
+/// HELP text for `/metrics`.
+fn describe() {
+    tracescale_core::telemetry::describe(
+        &[
+            ("tracescale_slo_scaler_traces_total", "Traces analysed."),
+            (
+                "tracescale_slo_scaler_objective_traces_total",
+                "Traces analysed whose root matched an objective.",
+            ),
+            (
+                "tracescale_slo_scaler_refused_traces_total",
+                "Traces that could not be analysed (parent cycles).",
+            ),
+            (
+                "tracescale_slo_scaler_incomplete_traces_total",
+                "Traces released without one root, with orphans or truncated.",
+            ),
+            (
+                "tracescale_slo_scaler_late_traces_total",
+                "Traces that ended before the oldest second still held.",
+            ),
+            ("tracescale_slo_scaler_decisions_total", "Decisions made."),
+            (
+                "tracescale_slo_scaler_no_culprit_total",
+                "Evaluations where an objective burned and no scalable culprit was found.",
+            ),
+            (
+                "tracescale_slo_scaler_evicted_traces_total",
+                "Traces dropped from a full trace buffer.",
+            ),
+            (
+                "tracescale_slo_scaler_dropped_spans_total",
+                "Spans dropped: full buffer, too long a trace, end before start, zero ids, duplicates.",
+            ),
+        ],
+        &[
+            (
+                "tracescale_slo_scaler_buffered_traces",
+                "Traces the buffer holds now.",
+            ),
+            (
+                "tracescale_slo_scaler_buffered_spans",
+                "Spans the buffer holds now.",
+            ),
+            (
+                "tracescale_slo_scaler_buffer_bytes",
+                "Memory the trace buffer holds now, in bytes.",
+            ),
+        ],
+        &[],
+    );
 }
 
 inventory::submit! {
