@@ -80,34 +80,10 @@ pub fn read_csv(path: &Path, limit: Option<u64>) -> Result<Spans, EvalError> {
 
 /// [`read_csv`] on any reader; `path` only names the source in errors.
 pub fn parse_csv(path: &Path, input: impl BufRead, limit: Option<u64>) -> Result<Spans, EvalError> {
-    let csv_error = |line: u64, message: String| EvalError::Csv {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let read_error = |err: csv::Error, line: u64| {
-        let line = err.position().map_or(line, csv::Position::line);
-        let message = err.to_string();
-        match err.into_kind() {
-            csv::ErrorKind::Io(source) => EvalError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            _ => csv_error(line, message),
-        }
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(input);
+    let csv_error = |line: u64, message: String| csv_error(path, line, message);
+    let read_error = |err: csv::Error, line: u64| read_error(path, err, line);
+    let (mut reader, header) = open_csv(path, input)?;
     let mut record = csv::StringRecord::new();
-    if !reader
-        .read_record(&mut record)
-        .map_err(|e| read_error(e, 1))?
-    {
-        return Err(csv_error(1, "empty file: expected a header".to_string()));
-    }
-    let header: Vec<String> = record.iter().map(|h| h.trim().to_string()).collect();
     let column = |name: &str| header.iter().position(|h| h == name);
     let mut idx = [0usize; 8];
     let missing: Vec<&str> = REQUIRED_COLUMNS
@@ -211,6 +187,54 @@ pub fn parse_csv(path: &Path, input: impl BufRead, limit: Option<u64>) -> Result
         count += 1;
     }
     Ok(spans)
+}
+
+/// A CSV reader over `input` past its header, and the header's names, trimmed. The readers of
+/// labeled spans share it, so a file's errors read alike whichever command reads it.
+pub(crate) fn open_csv<R: Read>(
+    path: &Path,
+    input: R,
+) -> Result<(csv::Reader<R>, Vec<String>), EvalError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(input);
+    let mut record = csv::StringRecord::new();
+    if !reader
+        .read_record(&mut record)
+        .map_err(|e| read_error(path, e, 1))?
+    {
+        return Err(csv_error(
+            path,
+            1,
+            "empty file: expected a header".to_string(),
+        ));
+    }
+    let header = record.iter().map(|h| h.trim().to_string()).collect();
+    Ok((reader, header))
+}
+
+/// A malformed row of `path` at `line`.
+pub(crate) fn csv_error(path: &Path, line: u64, message: String) -> EvalError {
+    EvalError::Csv {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// A read error at about `line`: an I/O error as such, anything else as a malformed row at the
+/// line the parser names.
+pub(crate) fn read_error(path: &Path, err: csv::Error, line: u64) -> EvalError {
+    let line = err.position().map_or(line, csv::Position::line);
+    let message = err.to_string();
+    match err.into_kind() {
+        csv::ErrorKind::Io(source) => EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => csv_error(path, line, message),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use super::super::EvalError;
+use super::super::labeled_csv::{csv_error, open_csv, read_error};
 
 /// The columns attribution reads; `label` is not among them: the truth is in the faults CSV.
 pub const SPAN_COLUMNS: [&str; 7] = [
@@ -63,34 +64,10 @@ pub fn parse_spans(
     input: impl Read,
     each: &mut impl FnMut(&SpanRow<'_>),
 ) -> Result<u64, EvalError> {
-    let csv_error = |line: u64, message: String| EvalError::Csv {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let read_error = |err: csv::Error, line: u64| {
-        let line = err.position().map_or(line, csv::Position::line);
-        let message = err.to_string();
-        match err.into_kind() {
-            csv::ErrorKind::Io(source) => EvalError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-            _ => csv_error(line, message),
-        }
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(input);
+    let csv_error = |line: u64, message: String| csv_error(path, line, message);
+    let read_error = |err: csv::Error, line: u64| read_error(path, err, line);
+    let (mut reader, header) = open_csv(path, input)?;
     let mut record = csv::StringRecord::new();
-    if !reader
-        .read_record(&mut record)
-        .map_err(|e| read_error(e, 1))?
-    {
-        return Err(csv_error(1, "empty file: expected a header".to_string()));
-    }
-    let header: Vec<String> = record.iter().map(|h| h.trim().to_string()).collect();
     let column = |name: &str| header.iter().position(|h| h == name);
     let missing: Vec<&str> = SPAN_COLUMNS
         .iter()
