@@ -402,22 +402,25 @@ fn validate(files: &[PathBuf], strict: bool) -> ExitCode {
                     println!(
                         "{}: invalid under --strict: {}",
                         file.display(),
-                        counted(warnings, "warning")
+                        tracescale_core::words::count(warnings as u64, "warning")
                     );
                 } else {
                     println!(
                         "{}: valid, {}",
                         file.display(),
-                        counted(warnings, "warning")
+                        tracescale_core::words::count(warnings as u64, "warning")
                     );
                 }
             }
             Err(err) => {
                 ok = false;
                 eprint!("{}", err.render(color()));
-                let mut summary = counted(err.error_count(), "error");
+                let mut summary = tracescale_core::words::count(err.error_count() as u64, "error");
                 if err.warning_count() > 0 {
-                    summary.push_str(&format!(", {}", counted(err.warning_count(), "warning")));
+                    summary.push_str(&format!(
+                        ", {}",
+                        tracescale_core::words::count(err.warning_count() as u64, "warning")
+                    ));
                 }
                 println!("{}: invalid: {summary}", file.display());
             }
@@ -427,15 +430,6 @@ fn validate(files: &[PathBuf], strict: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::CONFIG)
-    }
-}
-
-/// "1 error", "2 errors".
-fn counted(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
     }
 }
 
@@ -451,30 +445,12 @@ fn evaluate(
         let spans = eval::read_csv(input, limit)?;
         Ok(eval::replay(&mut detector, &spans))
     };
-    match run() {
-        Ok(report) if json => match serde_json::to_string(&report) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(exit::RUNTIME)
-            }
-        },
-        Ok(report) => {
-            print!("{}", report.table());
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::from(if err.is_config() {
-                exit::CONFIG
-            } else {
-                exit::RUNTIME
-            })
-        }
-    }
+    report(
+        run(),
+        json,
+        serde_json::to_string,
+        eval::DetectionReport::table,
+    )
 }
 
 fn attribute(
@@ -495,8 +471,23 @@ fn attribute(
         eprintln!("error: --target must be longer than 0s");
         return ExitCode::from(exit::CONFIG);
     }
-    match eval::attribution::attribute(input, faults, options) {
-        Ok(report) if json => match serde_json::to_string(&report) {
+    report(
+        eval::attribution::attribute(input, faults, options),
+        json,
+        serde_json::to_string,
+        eval::attribution::AttributionReport::table,
+    )
+}
+
+/// Prints a report as JSON or as its table; a config mistake exits 2, anything else 1.
+fn report<R>(
+    result: Result<R, eval::EvalError>,
+    json: bool,
+    to_json: fn(&R) -> serde_json::Result<String>,
+    table: fn(&R) -> String,
+) -> ExitCode {
+    match result {
+        Ok(report) if json => match to_json(&report) {
             Ok(text) => {
                 println!("{text}");
                 ExitCode::SUCCESS
@@ -507,7 +498,7 @@ fn attribute(
             }
         },
         Ok(report) => {
-            print!("{}", report.table());
+            print!("{}", table(&report));
             ExitCode::SUCCESS
         }
         Err(err) => {
