@@ -191,6 +191,9 @@ struct SinkConfig {
     key: String,
     #[serde(default)]
     delay_ms: u64,
+    /// Fail the shutdown, as an exporter does that gave up on data it held.
+    #[serde(default)]
+    fail_shutdown: bool,
 }
 
 struct Sink {
@@ -209,6 +212,15 @@ impl Exporter for Sink {
             .entry(self.config.key.clone())
             .or_default()
             .push(signal);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _: Instant) -> Result<(), ComponentError> {
+        if self.config.fail_shutdown {
+            return Err(ComponentError::other(std::io::Error::other(
+                "gave up on what it held",
+            )));
+        }
         Ok(())
     }
 }

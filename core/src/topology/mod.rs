@@ -23,6 +23,7 @@ pub mod queue;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -58,7 +59,9 @@ pub struct StartError {
 /// How a shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Every queue drained and every component flushed before the deadline.
+    /// Every queue drained and every component flushed before the deadline, with nothing
+    /// dropped on the way: a processor or exporter whose own shutdown failed or overran (an
+    /// exporter that gave up on spans it held, say) makes this false.
     pub drained: bool,
 }
 
@@ -68,11 +71,38 @@ struct Stop {
     deadline: OnceLock<Instant>,
     grace: Duration,
     abort: CancellationToken,
+    /// Set by a task whose component's own shutdown failed or overran: the queues may all have
+    /// drained, yet what that component held did not reach its destination.
+    lost: AtomicBool,
 }
 
 impl Stop {
     fn deadline(&self) -> Instant {
         *self.deadline.get_or_init(|| Instant::now() + self.grace)
+    }
+
+    /// Waits for a processor's or exporter's shutdown by the deadline; a failure or an overrun
+    /// is logged and makes the whole shutdown incomplete.
+    async fn component_shutdown(
+        &self,
+        kind: &'static str,
+        id: &str,
+        shutdown: impl Future<Output = Result<(), ComponentError>>,
+    ) {
+        match tokio::time::timeout_at(self.deadline(), shutdown).await {
+            Ok(Ok(())) => debug!(component = id, kind, "stopped"),
+            Ok(Err(err)) => {
+                self.lost.store(true, Ordering::Relaxed);
+                warn!(component = id, kind, error = %err, "shutdown failed");
+            }
+            Err(_) => {
+                self.lost.store(true, Ordering::Relaxed);
+                warn!(
+                    component = id,
+                    kind, "did not flush by the shutdown deadline"
+                );
+            }
+        }
     }
 }
 
@@ -224,6 +254,7 @@ impl RunningTopology {
             deadline: OnceLock::new(),
             grace: config.service.shutdown_deadline.get(),
             abort: CancellationToken::new(),
+            lost: AtomicBool::new(false),
         });
         let mut running = RunningTopology {
             receivers: Vec::new(),
@@ -459,7 +490,9 @@ impl RunningTopology {
             token.cancel();
             let _ = task.await;
         }
-        ShutdownReport { drained }
+        ShutdownReport {
+            drained: drained && !self.stop.lost.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -547,14 +580,8 @@ async fn run_exporter(
     }
     count_leftovers(&mut rx, &telemetry);
     let deadline = stop.deadline();
-    match tokio::time::timeout_at(deadline, exporter.shutdown(deadline)).await {
-        Ok(Ok(())) => debug!(exporter = telemetry.id(), "exporter stopped"),
-        Ok(Err(err)) => warn!(exporter = telemetry.id(), error = %err, "exporter shutdown failed"),
-        Err(_) => warn!(
-            exporter = telemetry.id(),
-            "exporter did not flush by the shutdown deadline"
-        ),
-    }
+    stop.component_shutdown("exporter", telemetry.id(), exporter.shutdown(deadline))
+        .await;
 }
 
 async fn run_processor(
@@ -615,16 +642,12 @@ async fn run_processor(
     }
     count_leftovers(&mut rx, &telemetry);
     let deadline = stop.deadline();
-    match tokio::time::timeout_at(deadline, processor.shutdown(&mut out, deadline)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            warn!(processor = telemetry.id(), error = %err, "processor shutdown failed")
-        }
-        Err(_) => warn!(
-            processor = telemetry.id(),
-            "processor did not flush by the shutdown deadline"
-        ),
-    }
+    stop.component_shutdown(
+        "processor",
+        telemetry.id(),
+        processor.shutdown(&mut out, deadline),
+    )
+    .await;
     forward(&mut out, &downstream, &telemetry, &stop).await;
 }
 

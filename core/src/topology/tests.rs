@@ -313,6 +313,27 @@ shutdown_deadline = "3s"
     );
 }
 
+/// Every queue drains in time, but an exporter gave up on what it held: the shutdown is not
+/// complete, so the process exits 1 and a supervisor sees the loss.
+#[tokio::test]
+async fn an_exporter_that_fails_its_shutdown_makes_it_incomplete() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "lossy"
+[exporters.t_sink]
+key = "lossy"
+fail_shutdown = true
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    output("lossy").send(batch(1)).await.unwrap();
+    assert!(!t.shutdown().await.drained);
+}
+
 #[tokio::test(start_paused = true)]
 async fn processors_tick_on_the_engine_clock() {
     let t = start(

@@ -24,7 +24,7 @@ use tracescale_core::component::{BuildContext, ComponentError, Exporter, Exporte
 use tracescale_core::config::{BuildError, field_names};
 use tracescale_core::registry::{Build, ComponentFactory};
 use tracescale_core::signal::{Signal, SignalKind};
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use config::{Compression, OtlpExporterConfig, Protocol, RetryConfig};
 
@@ -56,6 +56,14 @@ pub enum OtlpExporterError {
     /// The sender task panicked.
     #[error("the otlp exporter's sender task failed")]
     SenderFailed(#[source] JoinError),
+    /// Spans held at shutdown were not delivered by the deadline.
+    #[error("{dropped} spans could not be sent to {endpoint} before the shutdown deadline")]
+    DroppedAtShutdown {
+        /// Spans given up on.
+        dropped: u64,
+        /// Where they were going.
+        endpoint: String,
+    },
 }
 
 /// Sends traces to an OTLP endpoint. Built from [`OtlpExporterConfig`].
@@ -215,21 +223,23 @@ impl Exporter for OtlpExporter {
         };
         if let Some(c) = &counters {
             let tally = c.tally();
-            let dropped = tally.dropped(DropReason::Shutdown) - dropped_before;
-            if dropped > 0 {
-                warn!(
-                    component = %self.id,
-                    endpoint = %self.settings.endpoint,
-                    dropped,
-                    "the otlp exporter could not send every span before the shutdown deadline"
-                );
-            }
             debug!(
                 component = %self.id,
                 sent = tally.sent(),
                 retries = tally.retries(),
                 "otlp exporter stopped"
             );
+            let dropped = tally.dropped(DropReason::Shutdown) - dropped_before;
+            // The engine logs this and turns it into an incomplete shutdown (exit status 1), so a
+            // supervisor sees that spans answered OK were lost.
+            if dropped > 0 && result.is_ok() {
+                return Err(ComponentError::other(
+                    OtlpExporterError::DroppedAtShutdown {
+                        dropped,
+                        endpoint: self.settings.endpoint.to_string(),
+                    },
+                ));
+            }
         }
         result
     }

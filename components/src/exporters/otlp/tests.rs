@@ -843,10 +843,14 @@ async fn shutdown_gives_up_by_its_deadline_when_nothing_listens() {
             .await
             .unwrap();
         let began = std::time::Instant::now();
-        exporter
+        let err = exporter
             .shutdown(Instant::now() + Duration::from_millis(500))
             .await
-            .unwrap();
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("6 spans could not be sent"),
+            "{table}: {err}"
+        );
         let took = began.elapsed();
         assert!(took < Duration::from_millis(1500), "{table}: {took:?}");
         assert_eq!(tally(&exporter).dropped(DropReason::Shutdown), 6, "{table}");
@@ -867,10 +871,15 @@ async fn shutdown_gives_up_by_its_deadline_when_the_server_hangs() {
         .unwrap();
     mock.wait_for_requests(1).await;
     let began = std::time::Instant::now();
-    exporter
+    // Giving up on spans it held is an error, which the engine turns into exit status 1.
+    let err = exporter
         .shutdown(Instant::now() + Duration::from_millis(300))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("7 spans could not be sent"),
+        "{err}"
+    );
     assert!(began.elapsed() < Duration::from_millis(1500));
     assert_eq!(tally(&exporter).dropped(DropReason::Shutdown), 7);
     assert_eq!(tally(&exporter).sent(), 0);
@@ -1140,11 +1149,12 @@ async fn the_readme_examples_build_and_the_first_starts_and_stops_by_its_deadlin
         .export(signal(vec![resource("a", 20)]))
         .await
         .unwrap();
+    // Nothing listens at the example's endpoint: the spans are given up on, by the deadline.
     let began = std::time::Instant::now();
-    exporter
+    let stopped = exporter
         .shutdown(Instant::now() + Duration::from_millis(300))
-        .await
-        .unwrap();
+        .await;
+    assert!(stopped.is_err());
     assert!(began.elapsed() < Duration::from_secs(2));
     exporter.shutdown(in_secs(1)).await.unwrap();
 }
