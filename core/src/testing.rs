@@ -28,7 +28,7 @@ pub fn output_with_taps(
 ) -> (Output, QueueRx) {
     let (tx, rx) = queue(capacity, usize::MAX);
     let telemetry = ComponentTelemetry::new(ComponentKind::Receiver, &id(receiver_id));
-    (Output::new(vec![tx], taps, telemetry), rx)
+    (Output::new(vec![tx], taps, false, telemetry), rx)
 }
 
 /// The context a receiver gets at start, around `output`.

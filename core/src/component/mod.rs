@@ -176,6 +176,15 @@ pub trait Exporter: Send {
     /// Sends one batch of a signal the exporter takes.
     async fn export(&mut self, signal: Signal) -> Result<(), ComponentError>;
 
+    /// Returns once every batch handed to [`Exporter::export`] so far has been delivered, or
+    /// given up on and counted. A disk buffer calls it before it forgets what it read, so an
+    /// exporter that holds batches in memory after `export` returns (to batch or retry them)
+    /// must wait for them here. The default suits an exporter whose `export` returns only once
+    /// the batch is delivered.
+    async fn flush(&mut self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
     /// Flushes buffered data by `deadline`. Called once the queue is drained. Idempotent; safe
     /// before `start`.
     async fn shutdown(&mut self, _deadline: Instant) -> Result<(), ComponentError> {

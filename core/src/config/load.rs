@@ -12,7 +12,7 @@ use super::build::{BuildContext, Built, build_component, de_error};
 use super::diagnostic::{ConfigError, Diagnostic, suggest, syntax_error};
 use super::env::{self, Env, ProcessEnv};
 use super::recover::{Fill, deserialize_all};
-use super::{ComponentId, Config, ExporterSpec, ReceiverSpec, ServiceConfig, WhenFull};
+use super::{Buffer, ComponentId, Config, ExporterSpec, ReceiverSpec, ServiceConfig, WhenFull};
 use crate::component::ComponentKind;
 use crate::registry::{self, ComponentFactory};
 use crate::signal::SignalKind;
@@ -109,6 +109,7 @@ struct Entry<'a> {
     queue_size: usize,
     queue_items: usize,
     when_full: WhenFull,
+    buffer: Buffer,
     /// An exporter's `signals`: the signals it gets, out of those its type takes.
     signals: Option<Vec<SignalKind>>,
     built: Option<Built>,
@@ -140,6 +141,7 @@ struct EngineExporterKeys {
     queue_items: Option<usize>,
     when_full: Option<WhenFull>,
     signals: Option<Vec<SignalKind>>,
+    buffer: Option<Buffer>,
 }
 
 struct Loader {
@@ -274,6 +276,7 @@ impl Loader {
                     queue_size: entry.queue_size,
                     queue_items: entry.queue_items,
                     when_full: entry.when_full,
+                    buffer: entry.buffer,
                 }),
                 Some(Built::Processor(_)) | None => {}
             }
@@ -417,9 +420,16 @@ impl Loader {
             let (mut queue_size, mut queue_items, mut when_full) =
                 (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_ITEMS, WhenFull::default());
             let mut signals = None;
+            let mut buffer = Buffer::Memory;
             if kind == ComponentKind::Exporter {
                 let mut engine = DeTable::new();
-                for k in ["queue_size", "queue_items", "when_full", "signals"] {
+                for k in [
+                    "queue_size",
+                    "queue_items",
+                    "when_full",
+                    "signals",
+                    "buffer",
+                ] {
                     if let Some((k, v)) = component.remove_entry(k) {
                         engine.insert(k, v);
                     }
@@ -435,6 +445,7 @@ impl Loader {
                 match recovered.value {
                     Some(keys) if clean => {
                         when_full = keys.when_full.unwrap_or_default();
+                        buffer = keys.buffer.unwrap_or_default();
                         signals = self.exporter_signals(
                             &format!("{name}.{id}"),
                             factory,
@@ -486,6 +497,7 @@ impl Loader {
                 queue_size,
                 queue_items,
                 when_full,
+                buffer,
                 signals,
                 built: None,
                 failed: false,

@@ -97,6 +97,29 @@ pub enum WhenFull {
     Block,
 }
 
+/// Where an exporter's queue keeps what waits for the exporter: the `buffer` engine key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Buffer {
+    /// In memory, bounded by `queue_size` and `queue_items`; gone with the process.
+    #[default]
+    Memory,
+    /// On disk, synced before receivers answer OK, replayed after a restart
+    /// (docs/adr/0010-a-disk-buffer-of-checksummed-segments.md).
+    Disk {
+        /// The directory of this exporter's segments; created if missing. One exporter, one
+        /// directory.
+        path: std::path::PathBuf,
+        /// Bytes on disk at most; past it the queue in front waits.
+        #[serde(default = "default_disk_max_size")]
+        max_size: ByteSize,
+    },
+}
+
+fn default_disk_max_size() -> ByteSize {
+    ByteSize::mib(1024)
+}
+
 /// Log verbosity for `[service] log_level`; `RUST_LOG` overrides it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,6 +284,8 @@ pub struct ExporterSpec {
     pub queue_items: usize,
     /// What the queue does when full.
     pub when_full: WhenFull,
+    /// Where waiting batches are kept.
+    pub buffer: Buffer,
     /// The signals it gets: what its type takes, narrowed by its `signals` key.
     pub signals: Vec<SignalKind>,
 }

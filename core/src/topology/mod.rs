@@ -17,6 +17,7 @@
 //! The deadline is the backstop: when it passes, tasks stop waiting, and whatever is still queued
 //! is counted as dropped with reason `shutdown_deadline`.
 
+mod disk;
 pub mod output;
 pub mod queue;
 
@@ -36,7 +37,7 @@ use crate::component::{
     ComponentError, ComponentKind, Emitter, Exporter, ExporterContext, Processor, ProcessorContext,
     Receiver, ReceiverContext, Tap,
 };
-use crate::config::{ComponentId, Config, WhenFull};
+use crate::config::{Buffer, ComponentId, Config, WhenFull};
 use crate::health::{Health, Phase};
 use crate::signal::{Signal, SignalKind};
 use crate::telemetry::ComponentTelemetry;
@@ -130,6 +131,8 @@ struct ExporterInput {
     /// What its type takes, narrowed by its `signals` key.
     takes: Arc<[SignalKind]>,
     telemetry: ComponentTelemetry,
+    /// It keeps a disk buffer.
+    durable: bool,
 }
 
 /// Where the receivers of one pipeline send, and what sees the batches they refuse.
@@ -137,6 +140,8 @@ struct PipelineInput {
     receivers: Vec<ComponentId>,
     tx: QueueTx,
     taps: Vec<Arc<dyn Tap>>,
+    /// Some exporter of the pipeline keeps a disk buffer.
+    durable: bool,
 }
 
 /// The end of a pipeline: hands each batch to every exporter that takes its signal.
@@ -314,13 +319,44 @@ impl RunningTopology {
                 capacity: spec.queue_size,
             });
             let takes: Arc<[SignalKind]> = spec.signals.into();
-            self.tasks.spawn(run_exporter(
-                exporter,
-                rx,
-                telemetry.clone(),
-                takes.clone(),
-                self.stop.clone(),
-            ));
+            let durable = matches!(spec.buffer, Buffer::Disk { .. });
+            match spec.buffer {
+                Buffer::Memory => {
+                    self.tasks.spawn(run_exporter(
+                        exporter,
+                        rx,
+                        telemetry.clone(),
+                        takes.clone(),
+                        self.stop.clone(),
+                    ));
+                }
+                Buffer::Disk { path, max_size } => {
+                    let (buffer, acknowledged) =
+                        disk::DiskBuffer::open(spec.id.as_str(), &path, max_size.bytes()).map_err(
+                            |err| StartError {
+                                kind: ComponentKind::Exporter,
+                                id: spec.id.clone(),
+                                source: ComponentError::other(err),
+                            },
+                        )?;
+                    let buffer = Arc::new(buffer);
+                    self.tasks.spawn(disk::run_writer(
+                        buffer.clone(),
+                        rx,
+                        telemetry.clone(),
+                        ctx.health.clone(),
+                        self.stop.clone(),
+                    ));
+                    self.tasks.spawn(disk::run_reader(
+                        buffer,
+                        acknowledged,
+                        exporter,
+                        telemetry.clone(),
+                        takes.clone(),
+                        self.stop.clone(),
+                    ));
+                }
+            }
             exporter_inputs.push((
                 spec.id,
                 ExporterInput {
@@ -328,6 +364,7 @@ impl RunningTopology {
                     when_full: spec.when_full,
                     takes,
                     telemetry,
+                    durable,
                 },
             ));
             debug!(exporter = %ctx.id, "exporter started");
@@ -348,6 +385,7 @@ impl RunningTopology {
                     .collect(),
                 stop: self.stop.clone(),
             };
+            let durable = fanout.exporters.iter().any(|e| e.durable);
             // Build the chain from its end: each processor's input queue is the previous
             // stage's downstream.
             let mut downstream = Downstream::Fanout(fanout);
@@ -410,6 +448,7 @@ impl RunningTopology {
                 receivers: pipeline.receivers,
                 tx: entry,
                 taps,
+                durable,
             });
         }
         // The fan-outs hold their own clones; these would keep exporter queues open forever.
@@ -430,7 +469,12 @@ impl RunningTopology {
             );
             let ctx = ReceiverContext {
                 id: spec.id.clone(),
-                output: Output::new(targets, taps, telemetry.clone()),
+                output: Output::new(
+                    targets,
+                    taps,
+                    feeds.iter().any(|p| p.durable),
+                    telemetry.clone(),
+                ),
                 telemetry,
                 health: self.health.handle(format!("receiver/{}", spec.id)),
             };
@@ -555,33 +599,48 @@ async fn run_exporter(
                 None => break,
             },
         };
-        let (kind, items) = (signal.kind(), signal.item_count());
-        if !takes.contains(&kind) {
+        if !takes.contains(&signal.kind()) {
             continue;
         }
-        telemetry.received(kind, items);
-        let result = tokio::select! {
-            biased;
-            _ = stop.abort.cancelled() => {
-                telemetry.dropped(kind, "shutdown_deadline", items);
-                break;
-            }
-            result = exporter.export(signal) => result,
-        };
-        match result {
-            Ok(()) => telemetry.emitted(kind, items),
-            Err(err) => {
-                telemetry.failed(kind, items);
-                if let Some(suppressed) = limiter.ready() {
-                    warn!(exporter = telemetry.id(), error = %err, items, suppressed, "export failed");
-                }
-            }
+        if !export_one(&mut *exporter, signal, &telemetry, &stop, &mut limiter).await {
+            break;
         }
     }
     count_leftovers(&mut rx, &telemetry);
     let deadline = stop.deadline();
     stop.component_shutdown("exporter", telemetry.id(), exporter.shutdown(deadline))
         .await;
+}
+
+/// Hands one batch to an exporter and counts the outcome. False when the shutdown deadline
+/// passed first (the batch is counted as dropped).
+async fn export_one(
+    exporter: &mut dyn Exporter,
+    signal: Signal,
+    telemetry: &ComponentTelemetry,
+    stop: &Stop,
+    limiter: &mut LogLimiter,
+) -> bool {
+    let (kind, items) = (signal.kind(), signal.item_count());
+    telemetry.received(kind, items);
+    let result = tokio::select! {
+        biased;
+        _ = stop.abort.cancelled() => {
+            telemetry.dropped(kind, "shutdown_deadline", items);
+            return false;
+        }
+        result = exporter.export(signal) => result,
+    };
+    match result {
+        Ok(()) => telemetry.emitted(kind, items),
+        Err(err) => {
+            telemetry.failed(kind, items);
+            if let Some(suppressed) = limiter.ready() {
+                warn!(exporter = telemetry.id(), error = %err, items, suppressed, "export failed");
+            }
+        }
+    }
+    true
 }
 
 async fn run_processor(

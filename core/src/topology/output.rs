@@ -20,6 +20,8 @@ struct Inner {
     pipelines: Vec<QueueTx>,
     /// The taps of the processors of those pipelines: they see what is refused.
     taps: Vec<Arc<dyn Tap>>,
+    /// Some pipeline ends in a disk-buffered exporter: OK waits for the sync.
+    durable: bool,
     telemetry: ComponentTelemetry,
 }
 
@@ -57,12 +59,14 @@ impl Output {
     pub(crate) fn new(
         pipelines: Vec<QueueTx>,
         taps: Vec<Arc<dyn Tap>>,
+        durable: bool,
         telemetry: ComponentTelemetry,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pipelines,
                 taps,
+                durable,
                 telemetry,
             }),
         }
@@ -119,6 +123,18 @@ impl Output {
         drop(barrier);
         settled.await;
         Ok(())
+    }
+
+    /// Waits until what this output sent is as safe as its pipelines promise, before a
+    /// receiver answers OK: when a pipeline ends in an exporter with a disk buffer, until the
+    /// batches are synced to disk (and handled by that pipeline's other exporters, as
+    /// [`Output::settle`] waits); otherwise at once, the batches being in the pipelines' queues.
+    pub async fn confirm(&self) -> Result<(), ClosedError> {
+        if self.inner.durable {
+            self.settle().await
+        } else {
+            Ok(())
+        }
     }
 
     /// Shows a batch the receiver refuses for a reason of its own, such as the memory limit, to

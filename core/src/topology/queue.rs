@@ -237,7 +237,7 @@ impl QueueRx {
         self.rx.recv().await.map(Queued::into_item)
     }
 
-    fn try_recv_item(&mut self) -> Result<Item, mpsc::error::TryRecvError> {
+    pub(crate) fn try_recv_item(&mut self) -> Result<Item, mpsc::error::TryRecvError> {
         self.rx.try_recv().map(Queued::into_item)
     }
 

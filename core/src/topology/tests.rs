@@ -8,7 +8,7 @@ use super::*;
 use crate::config::load_str;
 use crate::test_components::{outputs, sinks};
 
-fn batch(spans: usize) -> Signal {
+pub(crate) fn batch(spans: usize) -> Signal {
     Signal::Traces(crate::signal::Traces::new(vec![ResourceSpans {
         scope_spans: vec![ScopeSpans {
             spans: vec![Span::default(); spans],
@@ -18,18 +18,18 @@ fn batch(spans: usize) -> Signal {
     }]))
 }
 
-async fn start(text: &str) -> RunningTopology {
+pub(crate) async fn start(text: &str) -> RunningTopology {
     let config = load_str(Path::new("test.toml"), text).unwrap();
     let health = Health::new();
     RunningTopology::start(config, health).await.unwrap()
 }
 
-fn output(key: &str) -> Output {
+pub(crate) fn output(key: &str) -> Output {
     outputs().lock().unwrap().get(key).cloned().unwrap()
 }
 
 /// Items and decisions a sink received.
-fn sink(key: &str) -> (usize, Vec<String>) {
+pub(crate) fn sink(key: &str) -> (usize, Vec<String>) {
     let sinks = sinks().lock().unwrap();
     let mut spans = 0;
     let mut rules = Vec::new();

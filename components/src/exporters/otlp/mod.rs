@@ -188,6 +188,24 @@ impl Exporter for OtlpExporter {
         Ok(())
     }
 
+    /// Every span handed over holds a permit until it is sent or dropped (and counted), so
+    /// taking every permit means nothing is held. A partial batch still waits for `timeout`.
+    async fn flush(&mut self) -> Result<(), ComponentError> {
+        let State::Running(running) = &self.state else {
+            return Ok(());
+        };
+        let all = u32::try_from(self.settings.capacity()).map_err(|_| {
+            ComponentError::other(OtlpExporterError::TooLarge(self.settings.capacity()))
+        })?;
+        let held = running
+            .room
+            .acquire_many(all)
+            .await
+            .map_err(|_| ComponentError::other(OtlpExporterError::SenderStopped))?;
+        drop(held);
+        Ok(())
+    }
+
     async fn shutdown(&mut self, deadline: Instant) -> Result<(), ComponentError> {
         let Running {
             tx,

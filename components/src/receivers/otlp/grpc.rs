@@ -49,7 +49,7 @@ impl TraceService for Service {
                 "too many concurrent requests; retry later",
             ));
         };
-        match shared.accept(request.into_inner()) {
+        match shared.accept(request.into_inner()).await {
             Accepted::Ok(partial_success) => Ok(Response::new(ExportTraceServiceResponse {
                 partial_success,
             })),

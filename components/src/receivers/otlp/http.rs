@@ -251,7 +251,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             );
         }
     };
-    match shared.accept(request) {
+    match shared.accept(request).await {
         Accepted::Ok(partial_success) => {
             let response = ExportTraceServiceResponse { partial_success };
             let body = match encoding {

@@ -73,8 +73,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Validates, then hands the valid spans to the pipelines without waiting.
-    pub(crate) fn accept(&self, request: ExportTraceServiceRequest) -> Accepted {
+    /// Validates, then hands the valid spans to the pipelines without waiting for room; with a
+    /// disk-buffered exporter behind, waits until they are on disk before it says OK.
+    pub(crate) async fn accept(&self, request: ExportTraceServiceRequest) -> Accepted {
         let mut resource_spans = request.resource_spans;
         let total = Traces::new(std::mem::take(&mut resource_spans));
         let received = total.span_count();
@@ -114,7 +115,11 @@ impl Shared {
             return Accepted::Full;
         }
         match output.try_send(signal) {
-            Ok(()) => Accepted::Ok(partial),
+            // Taken; with a disk buffer behind, OK only once the spans are synced.
+            Ok(()) => match output.confirm().await {
+                Ok(()) => Accepted::Ok(partial),
+                Err(_) => Accepted::Closed,
+            },
             Err(TrySendError::Full(_)) => {
                 self.telemetry
                     .dropped(SignalKind::Traces, "refused_pipeline_full", rejected.kept);
