@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod diagnostics;
 mod docs;
+mod durability;
 mod fuzz_regressions;
 mod interop;
 mod keda;
