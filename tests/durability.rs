@@ -13,7 +13,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tracescale_components::receivers::demo_traces::Generator;
 
-use crate::util::{eventually, free_port, run_ready, signal, stop_cleanly, wait_with_limit};
+use crate::util::{
+    eventually, free_port, http_get, run_ready, signal, stop_cleanly, wait_with_limit,
+};
 
 /// How long the backend stays away.
 const DOWN: Duration = Duration::from_secs(60);
@@ -194,13 +196,12 @@ fn all_arrive(spans: &Path, acknowledged: &HashSet<SpanKey>) {
     }
 }
 
-fn stop(child: Child) {
+/// Stops a run that must end cleanly; returns its log.
+fn stop(child: Child) -> String {
     let out = stop_cleanly(child, Duration::from_secs(30));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
 }
 
 #[test]
@@ -244,6 +245,26 @@ fn with_the_default_queue_a_backend_down_for_a_minute_gets_every_acknowledged_sp
     // The clients keep sending through the outage: the queues fill, then they are told to back
     // off, and nothing they were told is safe is dropped.
     let load = Load::start(grpc, 2, 2);
+    // A failing exporter is visible: degraded in /readyz (still ready: back-pressure already
+    // slows the clients), every component listed.
+    let (status, body) = eventually(Duration::from_secs(30), "a degraded exporter", || {
+        http_get(telemetry, "/readyz").filter(|(_, b)| b.contains("degraded"))
+    });
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "degraded", "{body}");
+    let exporter = &ready["components"]["exporter/otlp"];
+    assert_eq!(exporter["status"], "degraded", "{body}");
+    assert!(
+        exporter["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("127.0.0.1:{backend_grpc}"))),
+        "{body}"
+    );
+    assert_eq!(
+        ready["components"]["receiver/otlp"]["status"], "ok",
+        "{body}"
+    );
     std::thread::sleep(DOWN.saturating_sub(began.elapsed()));
     let (backend_config, spans) = backend(dir.path(), backend_grpc, backend_telemetry);
     let backend = run_ready(&backend_config, backend_telemetry);
@@ -252,6 +273,10 @@ fn with_the_default_queue_a_backend_down_for_a_minute_gets_every_acknowledged_sp
     });
     let acknowledged = load.finish();
     all_arrive(&spans, &acknowledged);
-    stop(child);
+    eventually(Duration::from_secs(10), "the exporter ok again", || {
+        http_get(telemetry, "/readyz").filter(|(_, b)| !b.contains("degraded"))
+    });
+    let stderr = stop(child);
+    assert!(stderr.contains("export failed; retrying"), "{stderr}");
     stop(backend);
 }

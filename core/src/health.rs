@@ -30,11 +30,27 @@ struct Inner {
     components: Mutex<BTreeMap<String, ComponentStatus>>,
 }
 
+/// How a component is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Working.
+    Ok,
+    /// Working, with a problem it is riding out, such as a backend that refuses requests while
+    /// the exporter retries. Still ready: traffic sent elsewhere would meet the same backend,
+    /// and back-pressure already tells clients to slow down.
+    Degraded,
+    /// Cannot do its job; holds the whole engine not ready.
+    NotReady,
+}
+
 /// What one component last reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ComponentStatus {
     /// False holds the whole engine not ready.
     pub ready: bool,
+    /// `ok`, `degraded` or `not_ready`.
+    pub status: Status,
     /// Why, for people reading `/readyz`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -45,6 +61,8 @@ pub struct ComponentStatus {
 pub struct Readiness {
     /// True when the engine is running and no component said it is not ready.
     pub ready: bool,
+    /// The worst of the components' statuses; `not_ready` too when the engine is not running.
+    pub status: Status,
     /// The engine's phase.
     pub phase: Phase,
     /// What each component reported, by `kind/id`.
@@ -104,8 +122,19 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let phase = self.phase();
+        let worst = components
+            .values()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Ok);
+        let status = if phase == Phase::Running {
+            worst
+        } else {
+            Status::NotReady
+        };
         Readiness {
-            ready: phase == Phase::Running && components.values().all(|c| c.ready),
+            ready: status != Status::NotReady,
+            status,
             phase,
             components,
         }
@@ -124,7 +153,17 @@ impl HealthHandle {
     pub fn ready(&self, detail: Option<String>) {
         self.set(ComponentStatus {
             ready: true,
+            status: Status::Ok,
             detail,
+        });
+    }
+
+    /// Reports the component working but with a problem it is riding out, saying which.
+    pub fn degraded(&self, detail: impl Into<String>) {
+        self.set(ComponentStatus {
+            ready: true,
+            status: Status::Degraded,
+            detail: Some(detail.into()),
         });
     }
 
@@ -132,6 +171,7 @@ impl HealthHandle {
     pub fn not_ready(&self, detail: impl Into<String>) {
         self.set(ComponentStatus {
             ready: false,
+            status: Status::NotReady,
             detail: Some(detail.into()),
         });
     }
@@ -161,6 +201,10 @@ mod tests {
         assert!(!h.readiness().ready);
         c.ready(None);
         assert!(h.readiness().ready);
+        c.degraded("backend refuses; retrying");
+        let degraded = h.readiness();
+        assert!(degraded.ready);
+        assert_eq!(degraded.status, Status::Degraded);
         h.set_phase(Phase::ShuttingDown);
         assert!(!h.readiness().ready);
     }

@@ -253,6 +253,14 @@ impl Downstream {
 }
 
 impl RunningTopology {
+    /// A component's health handle, listed in `/readyz` as `ok` from the start, so that every
+    /// component shows, not only those that have something to report.
+    fn listed(&self, key: String) -> crate::health::HealthHandle {
+        let handle = self.health.handle(key);
+        handle.ready(None);
+        handle
+    }
+
     /// Starts every component of a loaded config: exporters, then processors, then receivers.
     pub async fn start(config: Config, health: Health) -> Result<Self, StartError> {
         let stop = Arc::new(Stop {
@@ -304,7 +312,7 @@ impl RunningTopology {
             let ctx = ExporterContext {
                 id: spec.id.clone(),
                 telemetry: telemetry.clone(),
-                health: self.health.handle(format!("exporter/{}", spec.id)),
+                health: self.listed(format!("exporter/{}", spec.id)),
             };
             let mut exporter = spec.instance;
             exporter.start(&ctx).await.map_err(|source| StartError {
@@ -402,9 +410,7 @@ impl RunningTopology {
                     id: spec.id.clone(),
                     pipeline: pipeline.name.clone(),
                     telemetry: telemetry.clone(),
-                    health: self
-                        .health
-                        .handle(format!("processor/{}/{}", pipeline.name, spec.id)),
+                    health: self.listed(format!("processor/{}/{}", pipeline.name, spec.id)),
                 };
                 let mut processor = spec.instance;
                 processor.start(&ctx).await.map_err(|source| StartError {
@@ -476,7 +482,7 @@ impl RunningTopology {
                     telemetry.clone(),
                 ),
                 telemetry,
-                health: self.health.handle(format!("receiver/{}", spec.id)),
+                health: self.listed(format!("receiver/{}", spec.id)),
             };
             let mut receiver = spec.instance;
             let started = receiver.start(ctx).await;

@@ -135,6 +135,7 @@ impl Exporter for OtlpExporter {
             Arc::clone(&room),
             deadline_rx,
             counters.clone(),
+            ctx.health.clone(),
         );
         let task = AbortOnDrop(tokio::spawn(sender.run()));
         debug!(component = %ctx.id, endpoint = %self.settings.endpoint, "otlp exporter started");

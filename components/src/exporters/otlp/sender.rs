@@ -11,7 +11,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, warn};
+use tracescale_core::health::HealthHandle;
+use tracing::warn;
 
 use super::batch::Pending;
 use super::config::ExporterSettings;
@@ -48,6 +49,10 @@ pub(super) struct Sender {
     jitter: Jitter,
     drop_log: LogLimiter,
     partial_log: LogLimiter,
+    retry_log: LogLimiter,
+    health: HealthHandle,
+    /// The last attempt failed and is being retried: `/readyz` says `degraded`.
+    degraded: bool,
 }
 
 impl Sender {
@@ -60,6 +65,7 @@ impl Sender {
         room: Arc<Semaphore>,
         deadline: Deadline,
         counters: Counters,
+        health: HealthHandle,
     ) -> Self {
         Self {
             id,
@@ -74,6 +80,9 @@ impl Sender {
             jitter: Jitter::from_entropy(),
             drop_log: LogLimiter::default(),
             partial_log: LogLimiter::default(),
+            retry_log: LogLimiter::default(),
+            health,
+            degraded: false,
         }
     }
 
@@ -173,7 +182,13 @@ impl Sender {
                 }
             };
             let err = match result {
-                Ok(accepted) => return Outcome::Delivered(accepted),
+                Ok(accepted) => {
+                    if std::mem::take(&mut self.degraded) {
+                        self.health.ready(None);
+                        warn!(component = %self.id, endpoint = %self.settings.endpoint, "the backend accepts requests again");
+                    }
+                    return Outcome::Delivered(accepted);
+                }
                 Err(err) => err,
             };
             let Verdict::Retry { after } = err.verdict() else {
@@ -193,7 +208,20 @@ impl Sender {
                 self.log_drop(spans, DropReason::RetriesExhausted, &err);
                 return Outcome::Dropped(DropReason::RetriesExhausted);
             };
-            debug!(component = %self.id, error = %err, ?wait, spans, "request failed; retrying");
+            self.degraded = true;
+            self.health
+                .degraded(format!("{}: {err}; retrying", self.settings.endpoint));
+            if let Some(suppressed) = self.retry_log.ready() {
+                warn!(
+                    component = %self.id,
+                    endpoint = %self.settings.endpoint,
+                    error = %err,
+                    ?wait,
+                    spans,
+                    suppressed,
+                    "export failed; retrying"
+                );
+            }
             if !wait_until(&mut self.deadline, resume).await {
                 self.log_drop(spans, DropReason::Shutdown, &err);
                 return Outcome::Dropped(DropReason::Shutdown);
