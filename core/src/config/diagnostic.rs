@@ -12,6 +12,9 @@ use codespan_reporting::term::{self, termcolor};
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Worth knowing about a deliberate choice; not counted as a warning, not refused by
+    /// `validate --strict`.
+    Note,
     /// The file still loads.
     Warning,
     /// The file does not load.
@@ -49,6 +52,14 @@ impl Diagnostic {
     pub fn warning(message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Warning,
+            ..Self::error(message)
+        }
+    }
+
+    /// A note with a message and no position yet.
+    pub fn note(message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Note,
             ..Self::error(message)
         }
     }
@@ -123,7 +134,10 @@ impl ConfigError {
 
     /// How many of the diagnostics are warnings.
     pub fn warning_count(&self) -> usize {
-        self.diagnostics.len() - self.error_count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count()
     }
 
     /// Renders every diagnostic as a compiler would: file:line:col, the line, a caret.
@@ -159,6 +173,7 @@ pub(crate) fn render(path: &Path, source: &str, diagnostics: &[Diagnostic], colo
         let mut rendered = match d.severity {
             Severity::Error => Rendered::error(),
             Severity::Warning => Rendered::warning(),
+            Severity::Note => Rendered::note(),
         }
         .with_message(&d.message)
         .with_notes(d.notes.clone());

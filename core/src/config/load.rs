@@ -60,7 +60,10 @@ pub(crate) fn load_with_env(path: &Path, text: &str, env: &dyn Env) -> Result<Co
             config.source = text.to_string();
             if !diags.is_empty() {
                 config.warnings = super::diagnostic::render(path, text, &diags, false);
-                config.warning_count = diags.len();
+                config.warning_count = diags
+                    .iter()
+                    .filter(|d| d.severity == super::diagnostic::Severity::Warning)
+                    .count();
             }
             Ok(config)
         }
@@ -445,6 +448,17 @@ impl Loader {
                 match recovered.value {
                     Some(keys) if clean => {
                         when_full = keys.when_full.unwrap_or_default();
+                        if when_full == WhenFull::DropNewest {
+                            let span =
+                                super::build::span_of(&engine, "when_full").unwrap_or(value.span());
+                            self.diags.push(
+                                Diagnostic::note(format!(
+                                    "{name}.{id}.when_full: \"drop_newest\" drops spans already answered OK to their clients whenever this exporter's queue is full (counted as dropped, reason queue_full)"
+                                ))
+                                .at(span)
+                                .with_note("the default, \"block\", makes the pipeline wait and the receivers answer with back-off instead (docs/adr/0007-acknowledged-means-delivered.md)"),
+                            );
+                        }
                         buffer = keys.buffer.unwrap_or_default();
                         signals = self.exporter_signals(
                             &format!("{name}.{id}"),

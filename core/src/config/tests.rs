@@ -505,3 +505,39 @@ exporters = ["t_sink", "t_decisions", "t_sink/none", "t_sink/metrics"]
         "{errs:#?}"
     );
 }
+
+#[test]
+fn drop_newest_is_noted_not_warned_and_a_disk_buffer_loads() {
+    let config = load(
+        &VALID.replace("when_full = \"block\"", "when_full = \"drop_newest\"").replace(
+            "[exporters.t_sink]",
+            "[exporters.t_sink]\nbuffer = { type = \"disk\", path = \"/var/lib/tracescale/sink\" }",
+        ),
+    )
+    .unwrap();
+    assert_eq!(config.warning_count, 0, "{}", config.warnings);
+    assert!(
+        config.warnings.contains(
+            "note: exporters.cluster.when_full: \"drop_newest\" drops spans already answered OK"
+        ),
+        "{}",
+        config.warnings
+    );
+    let sink = config
+        .exporters
+        .iter()
+        .find(|e| e.id.as_str() == "t_sink")
+        .unwrap();
+    assert_eq!(
+        sink.buffer,
+        crate::config::Buffer::Disk {
+            path: "/var/lib/tracescale/sink".into(),
+            max_size: crate::config::ByteSize::mib(1024),
+        }
+    );
+    let errs = errors(&VALID.replace(
+        "[exporters.t_sink]",
+        "[exporters.t_sink]\nbuffer = { type = \"disk\", path = \"/x\", max = \"1GiB\" }",
+    ));
+    assert_eq!(errs, ["exporters.t_sink.buffer: unknown key `max`"]);
+}
