@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod diagnostics;
 mod docs;
+mod file;
 mod fuzz_regressions;
 mod interop;
 mod keda;
