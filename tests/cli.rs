@@ -36,7 +36,10 @@ fn components_lists_every_built_in_with_signals_and_keys() {
         .iter()
         .find(|c| c["kind"] == "exporter" && c["type"] == "file")
         .unwrap();
-    assert_eq!(file["config_keys"], serde_json::json!(["path", "append"]));
+    assert_eq!(
+        file["config_keys"],
+        serde_json::json!(["path", "append", "compression", "rotation"])
+    );
     assert_eq!(file["takes"], serde_json::json!(["traces", "decisions"]));
 
     let out = run_to_end(bin().arg("components"), LIMIT);
