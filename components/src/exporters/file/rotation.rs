@@ -109,7 +109,7 @@ pub(super) fn expired(
         };
         backups.push((at, entry.path()));
     }
-    backups.sort_by(|a, b| b.0.cmp(&a.0));
+    backups.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
     let cutoff =
         (config.max_days > 0).then(|| now.as_second() - i64::from(config.max_days) * 24 * 3600);
     Ok(backups
