@@ -270,9 +270,10 @@ fn run(config: Config) -> ExitCode {
         Err(err) => {
             tracing::error!(error = %error_chain(&err), "tracescale stopped with an error");
             match err {
-                RunError::Telemetry(_) | RunError::Start(_) | RunError::Incomplete => {
-                    ExitCode::from(exit::RUNTIME)
-                }
+                RunError::Telemetry(_)
+                | RunError::Start(_)
+                | RunError::Incomplete
+                | RunError::Failed { .. } => ExitCode::from(exit::RUNTIME),
             }
         }
     }

@@ -32,8 +32,14 @@ fn components_lists_every_built_in_with_signals_and_keys() {
         assert!(entry["description"].as_str().is_some_and(|d| !d.is_empty()));
         assert!(entry["takes"].is_array() && entry["emits"].is_array());
     }
-    let file = list.iter().find(|c| c["type"] == "file").unwrap();
-    assert_eq!(file["config_keys"], serde_json::json!(["path", "append"]));
+    let file = list
+        .iter()
+        .find(|c| c["kind"] == "exporter" && c["type"] == "file")
+        .unwrap();
+    assert_eq!(
+        file["config_keys"],
+        serde_json::json!(["path", "append", "compression", "rotation"])
+    );
     assert_eq!(file["takes"], serde_json::json!(["traces", "decisions"]));
 
     let out = run_to_end(bin().arg("components"), LIMIT);

@@ -131,6 +131,24 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
             );
             table = toml::to_string(&t).unwrap();
         }
+        // The file receiver replays a recording made here.
+        let recording = tempfile::TempDir::new().unwrap();
+        if factory.kind() == ComponentKind::Receiver && factory.type_name == "file" {
+            let path = recording.path().join("spans.jsonl");
+            let Signal::Traces(traces) = batch() else {
+                unreachable!()
+            };
+            let line = serde_json::to_string(
+                &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                    resource_spans: traces.resource_spans,
+                },
+            )
+            .unwrap();
+            std::fs::write(&path, line + "\n").unwrap();
+            let mut t: toml::Table = toml::from_str(&table).unwrap();
+            t.insert("path".into(), path.display().to_string().into());
+            table = toml::to_string(&t).unwrap();
+        }
         if factory.kind() == ComponentKind::Exporter && factory.type_name == "keda" {
             // The README's listener port may be taken on the machine running the tests.
             let mut t: toml::Table = toml::from_str(&table).unwrap();
@@ -173,6 +191,10 @@ async fn every_registered_component_builds_starts_takes_a_batch_and_stops_twice(
                             })
                             .await
                             .unwrap();
+                        let got = rx.recv().await;
+                        assert!(got.is_some_and(|s| s.item_count() == 60));
+                    }
+                    "file" => {
                         let got = rx.recv().await;
                         assert!(got.is_some_and(|s| s.item_count() == 60));
                     }

@@ -14,6 +14,7 @@ mod conformance;
 mod diagnostics;
 mod docs;
 mod durability;
+mod file;
 mod fuzz_regressions;
 mod interop;
 mod keda;

@@ -26,6 +26,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("processor", "probabilistic_sampler"),
     ("processor", "slo_scaler"),
     ("receiver", "demo_traces"),
+    ("receiver", "file"),
     ("receiver", "otlp"),
     ("receiver", "simulated_traces"),
 ];

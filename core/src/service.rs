@@ -7,7 +7,7 @@ use std::future::Future;
 use tracing::{error, info, warn};
 
 use crate::component::ComponentError;
-use crate::config::{self, Config, ServiceConfig};
+use crate::config::{self, ComponentId, Config, ServiceConfig};
 use crate::error::error_chain;
 use crate::health::{Health, Phase};
 use crate::telemetry::TelemetryServer;
@@ -25,6 +25,15 @@ pub enum RunError {
     /// The deadline passed before every queue drained; what was left is counted as dropped.
     #[error("shutdown deadline passed before the pipelines drained")]
     Incomplete,
+    /// A receiver ended the run with an error; the pipelines were drained first.
+    #[error("receiver \"{id}\" stopped the run")]
+    Failed {
+        /// The receiver.
+        id: ComponentId,
+        /// Why.
+        #[source]
+        source: ComponentError,
+    },
 }
 
 /// How a run ended.
@@ -164,18 +173,25 @@ async fn run_topology(
     let stopped = loop {
         // Cancel safety: `finished` joins tasks and `next` reads a signal stream; neither loses
         // anything when another branch wins.
+        let failed = topology.failed();
         tokio::select! {
             _ = &mut shutdown => break Stopped::Signal,
             _ = topology.finished() => break Stopped::Finished,
+            _ = failed => break Stopped::Finished,
             _ = reloads.next() => {
                 topology = running.reload(topology, &health).await?;
             }
         }
     };
-    if stopped == Stopped::Signal {
+    // Taken before the shutdown, which a failing receiver's own stop must not hide.
+    let failure = topology.take_failure();
+    if stopped == Stopped::Signal || failure.is_some() {
         info!("shutting down: receivers stop, queues drain, processors and exporters flush");
     }
     let report = topology.shutdown().await;
+    if let Some((id, source)) = failure {
+        return Err(RunError::Failed { id, source });
+    }
     if report.drained {
         Ok(stopped)
     } else {

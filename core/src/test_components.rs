@@ -10,7 +10,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::component::{
-    BuildContext, ComponentError, Emitter, Exporter, Processor, Receiver, ReceiverContext, Tap,
+    Abort, BuildContext, ComponentError, Emitter, Exporter, Processor, Receiver, ReceiverContext,
+    Tap,
 };
 use crate::config::{BuildError, field_names};
 use crate::registry::{Build, ComponentFactory};
@@ -21,6 +22,12 @@ use crate::topology::output::Output;
 pub(crate) fn outputs() -> &'static Mutex<HashMap<String, Output>> {
     static O: OnceLock<Mutex<HashMap<String, Output>>> = OnceLock::new();
     O.get_or_init(Default::default)
+}
+
+/// Abort handles handed to `t_source` receivers at start, by their `key`.
+pub(crate) fn aborts() -> &'static Mutex<HashMap<String, Abort>> {
+    static A: OnceLock<Mutex<HashMap<String, Abort>>> = OnceLock::new();
+    A.get_or_init(Default::default)
 }
 
 /// What `t_sink` exporters received, by their `key`.
@@ -51,6 +58,7 @@ struct Source {
 #[async_trait]
 impl Receiver for Source {
     async fn start(&mut self, ctx: ReceiverContext) -> Result<(), ComponentError> {
+        aborts().lock().unwrap().insert(self.key.clone(), ctx.abort);
         outputs()
             .lock()
             .unwrap()

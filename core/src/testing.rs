@@ -2,7 +2,11 @@
 //! a channel you read, and the contexts the engine would hand a component. Compiled only for
 //! tests, benches and examples: the `testing` feature.
 
-use crate::component::{ComponentKind, ExporterContext, ProcessorContext, ReceiverContext};
+use std::sync::Arc;
+
+use crate::component::{
+    ComponentKind, ExporterContext, Failures, ProcessorContext, ReceiverContext,
+};
 use crate::config::ComponentId;
 use crate::health::Health;
 use crate::telemetry::ComponentTelemetry;
@@ -37,8 +41,32 @@ pub fn receiver_context(receiver_id: &str, output: Output) -> ReceiverContext {
     ReceiverContext {
         telemetry: ComponentTelemetry::new(ComponentKind::Receiver, &id),
         health: Health::new().handle(format!("receiver/{id}")),
+        abort: Failures::new().handle(id.clone()),
         output,
         id,
+    }
+}
+
+/// Like [`receiver_context`], with a look at the error the receiver ends the run with.
+pub fn receiver_context_watched(receiver_id: &str, output: Output) -> (ReceiverContext, Failed) {
+    let mut ctx = receiver_context(receiver_id, output);
+    let failures = Failures::new();
+    ctx.abort = failures.handle(ctx.id.clone());
+    (ctx, Failed(failures))
+}
+
+/// What a receiver started with [`receiver_context_watched`] reported through its
+/// [`crate::component::Abort`].
+pub struct Failed(Arc<Failures>);
+
+impl Failed {
+    /// Waits for the receiver to end the run, and returns the error with its causes.
+    pub async fn error(&self) -> String {
+        self.0.reported().await;
+        self.0
+            .take()
+            .map(|(_, err)| crate::error::error_chain(&err))
+            .unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
 //! What running components are handed at start.
 
+use super::Abort;
 use crate::config::ComponentId;
 use crate::health::HealthHandle;
 use crate::telemetry::ComponentTelemetry;
@@ -17,6 +18,8 @@ pub struct ReceiverContext {
     pub telemetry: ComponentTelemetry,
     /// Lets the receiver report that it is not ready.
     pub health: HealthHandle,
+    /// Lets the receiver end the whole run with an error.
+    pub abort: Abort,
 }
 
 /// Handed to a processor at start.

@@ -19,7 +19,10 @@
 //!
 //! Receivers stop intake by dropping every clone of their [`Output`]: the engine drains a
 //! pipeline by waiting for its input channel to close, not by polling a flag.
+//! A receiver whose input must end the run with an error (a replay told to stop at a broken
+//! line) reports it through its [`Abort`]: the engine stops as on a signal and the run fails.
 
+mod abort;
 mod context;
 mod emitter;
 mod error;
@@ -31,6 +34,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+pub use abort::Abort;
+pub(crate) use abort::Failures;
 pub use context::{BuildContext, ExporterContext, ProcessorContext, ReceiverContext};
 pub use emitter::Emitter;
 pub use error::{BoxError, ComponentError};

@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::component::{
-    ComponentError, ComponentKind, Emitter, Exporter, ExporterContext, Processor, ProcessorContext,
-    Receiver, ReceiverContext, Tap,
+    ComponentError, ComponentKind, Emitter, Exporter, ExporterContext, Failures, Processor,
+    ProcessorContext, Receiver, ReceiverContext, Tap,
 };
 use crate::config::{Buffer, ComponentId, Config, WhenFull};
 use crate::health::{Health, Phase};
@@ -114,6 +114,7 @@ pub struct RunningTopology {
     sampler: Option<(CancellationToken, JoinHandle<()>)>,
     stop: Arc<Stop>,
     health: Health,
+    failures: Arc<Failures>,
 }
 
 /// A queue whose depth the sampler reports.
@@ -275,6 +276,7 @@ impl RunningTopology {
             sampler: None,
             stop: stop.clone(),
             health: health.clone(),
+            failures: Failures::new(),
         };
         let mut probes = Vec::new();
         match running.start_inner(config, &mut probes).await {
@@ -483,6 +485,7 @@ impl RunningTopology {
                 ),
                 telemetry,
                 health: self.listed(format!("receiver/{}", spec.id)),
+                abort: self.failures.handle(spec.id.clone()),
             };
             let mut receiver = spec.instance;
             let started = receiver.start(ctx).await;
@@ -503,6 +506,18 @@ impl RunningTopology {
         while let Some(joined) = self.tasks.join_next().await {
             log_join(joined);
         }
+    }
+
+    /// Resolves once a receiver has asked to end the run with an error. Owned, so that it can
+    /// be awaited next to [`RunningTopology::finished`]. Cancel safe.
+    pub fn failed(&self) -> impl Future<Output = ()> + use<> {
+        let failures = self.failures.clone();
+        async move { failures.reported().await }
+    }
+
+    /// The first error a receiver ended the run with, taken out.
+    pub fn take_failure(&self) -> Option<(ComponentId, ComponentError)> {
+        self.failures.take()
     }
 
     /// Stops receivers, drains every queue, flushes processors and exporters, all by the

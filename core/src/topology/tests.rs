@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use super::output::{Output, TrySendError};
 use super::*;
 use crate::config::load_str;
-use crate::test_components::{outputs, sinks};
+use crate::test_components::{aborts, outputs, sinks};
 
 pub(crate) fn batch(spans: usize) -> Signal {
     Signal::Traces(crate::signal::Traces::new(vec![ResourceSpans {
@@ -332,6 +332,34 @@ exporters = ["t_sink"]
     .await;
     output("lossy").send(batch(1)).await.unwrap();
     assert!(!t.shutdown().await.drained);
+}
+
+#[tokio::test]
+async fn a_receiver_that_fails_the_run_is_reported_once_and_what_it_sent_is_delivered() {
+    let t = start(
+        r#"
+[receivers.t_source]
+key = "failing"
+[exporters.t_sink]
+key = "failing"
+[pipelines.p]
+receivers = ["t_source"]
+exporters = ["t_sink"]
+"#,
+    )
+    .await;
+    let failed = t.failed();
+    output("failing").send(batch(3)).await.unwrap();
+    let abort = aborts().lock().unwrap().get("failing").cloned().unwrap();
+    abort.fail(ComponentError::other("line 7 is broken"));
+    abort.fail(ComponentError::other("a later error"));
+    failed.await;
+    let (id, err) = t.take_failure().unwrap();
+    assert_eq!(id.to_string(), "t_source");
+    assert_eq!(err.to_string(), "line 7 is broken");
+    assert!(t.take_failure().is_none());
+    assert!(t.shutdown().await.drained);
+    assert_eq!(sink("failing").0, 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,12 +60,21 @@ pub fn decode_request(
         Decompress::Corrupt(err) => format!("cannot decompress the body: {err}"),
     })?;
     if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
-            .map_err(|e| format!("malformed OTLP/JSON: {e}"))
+        decode_json(&bytes)
     } else {
-        ExportTraceServiceRequest::decode(bytes.as_ref())
-            .map_err(|e| format!("malformed protobuf: {e}"))
+        decode_proto(&bytes)
     }
+}
+
+/// Decodes one OTLP/JSON `ExportTraceServiceRequest` (a `TracesData` has the same shape):
+/// lowerCamelCase keys, hex ids, 64-bit integers as strings or numbers.
+pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed OTLP/JSON: {e}"))
+}
+
+/// Decodes one OTLP protobuf `ExportTraceServiceRequest`.
+pub fn decode_proto(bytes: &[u8]) -> Result<ExportTraceServiceRequest, String> {
+    ExportTraceServiceRequest::decode(bytes).map_err(|e| format!("malformed protobuf: {e}"))
 }
 
 /// The fuzz targets' and regression tests' check of one body: decode it as the HTTP receiver

@@ -10,13 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use super::body::{Decompress, decompress};
+use super::body::{Decompress, decode_json, decode_proto, decompress};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracescale_core::component::ComponentError;
@@ -232,10 +230,8 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
         }
     };
     let request = match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(bytes.as_ref())
-            .map_err(|e| format!("malformed protobuf: {e}")),
-        Encoding::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&bytes)
-            .map_err(|e| format!("malformed OTLP/JSON: {e}")),
+        Encoding::Protobuf => decode_proto(&bytes),
+        Encoding::Json => decode_json(&bytes),
     };
     let request = match request {
         Ok(r) => r,
