@@ -420,7 +420,9 @@ async fn read_group(
     reader: &mut Option<SegmentReader>,
     position: Position,
 ) -> Result<(Vec<crate::signal::Signal>, Position, bool), SegmentError> {
-    let (segments, done) = {
+    // One look at the state: a segment other than `writing` is complete at the length seen
+    // here, since the writer records a rotation and the old segment's final length together.
+    let (segments, writing, done) = {
         let state = buffer.state();
         let segments: Vec<(u64, u64)> = state
             .segments
@@ -428,9 +430,8 @@ async fn read_group(
             .filter(|(seq, _)| *seq >= position.seq)
             .copied()
             .collect();
-        (segments, state.writer_done)
+        (segments, state.writing, state.writer_done)
     };
-    let writing = buffer.state().writing;
     let dir = buffer.dir.clone();
     let mut r = reader.take();
     let joined = tokio::task::spawn_blocking(move || {
@@ -486,6 +487,12 @@ fn read_records(
         if signals.len() >= READ_RECORDS || Some(seq) == writing {
             break;
         }
+        // A complete segment read to its end: move past it, so that it can be deleted.
+        position = Position {
+            seq: seq + 1,
+            offset: 0,
+        };
+        *reader = None;
     }
     Ok((signals, position))
 }

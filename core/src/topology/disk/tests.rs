@@ -83,6 +83,10 @@ async fn a_restart_replays_what_was_not_delivered_and_skips_a_corrupt_tail() {
     }
     let t = start(&config("disk-replay", dir.path(), "")).await;
     until("6 spans replayed", || sink("disk-replay").0 == 6).await;
+    until("the replayed segment deleted", || {
+        segment_bytes(dir.path()) == 0
+    })
+    .await;
     drop(output("disk-replay"));
     assert!(t.shutdown().await.drained);
 
