@@ -14,7 +14,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use tracescale_components::receivers::demo_traces::Generator;
 
 use crate::util::{
-    eventually, free_port, http_get, run_ready, signal, stop_cleanly, wait_with_limit,
+    eventually, free_port, http_get, metric, metrics_until, post_traces, run_ready, signal,
+    slow_span_request, stop_cleanly, wait_with_limit,
 };
 
 /// How long the backend stays away.
@@ -279,4 +280,104 @@ fn with_the_default_queue_a_backend_down_for_a_minute_gets_every_acknowledged_sp
     let stderr = stop(child);
     assert!(stderr.contains("export failed; retrying"), "{stderr}");
     stop(backend);
+}
+
+/// A disk that refuses writes (here the file-size limit of the process, as a full disk would)
+/// makes the exporter not ready, crashes nothing, and acknowledges nothing it could not write;
+/// once writes succeed again, everything waiting is written, answered OK and delivered.
+#[test]
+fn a_disk_that_refuses_writes_is_not_ready_and_nothing_is_lost_when_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, telemetry) = (free_port(), free_port());
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[receivers.otlp]
+grpc = "off"
+http = "127.0.0.1:{http}"
+[exporters.null]
+buffer = {{ type = "disk", path = "{}" }}
+[pipelines.traces]
+receivers = ["otlp"]
+exporters = ["null"]
+[service]
+telemetry_address = "127.0.0.1:{telemetry}"
+"#,
+            dir.path().join("buffer").display()
+        ),
+    )
+    .unwrap();
+    // 64 blocks of 512 bytes per file; SIGXFSZ ignored, so a write past it fails with EFBIG.
+    let bin = env!("CARGO_BIN_EXE_tracescale");
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 64; trap '' XFSZ; exec '{bin}' run -c '{}'",
+            config.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(20), "ready", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (ok, stop) = (ok.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 2_000 {
+                n += 1;
+                let body = slow_span_request("payments-db", n, 500, "", "");
+                let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
+                if response.starts_with("HTTP/1.1 200") {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let (status, body) = eventually(Duration::from_secs(60), "the disk error in /readyz", || {
+        http_get(telemetry, "/readyz").filter(|(_, b)| b.contains("disk buffer cannot write"))
+    });
+    assert_eq!(status, 503, "{body}");
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "the process died");
+    let refused_at = ok.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(2));
+    // Nothing is answered OK while nothing can be written.
+    assert_eq!(ok.load(Ordering::SeqCst), refused_at);
+
+    let lifted = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", child.id()))
+        .arg("--fsize=unlimited")
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    eventually(Duration::from_secs(20), "ready again", || {
+        http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    eventually(Duration::from_secs(20), "more answered OK", || {
+        (ok.load(Ordering::SeqCst) > refused_at).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    let answered = ok.load(Ordering::SeqCst) as f64;
+    let metrics = metrics_until(telemetry, "every OK span delivered", |m| {
+        metric(
+            m,
+            "tracescale_exporter_emitted_total{component=\"null\",signal=\"traces\"}",
+        ) >= answered
+    });
+    assert_eq!(
+        metric(
+            &metrics,
+            "tracescale_buffer_corrupt_total{component=\"null\"}"
+        ),
+        0.0
+    );
+    stop(child);
 }
