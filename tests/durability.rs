@@ -309,12 +309,13 @@ telemetry_address = "127.0.0.1:{telemetry}"
         ),
     )
     .unwrap();
-    // 64 blocks of 512 bytes per file; SIGXFSZ ignored, so a write past it fails with EFBIG.
+    // A soft limit of 64 blocks of 512 bytes per file (raised below without privileges); SIGXFSZ
+    // ignored, so a write past it fails with EFBIG.
     let bin = env!("CARGO_BIN_EXE_tracescale");
     let child = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -f 64; trap '' XFSZ; exec '{bin}' run -c '{}'",
+            "ulimit -S -f 64; trap '' XFSZ; exec '{bin}' run -c '{}'",
             config.display()
         ))
         .stdout(std::process::Stdio::null())
@@ -325,12 +326,12 @@ telemetry_address = "127.0.0.1:{telemetry}"
         http_get(telemetry, "/readyz").filter(|(s, _)| *s == 200)
     });
     let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let sender = {
-        let (ok, stop) = (ok.clone(), stop.clone());
+        let (ok, done) = (ok.clone(), done.clone());
         std::thread::spawn(move || {
             let mut n = 0;
-            while !stop.load(Ordering::SeqCst) && n < 2_000 {
+            while !done.load(Ordering::SeqCst) && n < 2_000 {
                 n += 1;
                 let body = slow_span_request("payments-db", n, 500, "", "");
                 let response = post_traces(http, "Content-Type: application/json", body.as_bytes());
@@ -363,7 +364,7 @@ telemetry_address = "127.0.0.1:{telemetry}"
     eventually(Duration::from_secs(20), "more answered OK", || {
         (ok.load(Ordering::SeqCst) > refused_at).then_some(())
     });
-    stop.store(true, Ordering::SeqCst);
+    done.store(true, Ordering::SeqCst);
     sender.join().unwrap();
     let answered = ok.load(Ordering::SeqCst) as f64;
     let metrics = metrics_until(telemetry, "every OK span delivered", |m| {
