@@ -128,14 +128,13 @@ impl Exporter for OtlpExporter {
         let (tx, rx) = mpsc::channel(capacity);
         let (deadline, deadline_rx) = watch::channel(None);
         let sender = Sender::new(
-            ctx.id.to_string(),
+            ctx,
             Arc::clone(&self.settings),
             Transport::new(&self.settings).map_err(ComponentError::other)?,
             rx,
             Arc::clone(&room),
             deadline_rx,
             counters.clone(),
-            ctx.health.clone(),
         );
         let task = AbortOnDrop(tokio::spawn(sender.run()));
         debug!(component = %ctx.id, endpoint = %self.settings.endpoint, "otlp exporter started");

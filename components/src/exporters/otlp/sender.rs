@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
+use tracescale_core::component::ExporterContext;
 use tracescale_core::health::HealthHandle;
 use tracing::warn;
 
@@ -56,19 +57,19 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    /// A sender fed by `rx`, giving permits back to `room`.
+    /// A sender for the exporter of `ctx` (its id, its health), fed by `rx`, giving permits
+    /// back to `room`.
     pub(super) fn new(
-        id: String,
+        ctx: &ExporterContext,
         settings: Arc<ExporterSettings>,
         transport: Transport,
         rx: mpsc::Receiver<Vec<ResourceSpans>>,
         room: Arc<Semaphore>,
         deadline: Deadline,
         counters: Counters,
-        health: HealthHandle,
     ) -> Self {
         Self {
-            id,
+            id: ctx.id.to_string(),
             settings,
             transport,
             rx,
@@ -81,7 +82,7 @@ impl Sender {
             drop_log: LogLimiter::default(),
             partial_log: LogLimiter::default(),
             retry_log: LogLimiter::default(),
-            health,
+            health: ctx.health.clone(),
             degraded: false,
         }
     }
