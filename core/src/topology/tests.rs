@@ -6,6 +6,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use super::output::{Output, TrySendError};
 use super::*;
 use crate::config::load_str;
+use crate::signal::Signal;
 use crate::test_components::{aborts, outputs, sinks};
 
 pub(crate) fn batch(spans: usize) -> Signal {

@@ -26,8 +26,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use super::Stop;
 use super::queue::{Item, QueueRx};
-use super::{LogLimiter, Stop, count_leftovers, export_one};
+use super::stages::{LogLimiter, count_leftovers, export_one};
 use crate::component::Exporter;
 use crate::health::HealthHandle;
 use crate::signal::SignalKind;
