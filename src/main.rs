@@ -1,6 +1,7 @@
 //! The `tracescale` command: arguments, logging, load → build → run, exit codes.
 
 mod logging;
+mod replay;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -135,6 +136,25 @@ enum Command {
         #[arg(long, value_name = "DURATION", conflicts_with = "target_factor")]
         target: Option<HumanDuration>,
     },
+    /// Backtests a pipeline file on a recording (OTLP/JSON lines as the `file` exporter writes
+    /// them, plain, `.gz` or `.zst`; `.pb` for length-delimited protobuf): runs it on span time
+    /// with its decision exporters replaced by a recorder and its trace exporters by `null`, and
+    /// prints what it would have scaled, when and why. Same recording, same output.
+    Replay {
+        /// The pipeline file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The recording.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Print one JSON object instead of the timeline.
+        #[arg(long)]
+        json: bool,
+        /// A workload's replica count at the start of the recording, to print `2 → 3` rather
+        /// than `+1`; repeatable.
+        #[arg(long, value_name = "NAMESPACE/KIND/NAME=N")]
+        replicas: Vec<String>,
+    },
     /// Writes a seeded synthetic labeled span CSV (a small shop under injected faults).
     Synth {
         /// The CSV to write (gzip when the name ends in `.gz`).
@@ -230,7 +250,86 @@ fn main() -> ExitCode {
             traces,
             no_faults,
         } => synth(&output, seed, traces, !no_faults),
+        Command::Replay {
+            config,
+            input,
+            json,
+            replicas,
+        } => backtest(&config, &input, json, &replicas),
     }
+}
+
+/// `tracescale replay`: validates the file as written, then runs its rewritten form.
+fn backtest(path: &Path, input: &Path, json: bool, replicas: &[String]) -> ExitCode {
+    let start = match replay::parse_replicas(replicas) {
+        Ok(start) => start,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Err(err) = config::load_file(path) {
+        return config_failed(&err);
+    }
+    if !input.is_file() {
+        eprintln!("error: cannot read the recording {}", input.display());
+        return ExitCode::from(exit::CONFIG);
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("error: cannot read {}: {err}", path.display());
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(err) => {
+            eprintln!("error: cannot make a temporary directory: {err}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let recorded = dir.path().join("decisions.jsonl");
+    let rewritten = match replay::rewrite(&text, input, &recorded) {
+        Ok(rewritten) => rewritten,
+        Err(err) => {
+            eprintln!("error: {}: {err}", path.display());
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let loaded = match config::load_str(path, &rewritten) {
+        Ok(loaded) => loaded,
+        Err(err) => return config_failed(&err),
+    };
+    logging::init(loaded.service.log_level, loaded.service.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    if let Err(err) = runtime.block_on(service::run(loaded, service::os_signal())) {
+        eprintln!("error: {}", error_chain(&err));
+        return ExitCode::from(exit::RUNTIME);
+    }
+    let decisions = match replay::recorded(&recorded) {
+        Ok(decisions) => decisions,
+        Err(err) => {
+            eprintln!("error: cannot read the recorded decisions: {err}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let steps = replay::timeline(decisions, &start);
+    if json {
+        print!("{}", replay::render_json(&steps));
+    } else {
+        print!("{}", replay::render_text(&steps));
+    }
+    ExitCode::SUCCESS
 }
 
 use logging::color;

@@ -23,6 +23,7 @@ mod logs;
 mod package;
 mod reliability;
 mod reload;
+mod replay;
 mod run;
 mod sharded;
 mod simulate;
