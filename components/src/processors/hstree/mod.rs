@@ -256,8 +256,7 @@ impl HsTree {
             Err(err) => {
                 // The detector was fresh (no saved model), so a fresh one discards exactly what
                 // the failed warm start learned.
-                self.detector =
-                    Detector::new(&self.config).map_err(|e| ComponentError::other(e))?;
+                self.detector = Detector::new(&self.config).map_err(ComponentError::other)?;
                 if warm.required {
                     return Err(ComponentError::other(err));
                 }
