@@ -51,8 +51,8 @@ pub struct OtlpExporterConfig {
     pub tls: Option<ExporterTlsConfig>,
 }
 
-/// `tls` of the `otlp` exporter.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `tls` of the `otlp` exporter (and of other clients of HTTPS servers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExporterTlsConfig {
     /// PEM CA bundle to verify the server with, instead of the system's roots.
@@ -449,7 +449,7 @@ fn port_warning(endpoint: &str, protocol: Protocol) -> Option<String> {
 }
 
 /// Validates header names and values; on failure, every offending key and why.
-fn check_headers(
+pub(crate) fn check_headers(
     headers: &BTreeMap<String, String>,
     protocol: Protocol,
 ) -> Result<HeaderMap, Vec<(String, &'static str)>> {

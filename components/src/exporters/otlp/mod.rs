@@ -7,10 +7,11 @@
 //! with retries (`sender`), and drains by the deadline on shutdown.
 
 mod batch;
-mod config;
+pub(crate) mod config;
 mod counters;
 mod retry;
 mod sender;
+pub(crate) mod tls;
 mod transport;
 
 use std::sync::Arc;

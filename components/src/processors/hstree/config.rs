@@ -10,6 +10,7 @@ use super::HsTree;
 use super::detector::Detector;
 use super::features::Overflow;
 use super::forest::{ForestParams, MAX_HEIGHT, MAX_NODES, MAX_TREES, NODE_BYTES};
+use super::warm::WarmStartConfig;
 
 /// What the processor does with the spans it judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -107,6 +108,8 @@ pub struct HsTreeConfig {
     pub state_path: Option<PathBuf>,
     /// How often the model is saved while running (it is also saved at shutdown).
     pub save_interval: HumanDuration,
+    /// A recording or a Tempo to learn from at start, when no saved model was loaded.
+    pub warm_start: Option<WarmStartConfig>,
 }
 
 impl Default for HsTreeConfig {
@@ -133,6 +136,7 @@ impl Default for HsTreeConfig {
             mode: Mode::Tag,
             state_path: None,
             save_interval: HumanDuration::from_secs(60),
+            warm_start: None,
         }
     }
 }
@@ -229,6 +233,11 @@ impl HsTreeConfig {
         }
         if self.save_interval.get() < std::time::Duration::from_secs(1) {
             bad("save_interval", "must be at least 1s".to_string());
+        }
+        if let Some(warm) = &self.warm_start {
+            for (key, message) in warm.problems() {
+                bad(key, message);
+            }
         }
         if hstree && out_of_room(self) {
             let nodes = ForestParams {

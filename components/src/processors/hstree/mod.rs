@@ -14,6 +14,7 @@ pub mod quantile;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod warm;
 
 use std::collections::HashMap;
 
@@ -193,34 +194,78 @@ impl HsTree {
         result
     }
 
-    /// Loads the saved model, or says why the model starts fresh.
-    async fn load(&mut self) {
+    /// Loads the saved model, or says why the model starts fresh; true when it loaded one.
+    async fn load(&mut self) -> bool {
         let Some(path) = self.config.state_path.clone() else {
-            return;
+            return false;
         };
         let read_path = path.clone();
         let bytes = match tokio::task::spawn_blocking(move || state::read(&read_path)).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
                 warn!(component = %self.id, error = %error_chain(&err), "starting with a fresh hstree model");
-                return;
+                return false;
             }
             Err(join) => {
                 warn!(component = %self.id, error = %join, "starting with a fresh hstree model");
-                return;
+                return false;
             }
         };
         match self.detector.restore(&bytes) {
-            Ok(()) => info!(
-                component = %self.id,
-                path = %path.display(),
-                operations = self.detector.operations().len(),
-                learned = self.detector.seen(),
-                "loaded the saved hstree model"
-            ),
+            Ok(()) => {
+                info!(
+                    component = %self.id,
+                    path = %path.display(),
+                    operations = self.detector.operations().len(),
+                    learned = self.detector.seen(),
+                    "loaded the saved hstree model"
+                );
+                true
+            }
             Err(source) => {
                 let err = StateError::Decode { path, source };
                 warn!(component = %self.id, error = %error_chain(&err), "starting with a fresh hstree model");
+                false
+            }
+        }
+    }
+
+    /// Learns from `warm_start` into the fresh model and saves it. A failure leaves the model
+    /// fresh (nothing half-learned) and fails the start only when the warm start is required.
+    async fn warm_start(&mut self, warm: &warm::WarmStartConfig) -> Result<(), ComponentError> {
+        let began = std::time::Instant::now();
+        match warm::run(warm, &mut self.detector).await {
+            Ok(learned) => {
+                info!(
+                    component = %self.id,
+                    spans = learned.spans,
+                    traces = learned.traces,
+                    skipped_spans = learned.skipped,
+                    malformed_lines = learned.malformed_lines,
+                    operations = self.detector.operations().len(),
+                    seconds = began.elapsed().as_secs_f64(),
+                    "hstree warm start: learned {} spans",
+                    learned.spans
+                );
+                self.dirty = true;
+                if let Err(err) = self.save(None).await {
+                    warn!(component = %self.id, error = %error_chain(&err), "cannot save the warm-started hstree model yet; the next save retries");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                // The detector was fresh (no saved model), so a fresh one discards exactly what
+                // the failed warm start learned.
+                self.detector = Detector::new(&self.config).map_err(ComponentError::other)?;
+                if warm.required {
+                    return Err(ComponentError::other(err));
+                }
+                warn!(
+                    component = %self.id,
+                    error = %error_chain(&err),
+                    "starting with a cold hstree model (warm_start.required = false)"
+                );
+                Ok(())
             }
         }
     }
@@ -232,7 +277,17 @@ impl Processor for HsTree {
         self.id = ctx.id.to_string();
         self.metrics = Metrics::register(&self.id, self.config.max_operations);
         self.telemetry = Some(ctx.telemetry.clone());
-        self.load().await;
+        let loaded = self.load().await;
+        if let Some(warm) = self.config.warm_start.clone() {
+            if loaded {
+                // The saved model already holds what was learned before, warm start included:
+                // learning the source again would count it twice.
+                info!(component = %self.id, "a saved hstree model was loaded; warm start skipped");
+            } else {
+                self.warm_start(&warm).await?;
+            }
+        }
+        // Spans learned before serving are not live traffic: metrics count from here.
         self.reported = self.detector.counters();
         self.metrics
             .training_progress

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracescale_core::component::BuildContext;
 use tracescale_core::config::{BuildError, ByteSize, HumanDuration};
 
@@ -34,7 +34,7 @@ pub struct FileReceiverConfig {
 }
 
 /// How messages are framed in the file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// One OTLP/JSON `ExportTraceServiceRequest` (or `TracesData`) per line.

@@ -4,7 +4,7 @@
 //! follows the file.
 
 mod config;
-mod read;
+pub(crate) mod read;
 
 use std::path::PathBuf;
 use std::time::Duration;

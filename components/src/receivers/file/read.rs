@@ -1,5 +1,6 @@
 //! Reading a recording: decompression, framing within a size limit, decoding. Blocking code,
 //! run on a thread of its own, so that a large file or a slow disk never holds up the runtime.
+//! The `file` receiver replays what it reads; `hstree` learns from it before serving.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -15,7 +16,7 @@ use crate::receivers::otlp::validate;
 
 /// What the reader hands the replaying task, in file order.
 #[derive(Debug)]
-pub(super) enum Item {
+pub(crate) enum Item {
     /// The valid spans of one line.
     Batch {
         traces: Traces,
@@ -34,7 +35,7 @@ pub(super) enum Item {
 }
 
 /// What the reader needs.
-pub(super) struct Source {
+pub(crate) struct Source {
     pub file: File,
     pub compression: Compression,
     pub format: Format,
@@ -44,7 +45,7 @@ pub(super) struct Source {
 }
 
 /// Reads `source` to its end (or, when following, until `tx` closes), sending every item.
-pub(super) fn run(source: Source, tx: mpsc::Sender<Item>) {
+pub(crate) fn run(source: Source, tx: mpsc::Sender<Item>) {
     let Source {
         file,
         compression,
