@@ -157,13 +157,7 @@ impl SegmentWriter {
                 self.written += record.len() as u64;
                 Ok(())
             }
-            Err(source) => {
-                self.rewind();
-                Err(SegmentError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+            Err(source) => Err(self.failed(source)),
         }
     }
 
@@ -177,13 +171,16 @@ impl SegmentWriter {
                 self.synced = self.written;
                 Ok(())
             }
-            Err(source) => {
-                self.rewind();
-                Err(SegmentError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+            Err(source) => Err(self.failed(source)),
+        }
+    }
+
+    /// A write or a sync failed: cut back what was not synced, and say where.
+    fn failed(&mut self, source: io::Error) -> SegmentError {
+        self.rewind();
+        SegmentError::Io {
+            path: self.path.clone(),
+            source,
         }
     }
 
