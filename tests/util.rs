@@ -245,13 +245,20 @@ pub(crate) fn post_traces(port: u16, headers: &str, body: &[u8]) -> String {
     } else {
         format!("{headers}\r\n")
     };
-    write!(
+    // A server may close before the body is all written (a TLS listener given plain text, a
+    // refusal): the write then fails with a broken pipe, and the answer, if any, says why.
+    let sent = write!(
         stream,
         "POST /v1/traces HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
-    .unwrap();
-    stream.write_all(body).unwrap();
+    .and_then(|()| stream.write_all(body));
+    if let Err(err) = sent
+        && err.kind() != std::io::ErrorKind::BrokenPipe
+        && err.kind() != std::io::ErrorKind::ConnectionReset
+    {
+        panic!("cannot send to 127.0.0.1:{port}: {err}");
+    }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
