@@ -17,6 +17,8 @@ const EPOCH: u64 = 1_700_000_000 * S;
 #[derive(Clone, Copy)]
 struct Second {
     rps: u64,
+    /// How long before the worker call each request reached the frontend.
+    frontend_wait: u64,
     worker_pods: u32,
     worker_wait: u64,
     worker_own: u64,
@@ -27,6 +29,7 @@ struct Second {
 
 const HEALTHY: Second = Second {
     rps: 50,
+    frontend_wait: 0,
     worker_pods: 2,
     worker_wait: 0,
     worker_own: 20 * MS,
@@ -148,8 +151,8 @@ fn run(engine: &mut Engine, from: u64, seconds: &[Second]) -> Vec<(u64, Decision
                 None,
                 None,
                 "frontend",
-                start,
-                start,
+                start - sec.frontend_wait,
+                start - sec.frontend_wait,
                 worker_end + MS,
                 0,
             ));
@@ -244,4 +247,35 @@ fn a_queue_that_drains_by_itself_asks_for_nothing() {
         .collect();
     let decisions = run(&mut e, 60, &draining);
     assert!(decisions.iter().all(|(_, d)| to(d) <= 2), "{decisions:#?}");
+}
+
+#[test]
+fn a_backlog_draining_through_a_saturated_service_asks_for_nothing() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The database is slow for 20 s; the workers wait on it and queue.
+    let slow: Vec<Second> = (0..20)
+        .map(|i| Second {
+            db_own: 300 * MS,
+            worker_wait: 200 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    run(&mut e, 60, &slow);
+    // It has recovered, and the frontend sends on what it held: requests that reached it 15 s
+    // ago down to now, at twice the traffic. The workers pass them at full capacity, their
+    // wait flat; more workers would be wasted once the backlog is through.
+    let drain: Vec<Second> = (0..30)
+        .map(|i| Second {
+            rps: 100,
+            frontend_wait: 15 * S - i * S / 2,
+            worker_wait: 300 * MS,
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 80, &drain);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name != "worker"),
+        "{decisions:#?}"
+    );
 }

@@ -13,6 +13,9 @@ use super::{
 };
 use crate::tracetree::Symbol;
 /// What a saturated service's queue says about its load.
+/// Visits beyond this many times what the entry traffic explains are an upstream backlog.
+const BACKLOG_EXCESS: f64 = 1.1;
+
 pub(super) struct QueueLoad {
     /// Seconds of wait gained per second.
     growth: f64,
@@ -78,8 +81,16 @@ impl Engine {
         if saturated(wait, occupancy)
             && let Some(q) = self.queue_load(culprit, &culprit_v, end)
         {
-            let drains_by_itself =
-                q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s;
+            // More visits than the entry traffic explains, at a wait that is not growing: an
+            // upstream backlog draining through the service (a dependency recovered, and its
+            // callers now send what they held). It passes without help: size for the traffic.
+            let backlog = q.growth <= 0.0
+                && q.turned_away == 0.0
+                && self
+                    .entry_explained_rate(objective, culprit, end)
+                    .is_some_and(|expected| rate > BACKLOG_EXCESS * expected);
+            let drains_by_itself = backlog
+                || (q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s);
             if !drains_by_itself {
                 let need = (1.0 / self.settings.target_utilisation)
                     .max(1.0 + q.last_wait / self.settings.drain_within_s);
@@ -164,6 +175,18 @@ impl Engine {
         if let Some(s) = self.services.get_mut(&culprit) {
             s.last_decision = Some((now, desired));
         }
+    }
+
+    /// The visits per second of `service` that the objective's entry traffic explains now: its
+    /// healthy rate scaled by how the entry's arrivals compare with theirs when healthy.
+    fn entry_explained_rate(&self, objective: usize, service: Symbol, end: u64) -> Option<f64> {
+        let (entry, _) = self.keys.get(objective).copied().flatten()?;
+        let entry_base = self.services.get(&entry)?.baseline?.rate;
+        let base = self.services.get(&service)?.baseline?.rate;
+        let entry_now = self
+            .seconds
+            .arrival_rate(entry, end, self.settings.short_window_s);
+        (entry_base > 0.0).then(|| base * entry_now / entry_base)
     }
 
     /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
