@@ -393,10 +393,23 @@ pub(super) async fn run_reader(
     finish(exporter, &telemetry, &stop).await;
 }
 
+/// Stops the exporter. Whatever it still held was never acknowledged to the buffer, so it is
+/// still on disk for the next start: an exporter that gave it up at the deadline lost nothing,
+/// and the shutdown is not made incomplete for it.
 async fn finish(mut exporter: Box<dyn Exporter>, telemetry: &ComponentTelemetry, stop: &Stop) {
     let deadline = stop.deadline();
-    stop.component_shutdown("exporter", telemetry.id(), exporter.shutdown(deadline))
-        .await;
+    match tokio::time::timeout_at(deadline, exporter.shutdown(deadline)).await {
+        Ok(Ok(())) => debug!(component = telemetry.id(), "exporter stopped"),
+        Ok(Err(err)) => info!(
+            component = telemetry.id(),
+            error = %err,
+            "what the exporter could not send stays in the disk buffer for the next start"
+        ),
+        Err(_) => info!(
+            component = telemetry.id(),
+            "the exporter did not stop by the deadline; what it held stays in the disk buffer"
+        ),
+    }
 }
 
 /// Where to resume: the stored position if its segment still exists, else the oldest segment.

@@ -138,3 +138,22 @@ async fn a_full_buffer_pushes_back_to_the_receiver() {
     drop(out);
     drop(t);
 }
+
+/// An exporter whose own shutdown fails (one that gave up on what it held at the deadline)
+/// loses nothing behind a disk buffer, which only forgets what was delivered: the shutdown is
+/// complete and the run exits 0.
+#[tokio::test]
+async fn an_exporter_giving_up_at_shutdown_leaves_its_records_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(&config("disk-giveup", dir.path(), "").replace(
+        "[exporters.t_sink]\nkey = \"disk-giveup\"",
+        "[exporters.t_sink]\nkey = \"disk-giveup\"\nfail_shutdown = true",
+    ))
+    .await;
+    let out = output("disk-giveup");
+    out.try_send(batch(3)).unwrap();
+    out.confirm().await.unwrap();
+    until("3 spans at the sink", || sink("disk-giveup").0 == 3).await;
+    drop(out);
+    assert!(t.shutdown().await.drained);
+}
