@@ -84,27 +84,29 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<(u64, u64)>, SegmentError>
 
 /// Encodes a signal as one record: header and payload.
 pub(super) fn encode(signal: &Signal) -> Vec<u8> {
-    let (kind, payload) = match signal {
-        Signal::Traces(traces) => (
-            TRACES,
-            ExportTraceServiceRequest {
-                resource_spans: traces.resource_spans.clone(),
+    // The payload is encoded in place behind a header filled in afterwards: no copy of the
+    // spans, and no second copy of the bytes.
+    let mut record = vec![0u8; HEADER as usize];
+    let kind = match signal {
+        Signal::Traces(traces) => {
+            // Field 1 of `ExportTraceServiceRequest`, once per `ResourceSpans`: the same bytes
+            // as encoding the request, without building one.
+            for resource_spans in &traces.resource_spans {
+                prost::encoding::message::encode(1, resource_spans, &mut record);
             }
-            .encode_to_vec(),
-        ),
-        // Decisions are plain data with derived serde: serialising them cannot fail.
+            TRACES
+        }
         Signal::Decisions(decisions) => {
-            (DECISIONS, serde_json::to_vec(decisions).unwrap_or_default())
+            // Decisions are plain data with derived serde: serialising them cannot fail.
+            let _ = serde_json::to_writer(&mut record, decisions);
+            DECISIONS
         }
     };
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&[kind]);
-    crc.update(&payload);
-    let mut record = Vec::with_capacity(HEADER as usize + payload.len());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc.finalize().to_le_bytes());
-    record.push(kind);
-    record.extend_from_slice(&payload);
+    record[8] = kind;
+    let len = (record.len() - HEADER as usize) as u32;
+    let crc = crc32fast::hash(&record[8..]);
+    record[..4].copy_from_slice(&len.to_le_bytes());
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
     record
 }
 
