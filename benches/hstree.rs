@@ -160,7 +160,7 @@ fn replay_synth(c: &mut Criterion) {
         b.iter(|| {
             let mut detector =
                 Detector::new(&HsTreeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
-            black_box(eval::replay(&mut detector, &spans))
+            black_box(eval::replay(&mut detector, &spans, None))
         })
     });
     group.finish();

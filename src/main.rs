@@ -110,6 +110,10 @@ enum Command {
         /// Replay only the first N rows.
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
+        /// Learn the first DURATION of span time as a warm start from a fault-free stretch:
+        /// its spans outside every fault's window are learned, none is judged or scored.
+        #[arg(long, value_name = "DURATION")]
+        warm_start: Option<HumanDuration>,
     },
     /// Replays a labeled span CSV through the `slo_scaler` processor's culprit ranking and
     /// reports how often the culprit it names during each injected fault is the injected service.
@@ -225,8 +229,9 @@ fn main() -> ExitCode {
             input,
             json,
             limit,
+            warm_start,
         } => match config::load_file(&config) {
-            Ok(_) => evaluate(&config, &processor, &input, json, limit),
+            Ok(_) => evaluate(&config, &processor, &input, json, limit, warm_start),
             Err(err) => config_failed(&err),
         },
         Command::Attribute {
@@ -539,11 +544,16 @@ fn evaluate(
     input: &Path,
     json: bool,
     limit: Option<u64>,
+    warm_start: Option<HumanDuration>,
 ) -> ExitCode {
     let run = || -> Result<eval::DetectionReport, eval::EvalError> {
         let mut detector = eval::detector_from_file(config, processor)?;
         let spans = eval::read_csv(input, limit)?;
-        Ok(eval::replay(&mut detector, &spans))
+        Ok(eval::replay(
+            &mut detector,
+            &spans,
+            warm_start.map(HumanDuration::get),
+        ))
     };
     report(
         run(),

@@ -1,6 +1,6 @@
 //! The figures of a replay: confusion matrix, ratios, AUC and per-fault detection.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -10,8 +10,10 @@ use crate::processors::hstree::{Detector, Verdict};
 /// Detection quality of one replay. `None` (JSON `null`) where a ratio has no denominator.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DetectionReport {
-    /// Spans replayed.
+    /// Spans replayed and judged or trained on, after the warm start.
     pub spans: u64,
+    /// Spans learned in the warm start (`--warm-start`): neither judged nor in any figure.
+    pub warm_start_spans: u64,
     /// Spans learned but not judged (training or operation warm-up) or passed on overflow;
     /// left out of every other figure.
     pub training_spans: u64,
@@ -32,6 +34,10 @@ pub struct DetectionReport {
     pub f1: Option<f64>,
     /// FP / (FP + TN).
     pub fpr: Option<f64>,
+    /// FPR over the label-0 spans outside every fault's window (`None` without a `fault_id`
+    /// column): the share of healthy traffic flagged, free of the noise of unlabeled spans
+    /// that a fault slowed.
+    pub fpr_fault_free: Option<f64>,
     /// (TP + TN) / judged.
     pub accuracy: Option<f64>,
     /// Area under the ROC curve of the score against the label, over judged spans.
@@ -50,30 +56,59 @@ pub struct DetectionReport {
 }
 
 /// Replays every row through the detector, in order, and scores the verdicts.
-pub fn replay(detector: &mut Detector, spans: &Spans) -> DetectionReport {
-    let mut verdicts: Vec<Verdict> = Vec::with_capacity(spans.rows.len());
+///
+/// With `warm_start`, the rows that end within that long of the first row are a warm start
+/// from a fault-free stretch, as the processor's `warm_start` reads a recording: those with
+/// label 0 outside every fault's window are learned, the others are left out, and none is
+/// scored.
+pub fn replay(
+    detector: &mut Detector,
+    spans: &Spans,
+    warm_start: Option<Duration>,
+) -> DetectionReport {
+    let warm_rows = match (warm_start, spans.rows.first()) {
+        (Some(stretch), Some(first)) => {
+            let until = first
+                .end_unix_nano
+                .saturating_add(u64::try_from(stretch.as_nanos()).unwrap_or(u64::MAX));
+            spans.rows.partition_point(|row| row.end_unix_nano < until)
+        }
+        _ => 0,
+    };
+    let (warm, judged) = spans.rows.split_at(warm_rows);
+    let mut learned = 0u64;
+    for row in warm.iter().filter(|row| !row.label && row.fault.is_none()) {
+        let (service, operation) = &spans.operations[row.operation as usize];
+        detector.observe(service, operation, row.duration_ns, row.end_unix_nano);
+        learned += 1;
+    }
+    let mut verdicts: Vec<Verdict> = Vec::with_capacity(judged.len());
     let started = Instant::now();
-    for row in &spans.rows {
+    for row in judged {
         let (service, operation) = &spans.operations[row.operation as usize];
         verdicts.push(detector.observe(service, operation, row.duration_ns, row.end_unix_nano));
     }
     let elapsed = started.elapsed();
-    let mut report = score(spans, &verdicts);
-    report.ns_per_span = if spans.rows.is_empty() {
+    let mut report = score(spans, warm_rows, &verdicts);
+    report.warm_start_spans = learned;
+    report.ns_per_span = if judged.is_empty() {
         0.0
     } else {
-        elapsed.as_nanos() as f64 / spans.rows.len() as f64
+        elapsed.as_nanos() as f64 / judged.len() as f64
     };
     report
 }
 
-/// The figures of a replay from its verdicts (one per row); `ns_per_span` is left at 0.
-pub fn score(spans: &Spans, verdicts: &[Verdict]) -> DetectionReport {
+/// The figures of a replay from its verdicts, one per row from row `first` on (the rows before
+/// it were a warm start); `ns_per_span` and `warm_start_spans` are left at 0.
+pub fn score(spans: &Spans, first: usize, verdicts: &[Verdict]) -> DetectionReport {
+    let rows = spans.rows.get(first..).unwrap_or_default();
     let (mut tp, mut fp, mut fn_, mut tn, mut training) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut free_fp, mut free_tn) = (0u64, 0u64);
     let mut judged: Vec<(f64, bool)> = Vec::with_capacity(verdicts.len());
     // Per fault: (first label-1 end, first flagged label-1 end).
     let mut faults: Vec<(Option<u64>, Option<u64>)> = vec![(None, None); spans.faults.len()];
-    for (row, v) in spans.rows.iter().zip(verdicts) {
+    for (row, v) in rows.iter().zip(verdicts) {
         let judged_span = !(v.training || v.overflow);
         let flagged = judged_span && v.anomalous;
         if row.label
@@ -90,6 +125,13 @@ pub fn score(spans: &Spans, verdicts: &[Verdict]) -> DetectionReport {
             continue;
         }
         judged.push((v.score, row.label));
+        if !row.label && row.fault.is_none() {
+            if flagged {
+                free_fp += 1;
+            } else {
+                free_tn += 1;
+            }
+        }
         match (row.label, flagged) {
             (true, true) => tp += 1,
             (false, true) => fp += 1,
@@ -116,7 +158,8 @@ pub fn score(spans: &Spans, verdicts: &[Verdict]) -> DetectionReport {
     let n_faults = labeled.len() as u64;
     let detected = delays.len() as u64;
     DetectionReport {
-        spans: spans.rows.len() as u64,
+        spans: rows.len() as u64,
+        warm_start_spans: 0,
         training_spans: training,
         tp,
         fp,
@@ -126,6 +169,11 @@ pub fn score(spans: &Spans, verdicts: &[Verdict]) -> DetectionReport {
         recall,
         f1,
         fpr: ratio(fp, fp + tn),
+        fpr_fault_free: if spans.has_fault_column {
+            ratio(free_fp, free_fp + free_tn)
+        } else {
+            None
+        },
         accuracy: ratio(tp + tn, tp + fp + fn_ + tn),
         auc: auc(&mut judged),
         faults: has_faults.then_some(n_faults),
@@ -184,6 +232,7 @@ impl DetectionReport {
         let count = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         let rows = [
             ("spans", self.spans.to_string()),
+            ("warm_start_spans", self.warm_start_spans.to_string()),
             ("training_spans", self.training_spans.to_string()),
             ("tp", self.tp.to_string()),
             ("fp", self.fp.to_string()),
@@ -193,6 +242,7 @@ impl DetectionReport {
             ("recall", num(self.recall)),
             ("f1", num(self.f1)),
             ("fpr", num(self.fpr)),
+            ("fpr_fault_free", num(self.fpr_fault_free)),
             ("accuracy", num(self.accuracy)),
             ("auc", num(self.auc)),
             ("faults", count(self.faults)),
@@ -261,7 +311,7 @@ mod tests {
             verdict(0.0, false, true),  // training
             verdict(0.0, false, true),  // training
         ];
-        let r = score(&spans, &verdicts);
+        let r = score(&spans, 0, &verdicts);
         assert_eq!((r.tp, r.fp, r.fn_, r.tn, r.training_spans), (1, 1, 1, 1, 2));
         assert_eq!(r.precision, Some(0.5));
         assert_eq!(r.recall, Some(0.5));
@@ -271,6 +321,52 @@ mod tests {
         assert_eq!(r.auc, Some(0.75));
         assert_eq!(r.faults, Some(0), "a fault_id column with no labeled fault");
         assert_eq!(r.median_detection_delay_seconds, None);
+    }
+
+    #[test]
+    fn a_warm_start_learns_the_fault_free_stretch_and_scores_only_what_follows() {
+        // Seconds 1–3 are the stretch: two fault-free spans learned, one in a fault and one
+        // labeled left out; seconds 4–6 are judged, one of them outside every fault.
+        let spans = parse(
+            "t,a,,s,o,0,1000000000,0,\n\
+             t,b,,s,o,0,2000000000,0,f1\n\
+             t,c,,s,o,0,2500000000,1,\n\
+             t,d,,s,o,0,3000000000,0,\n\
+             t,e,,s,o,0,4000000000,1,f2\n\
+             t,f,,s,o,0,5000000000,0,f2\n\
+             t,g,,s,o,0,6000000000,0,\n",
+        )
+        .unwrap();
+        let mut detector = crate::processors::hstree::Detector::new(
+            &crate::processors::hstree::HsTreeConfig::default(),
+        )
+        .unwrap();
+        let r = replay(&mut detector, &spans, Some(Duration::from_millis(2500)));
+        assert_eq!(r.warm_start_spans, 2);
+        assert_eq!(detector.seen(), 2 + 3, "learned, then replayed");
+        assert_eq!(r.spans, 3);
+        assert_eq!(r.training_spans, 3, "the default train_size is not reached");
+        let r = replay(&mut detector, &spans, None);
+        assert_eq!((r.warm_start_spans, r.spans), (0, 7));
+    }
+
+    #[test]
+    fn the_fault_free_fpr_leaves_out_spans_inside_fault_windows() {
+        let spans = parse(
+            "t,a,,s,o,0,10,0,f1\n\
+             t,b,,s,o,0,10,0,f1\n\
+             t,c,,s,o,0,10,0,\n\
+             t,d,,s,o,0,10,0,\n",
+        )
+        .unwrap();
+        let verdicts = [
+            verdict(0.9, true, false),
+            verdict(0.9, true, false),
+            verdict(0.9, true, false),
+            verdict(0.1, false, false),
+        ];
+        let r = score(&spans, 0, &verdicts);
+        assert_eq!((r.fpr, r.fpr_fault_free), (Some(0.75), Some(0.5)));
     }
 
     #[test]
@@ -296,7 +392,7 @@ mod tests {
             verdict(0.9, true, false),  // f4 detected at once
             verdict(0.9, true, false),
         ];
-        let r = score(&spans, &verdicts);
+        let r = score(&spans, 0, &verdicts);
         assert_eq!(r.faults, Some(3));
         assert_eq!(r.faults_detected, Some(2));
         assert_eq!(r.median_detection_delay_seconds, Some(1.0));

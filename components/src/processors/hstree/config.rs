@@ -8,7 +8,7 @@ use tracescale_core::config::{BuildError, HumanDuration};
 
 use super::HsTree;
 use super::detector::Detector;
-use super::features::Overflow;
+use super::features::{Levels, Overflow};
 use super::forest::{ForestParams, MAX_HEIGHT, MAX_NODES, MAX_TREES, NODE_BYTES};
 use super::warm::WarmStartConfig;
 
@@ -150,6 +150,9 @@ pub struct Problem {
     pub message: String,
 }
 
+/// How many of an operation's spans its tail estimate should lie under before it is kept.
+pub(super) const TAIL_EXCEEDANCES: f64 = 20.0;
+
 /// The most operations a config may track (the paper encoding has a dimension per operation).
 pub const MAX_OPERATIONS: usize = 1_000_000;
 
@@ -169,6 +172,22 @@ impl HsTreeConfig {
     pub fn calibration_level(&self) -> f64 {
         let (fpr, rho) = (self.target_fpr, self.learn_flagged);
         1.0 - rho * fpr / (1.0 - fpr + rho * fpr)
+    }
+
+    /// The quantile levels of each operation's estimators: the calibrator's, and the tail's,
+    /// `1 − target_fpr`, so that the spans past the saturation of the encoding, which tie at
+    /// the highest score and are flagged, are no more than a healthy operation may have.
+    pub fn levels(&self) -> Levels {
+        Levels {
+            score: self.calibration_level(),
+            tail: 1.0 - self.target_fpr,
+        }
+    }
+
+    /// Spans of an operation whose z-scores are learned into its tail, after as many have
+    /// settled its statistics: enough for about [`TAIL_EXCEEDANCES`] of them to lie past it.
+    pub fn tail_spans(&self) -> u64 {
+        (TAIL_EXCEEDANCES / self.target_fpr).ceil() as u64
     }
 
     /// Every invalid key, in key order.

@@ -81,6 +81,8 @@ pub struct Detector {
     pub(super) coin: SplitMix64,
     pub(super) counters: DetectorCounters,
     max_duration_ns: u64,
+    /// [`HsTreeConfig::tail_spans`].
+    tail_spans: u64,
     /// Scores of the points 0 and 1 of the operation encoding, with the window count they were
     /// computed at (reference masses change only when a window completes). 0 is every span
     /// faster than its mean under `slow_only`, 1 every span past the slow clamp and the ceiling
@@ -141,7 +143,8 @@ impl Detector {
         };
         Ok(Self {
             model,
-            ops: Operations::new(config.max_operations, config.calibration_level()),
+            ops: Operations::new(config.max_operations, config.levels()),
+            tail_spans: config.tail_spans(),
             seen: 0,
             coin: SplitMix64::new(config.seed ^ COIN_SEED),
             counters: DetectorCounters::default(),
@@ -222,6 +225,7 @@ impl Detector {
         let log_d = log_duration(duration_ns);
         let z = op.stats.z(log_d);
         let quantile = op.calibrator.quantile();
+        let saturation = op.saturation(config.max_z);
         let judged = self.seen > config.train_size
             && op.calibrator.count() >= config.operation_warmup.max(1);
         let slow = !config.slow_only || z > 0.0;
@@ -247,7 +251,7 @@ impl Detector {
                 (score, exceeds, learned, Some(d))
             }
             model => {
-                let x = operation_feature(z, config.slow_only, config.max_z);
+                let x = operation_feature(z, config.slow_only, saturation);
                 let one_hot = OneHot {
                     slot,
                     duration: paper_duration(duration_ns, self.max_duration_ns),
@@ -305,6 +309,14 @@ impl Detector {
                 op.calibrator.observe(value);
             }
             self.counters.learned += 1;
+        }
+        // The tail is learned from every span once the statistics have settled, judged or
+        // not, and then kept: a fault later in the operation's life must not move it.
+        // The tail is learned once the statistics have settled, from every span, judged or
+        // not (leaving the flagged ones out would only ever pull it down), and then kept: a
+        // fault later in the operation's life must not move where the encoding saturates.
+        if op.stats.count >= self.tail_spans && op.tail.count() < self.tail_spans {
+            op.tail.observe(if config.slow_only { z } else { z.abs() });
         }
         let anomalous = exceeds && slow;
         if judged {

@@ -156,10 +156,14 @@ pub struct Operation {
     pub stats: LogStats,
     /// Running high quantile of the operation's scores (hstree) or durations (p99).
     pub calibrator: P2Quantile,
+    /// The z-score that only `target_fpr / 2` of the operation's spans exceed, learned from
+    /// its first spans (a warm start's, when there is one) and then kept: the operation
+    /// encoding saturates there, or at `max_z` if that is higher.
+    pub tail: P2Quantile,
 }
 
 impl Operation {
-    fn new(service: &str, operation: &str, quantile: f64) -> Self {
+    fn new(service: &str, operation: &str, levels: Levels) -> Self {
         Self {
             service: service.to_string(),
             operation: operation.to_string(),
@@ -167,9 +171,24 @@ impl Operation {
             flagged: 0,
             last_seen_unix_nano: 0,
             stats: LogStats::default(),
-            calibrator: P2Quantile::new(quantile),
+            calibrator: P2Quantile::new(levels.score),
+            tail: P2Quantile::new(levels.tail),
         }
     }
+
+    /// The z-score the operation encoding maps to 1: the learned tail, at least `max_z`.
+    pub fn saturation(&self, max_z: f64) -> f64 {
+        self.tail.quantile().map_or(max_z, |tail| tail.max(max_z))
+    }
+}
+
+/// The quantile levels an operation's estimators track.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Levels {
+    /// Of the calibrator: scores (hstree) or durations (p99).
+    pub score: f64,
+    /// Of the tail: z-scores.
+    pub tail: f64,
 }
 
 /// What happens to a new operation once `max_operations` are known.
@@ -201,17 +220,17 @@ pub struct Operations {
     index: HashMap<String, HashMap<String, usize>>,
     slots: Vec<Operation>,
     max: usize,
-    quantile: f64,
+    levels: Levels,
 }
 
 impl Operations {
-    /// An empty table for at most `max` operations whose calibrators track `quantile`.
-    pub fn new(max: usize, quantile: f64) -> Self {
+    /// An empty table for at most `max` operations whose estimators track `levels`.
+    pub fn new(max: usize, levels: Levels) -> Self {
         Self {
             index: HashMap::new(),
             slots: Vec::new(),
             max,
-            quantile,
+            levels,
         }
     }
 
@@ -223,7 +242,7 @@ impl Operations {
         if self.slots.len() < self.max {
             let slot = self.slots.len();
             self.slots
-                .push(Operation::new(service, operation, self.quantile));
+                .push(Operation::new(service, operation, self.levels));
             self.insert_key(service, operation, slot);
             return Lookup::Slot(slot);
         }
@@ -246,7 +265,7 @@ impl Operations {
                         self.index.remove(&old.service);
                     }
                 }
-                self.slots[slot] = Operation::new(service, operation, self.quantile);
+                self.slots[slot] = Operation::new(service, operation, self.levels);
                 self.insert_key(service, operation, slot);
                 Lookup::Evicted(slot)
             }
@@ -295,7 +314,7 @@ impl Operations {
     pub(crate) fn from_saved(
         slots: Vec<Operation>,
         max: usize,
-        quantile: f64,
+        levels: Levels,
     ) -> Result<Self, String> {
         if slots.len() > max {
             return Err(format!(
@@ -303,7 +322,7 @@ impl Operations {
                 slots.len()
             ));
         }
-        let mut table = Self::new(max, quantile);
+        let mut table = Self::new(max, levels);
         for (slot, op) in slots.iter().enumerate() {
             if table.find(&op.service, &op.operation).is_some() {
                 return Err(format!(
@@ -311,13 +330,16 @@ impl Operations {
                     op.service, op.operation
                 ));
             }
-            if !super::floats::close(op.calibrator.quantile_level(), quantile) {
-                return Err(format!(
-                    "operation {}::{} tracks quantile {}, expected {quantile}",
-                    op.service,
-                    op.operation,
-                    op.calibrator.quantile_level()
-                ));
+            for (tracked, expected) in [
+                (op.calibrator.quantile_level(), levels.score),
+                (op.tail.quantile_level(), levels.tail),
+            ] {
+                if !super::floats::close(tracked, expected) {
+                    return Err(format!(
+                        "operation {}::{} tracks quantile {tracked}, expected {expected}",
+                        op.service, op.operation,
+                    ));
+                }
             }
             table.insert_key(&op.service, &op.operation, slot);
         }

@@ -29,7 +29,7 @@ use super::forest::WindowState;
 use crate::random::SplitMix64;
 
 const MAGIC: &[u8; 8] = b"TSHSTREE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Magic, version, header length, masses length, checksum.
 const FIXED_BYTES: usize = 8 + 4 + 4 + 8 + 8;
 
@@ -307,19 +307,22 @@ impl Detector {
         if u64::from_le_bytes(array(len)?) != masses.len() as u64 {
             return Err(corrupt("masses length does not match the file"));
         }
-        let level = self.config.calibration_level();
         if let Some(op) = header
             .operations
             .iter()
-            .find(|op| !op.calibrator.is_consistent())
+            .find(|op| !op.calibrator.is_consistent() || !op.tail.is_consistent())
         {
             return Err(DecodeError::Corrupt(format!(
-                "calibrator of {}::{} is inconsistent",
+                "quantile estimator of {}::{} is inconsistent",
                 op.service, op.operation
             )));
         }
-        let ops = Operations::from_saved(header.operations, self.config.max_operations, level)
-            .map_err(DecodeError::Corrupt)?;
+        let ops = Operations::from_saved(
+            header.operations,
+            self.config.max_operations,
+            self.config.levels(),
+        )
+        .map_err(DecodeError::Corrupt)?;
         let max_operations = self.config.max_operations;
         match (&mut self.model, header.window, header.latest) {
             (Model::Operation(f), Some(window), Some(Latest::Operation(latest))) => {

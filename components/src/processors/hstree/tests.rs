@@ -16,7 +16,7 @@ use tracescale_core::signal::{Decision, ScaleChange, Signal, Target, Traces};
 use tracescale_core::testing;
 
 use super::features::{
-    LogStats, Lookup, OneHot, Operations, Overflow, STATS_HORIZON, operation_feature,
+    Levels, LogStats, Lookup, OneHot, Operations, Overflow, STATS_HORIZON, operation_feature,
     paper_duration,
 };
 use super::forest::{Forest, ForestError, ForestParams, Point};
@@ -52,6 +52,22 @@ fn healthy(rng: &mut SplitMix64) -> (usize, u64) {
     let i = (rng.next_u64() % OPS.len() as u64) as usize;
     let d = OPS[i].2 * (0.3 * rng.standard_normal()).exp();
     (i, d as u64)
+}
+
+const LEVELS: Levels = Levels {
+    score: 0.99,
+    tail: 0.99,
+};
+
+/// One healthy span whose operation has a second, slow mode: 1 span in 25 takes about 10× the
+/// median (a cache miss, a pause), so that about 2 % of spans lie 4 standard deviations slow.
+fn heavy_tailed(rng: &mut SplitMix64) -> (usize, u64) {
+    let (i, d) = healthy(rng);
+    if rng.next_f64() < 0.04 {
+        (i, (d as f64 * 10.0) as u64)
+    } else {
+        (i, d)
+    }
 }
 
 fn detector(toml_overrides: impl FnOnce(&mut HsTreeConfig)) -> Detector {
@@ -572,7 +588,7 @@ fn operation_feature_maps_z_into_the_unit_interval() {
 #[test]
 fn operations_are_keyed_by_service_and_operation() {
     // The paper's encoder keyed by service name: two operations of one service collided.
-    let mut ops = Operations::new(3, 0.99);
+    let mut ops = Operations::new(3, LEVELS);
     assert_eq!(
         ops.lookup("cart", "GetCart", Overflow::Pass),
         Lookup::Slot(0)
@@ -598,7 +614,7 @@ fn operations_are_keyed_by_service_and_operation() {
 
 #[test]
 fn eviction_replaces_the_least_recently_seen_operation() {
-    let mut ops = Operations::new(2, 0.99);
+    let mut ops = Operations::new(2, LEVELS);
     for (i, name) in ["a", "b"].into_iter().enumerate() {
         let Lookup::Slot(slot) = ops.lookup("s", name, Overflow::Evict) else {
             panic!()
@@ -668,6 +684,46 @@ fn quantile_calibration_flags_about_target_fpr_and_catches_slow_spans() {
     let (rate, recall) = healthy_flag_rate_and_recall(|_| {});
     assert!(rate > 0.001 && rate < 0.02, "healthy flag rate {rate}");
     assert!(recall > 0.95, "recall {recall}");
+}
+
+#[test]
+fn the_encoding_saturates_at_each_operations_own_tail_which_a_later_fault_does_not_move() {
+    let mut d = detector(|_| {});
+    let tail_spans = d.config().tail_spans();
+    let mut rng = SplitMix64::new(22);
+    for i in 0..60_000 {
+        let (op, dur) = heavy_tailed(&mut rng);
+        d.observe(OPS[op].0, OPS[op].1, dur, i);
+    }
+    let max_z = d.config().max_z;
+    let tails: Vec<f64> = d
+        .operations()
+        .iter()
+        .map(|op| op.saturation(max_z))
+        .collect();
+    for op in d.operations().iter() {
+        // About 2 % of these spans lie `max_z` deviations slow: saturating there tied them
+        // all with the slowest possible span, and flagged every one, whatever `target_fpr`.
+        assert!(
+            op.saturation(max_z) > max_z,
+            "{}: saturates at {}",
+            op.operation,
+            op.saturation(max_z)
+        );
+        assert_eq!(op.tail.count(), tail_spans, "{}", op.operation);
+    }
+    // A long fault on one operation: its tail is kept, so the fault stays past it.
+    for i in 0..20_000 {
+        let (op, dur) = heavy_tailed(&mut rng);
+        let dur = if op == 2 { dur * 8 } else { dur };
+        d.observe(OPS[op].0, OPS[op].1, dur, 60_000 + i);
+    }
+    let after: Vec<f64> = d
+        .operations()
+        .iter()
+        .map(|op| op.saturation(max_z))
+        .collect();
+    assert_eq!(tails, after);
 }
 
 #[test]
