@@ -231,8 +231,10 @@ impl Running {
                 return Ok(topology);
             }
         };
-        if !config.warnings.is_empty() {
+        if config.warning_count > 0 {
             warn!(config = %path, "the reloaded file has warnings\n{}", config.warnings);
+        } else if !config.warnings.is_empty() {
+            info!(config = %path, "the reloaded file has notes\n{}", config.warnings);
         }
         for key in self.service.restart_only_changes(&config.service) {
             warn!(config = %path, key = %format!("service.{key}"),
