@@ -4,7 +4,8 @@
 //!
 //! - **Burn.** Per objective, the share of its traces over the target in a short and a long
 //!   window, against the error budget (`100 - percentile` %); burning when both exceed
-//!   `burn_rate`, as multi-window SLO alerts do.
+//!   `burn_rate`, as multi-window SLO alerts do; it asks for replicas only while its last few
+//!   seconds still burn.
 //! - **Culprit.** The first scalable service of the ranking in [`culprit`]: by the growth of its
 //!   own work and queueing on the objectives' critical paths against its healthy share, plus
 //!   its share of the growth of the gaps of the calls it takes part in (a callee slow to answer,
@@ -430,6 +431,18 @@ impl Engine {
             let objectives: Vec<usize> = burning.iter().map(|b| b.0).collect();
             self.note_ranking(now, end, &objectives);
             for (objective, s_burn, l_burn) in burning {
+                // The short window remembers a breach for its length after it ended: once the
+                // last few seconds are within budget again, whatever fixed it is working, and a
+                // size read now would be of the backlog it leaves behind.
+                let percentile = self.settings.objectives[objective].percentile;
+                let (recent, n) = burn(
+                    self.seconds.range(end, short.min(TREND_SECONDS)),
+                    objective,
+                    percentile,
+                );
+                if n > 0 && recent < self.settings.burn_rate {
+                    continue;
+                }
                 self.scale_up(objective, s_burn, l_burn, end, now, out);
             }
         }

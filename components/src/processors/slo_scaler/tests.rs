@@ -279,3 +279,32 @@ fn a_backlog_draining_through_a_saturated_service_asks_for_nothing() {
         "{decisions:#?}"
     );
 }
+
+#[test]
+fn a_breach_that_has_ended_asks_for_nothing_more() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    let slow = Second {
+        db_own: 600 * MS,
+        ..HEALTHY
+    };
+    let during = run(&mut e, 60, &[slow; 10]);
+    assert!(
+        during.iter().any(|(_, d)| d.target.name == "db"),
+        "the slow database is scaled while it is slow: {during:#?}"
+    );
+    // Healthy again, and then the replicas asked for come up: the short window still holds
+    // the slow seconds, but the last few are within budget.
+    let mut after = vec![HEALTHY; 8];
+    after.extend(
+        [Second {
+            db_pods: 4,
+            ..HEALTHY
+        }; 14],
+    );
+    let decisions = run(&mut e, 70, &after);
+    assert!(
+        decisions.iter().all(|(t, _)| *t < 78),
+        "nothing once the last seconds are healthy: {decisions:#?}"
+    );
+}
