@@ -17,8 +17,9 @@
 //!   delay of the visits ending each second grows at `g = 1 - μ/λ`, so arrivals over capacity
 //!   are `λ/μ = 1/(1 - g)`; the replicas seen serving (`k8s.pod.name`) times `λ/μ` over the
 //!   target utilisation, or more if the backlog must drain within `drain_within`. A culprit whose
-//!   own work per visit grew is sized by that growth (at most doubled per decision). A queue that
-//!   is draining by itself asks for nothing.
+//!   own work per visit grew is sized by that growth (at most doubled per decision), unless the
+//!   extra visits it grew under are a backlog passing through. A queue that is draining by
+//!   itself asks for nothing.
 //! - **Down.** After `scale_down_after` without a burning objective, each workload is sized from
 //!   its arrival rate × occupancy (Little's law) over the slots per replica learned while it was
 //!   saturated, at the target utilisation, taking the highest size of the period; one that never

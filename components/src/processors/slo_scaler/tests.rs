@@ -281,6 +281,51 @@ fn a_backlog_draining_through_a_saturated_service_asks_for_nothing() {
 }
 
 #[test]
+fn a_database_slowed_by_a_backlog_the_entry_traffic_does_not_explain_is_not_scaled() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The frontend sends on what it held: requests that reached it 15 s ago down to now, at
+    // twice the traffic. The database is twice as slow under them, and the workers wait on
+    // it; once the backlog is through, both are back at their healthy load.
+    let drain: Vec<Second> = (0..20)
+        .map(|i| Second {
+            rps: 100,
+            frontend_wait: 15 * S - i * S / 2,
+            worker_wait: 300 * MS,
+            db_own: 20 * MS,
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &drain);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name != "db"),
+        "{decisions:#?}"
+    );
+}
+
+#[test]
+fn a_database_slowed_by_the_backlog_of_workers_just_scaled_is_not_scaled() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The traffic doubled and the workers were given replicas: their queue now shrinks by a
+    // tenth of a second each second, and the database is twice as slow while they pass it on.
+    let drain: Vec<Second> = (0..15)
+        .map(|i| Second {
+            rps: 100,
+            worker_pods: 4,
+            worker_wait: 2000 * MS - 100 * MS * i,
+            db_own: 20 * MS,
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &drain);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name != "db"),
+        "{decisions:#?}"
+    );
+}
+
+#[test]
 fn a_breach_that_has_ended_asks_for_nothing_more() {
     let mut e = engine();
     run(&mut e, 0, &[HEALTHY; 60]);

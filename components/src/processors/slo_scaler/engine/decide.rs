@@ -114,7 +114,22 @@ impl Engine {
         {
             let work = (own_work / b.own_work).min(MAX_WORK_RATIO);
             slower = rate <= SAME_LOAD * b.rate;
-            if slower && self.settings.slow_work == SlowWork::Hold {
+            // Slower under more visits than it had healthy, when those visits are a backlog
+            // passing through: more than the entry traffic explains, or sent by a caller
+            // whose queue drains by itself (it was just given replicas). The extra load ends
+            // with the backlog, before replicas started now would serve.
+            let passing = !slower
+                && (self
+                    .entry_explained_rate(objective, culprit, end)
+                    .is_some_and(|expected| rate > BACKLOG_EXCESS * expected)
+                    || self.draining_caller(culprit, end).is_some());
+            if passing {
+                tracing::debug!(
+                    objective = %self.settings.objectives[objective].name,
+                    culprit = %workload.target,
+                    "not sizing from own work: its extra load is a backlog passing through"
+                );
+            } else if slower && self.settings.slow_work == SlowWork::Hold {
                 tracing::info!(
                     objective = %self.settings.objectives[objective].name,
                     culprit = %workload.target,
@@ -122,7 +137,7 @@ impl Engine {
                 );
                 return;
             }
-            if work > ratio {
+            if !passing && work > ratio {
                 ratio = work;
                 size.clear();
                 let _ = write!(
@@ -175,6 +190,25 @@ impl Engine {
         if let Some(s) = self.services.get_mut(&culprit) {
             s.last_decision = Some((now, desired));
         }
+    }
+
+    /// A caller of `service` that is saturated and whose queue drains within `drain_within`
+    /// by itself.
+    fn draining_caller(&self, service: Symbol, end: u64) -> Option<Symbol> {
+        let short = self.settings.short_window_s;
+        self.seconds
+            .edges(end, short)
+            .into_keys()
+            .filter(|&(caller, callee)| callee == service && caller != service)
+            .map(|(caller, _)| caller)
+            .find(|&caller| {
+                let v = self.seconds.service(caller, end, short);
+                v.per_visit()
+                    .is_some_and(|(occupancy, _, wait)| saturated(wait, occupancy))
+                    && self.queue_load(caller, &v, end).is_some_and(|q| {
+                        q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s
+                    })
+            })
     }
 
     /// The visits per second of `service` that the objective's entry traffic explains now: its
