@@ -80,6 +80,8 @@ pub struct ServiceView {
     pub ready: u32,
     /// The workload kind: a decision must name it in its target.
     pub kind: WorkloadKind,
+    /// The fewest and most replicas the simulated cluster runs of it.
+    pub bounds: (u32, u32),
 }
 
 /// What the receiver and the exporters of one simulated cluster share.

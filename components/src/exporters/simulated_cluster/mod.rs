@@ -13,7 +13,8 @@ use tracescale_core::signal::{Signal, SignalKind, Target};
 use tracing::{debug, info, warn};
 
 use crate::scaling::{
-    Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, ScalerSettings, TargetConfig, explain,
+    Hold, Keys, Plan, PolicyConfig, Refusal, ScaleMetrics, Scaler, ScalerSettings, TargetConfig,
+    explain,
 };
 use crate::simulation::{ServiceView, SimCluster, cluster};
 
@@ -71,6 +72,30 @@ impl SimulatedCluster {
 
 /// A target reaches a simulated service only through the service's workload kind:
 /// `statefulset/db` for a StatefulSet, `deployment/worker` for a Deployment.
+/// A planned change within the simulated workload's own replica bounds, as a workload's
+/// minimum or a quota would keep it: one they refuse entirely is held, so that no change is
+/// recorded and no cooldown starts for a change that did not happen.
+fn within_bounds(plan: Plan, (min, max): (u32, u32)) -> Plan {
+    let Plan::Change { from, to, limited } = plan else {
+        return plan;
+    };
+    let bounded = to.clamp(min, max.max(min));
+    let at = if bounded < to {
+        Hold::AtMax
+    } else {
+        Hold::AtMin
+    };
+    if bounded == from {
+        Plan::Hold(at)
+    } else {
+        Plan::Change {
+            from,
+            to: bounded,
+            limited: if bounded == to { limited } else { Some(at) },
+        }
+    }
+}
+
 fn reaches(target: &Target, view: &ServiceView) -> bool {
     target.kind.eq_ignore_ascii_case(view.kind.as_str())
 }
@@ -135,7 +160,11 @@ impl Exporter for SimulatedCluster {
                 .find(|r| r.0 == service)
                 .map_or(view.desired, |r| r.1);
             let now = state.now;
-            match self.scaler.plan(&d, now, current) {
+            let plan = self
+                .scaler
+                .plan(&d, now, current)
+                .map(|p| within_bounds(p, view.bounds));
+            match plan {
                 Err(r) => {
                     if let Some(m) = metrics {
                         m.refused(r);
@@ -219,7 +248,43 @@ mod tests {
             desired: 1,
             ready: 1,
             kind,
+            bounds: (1, 10),
         }
+    }
+
+    #[test]
+    fn a_change_the_workloads_bounds_refuse_is_held_and_one_they_cut_is_limited() {
+        let change = |from, to| Plan::Change {
+            from,
+            to,
+            limited: None,
+        };
+        assert_eq!(within_bounds(change(2, 1), (2, 8)), Plan::Hold(Hold::AtMin));
+        assert_eq!(
+            within_bounds(change(8, 12), (2, 8)),
+            Plan::Hold(Hold::AtMax)
+        );
+        assert_eq!(
+            within_bounds(change(4, 1), (2, 8)),
+            Plan::Change {
+                from: 4,
+                to: 2,
+                limited: Some(Hold::AtMin)
+            }
+        );
+        assert_eq!(
+            within_bounds(change(2, 12), (2, 8)),
+            Plan::Change {
+                from: 2,
+                to: 8,
+                limited: Some(Hold::AtMax)
+            }
+        );
+        assert_eq!(within_bounds(change(2, 5), (2, 8)), change(2, 5));
+        assert_eq!(
+            within_bounds(Plan::Hold(Hold::Cooldown), (2, 8)),
+            Plan::Hold(Hold::Cooldown)
+        );
     }
 
     #[test]

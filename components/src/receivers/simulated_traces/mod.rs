@@ -305,15 +305,19 @@ impl Receiver for SimulatedTraces {
 
 fn publish(sim: &Sim, services: &mut std::collections::BTreeMap<String, ServiceView>) {
     for name in sim.service_names() {
-        if let (Some(desired), Some(ready), Some(kind)) =
-            (sim.replicas(name), sim.ready_replicas(name), sim.kind(name))
-        {
+        if let (Some(desired), Some(ready), Some(kind), Some(bounds)) = (
+            sim.replicas(name),
+            sim.ready_replicas(name),
+            sim.kind(name),
+            sim.replica_bounds(name),
+        ) {
             services.insert(
                 name.clone(),
                 ServiceView {
                     desired,
                     ready,
                     kind,
+                    bounds,
                 },
             );
         }
