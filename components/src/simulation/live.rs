@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::report::{Baseline, Series, Summary, svg, table};
+use super::chart::{Series, svg};
+use super::report::{Baseline, Summary, table};
 use super::{Action, started_clusters};
 use super::{IntervalStats, NANOS_PER_SEC, RunScore, ScaleAction, Scenario};
 

@@ -10,6 +10,7 @@
 //! replica changes to the receiver through a [`SimCluster`] found by name. Both look it up with
 //! [`cluster`], so a pipeline file wires them by giving both the same `cluster` key.
 
+pub mod chart;
 mod config;
 mod engine;
 mod hpa;

@@ -615,9 +615,9 @@ fn the_chart_escapes_names() {
     let mut scenario = mixed();
     scenario.name = "a<b & \"c\"".to_string();
     let rows = [one_service_row("db<'1'>", 0, Some(millis(1)), 1)];
-    let chart = report::svg(
+    let chart = chart::svg(
         &scenario,
-        &[report::Series {
+        &[chart::Series {
             label: "pipe & <run>",
             rows: &rows,
             summary: None,
