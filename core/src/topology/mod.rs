@@ -236,13 +236,13 @@ impl RunningTopology {
                 }
                 Buffer::Disk { path, max_size } => {
                     let (buffer, acknowledged) =
-                        disk::DiskBuffer::open(spec.id.as_str(), &path, max_size.bytes()).map_err(
-                            |err| StartError {
+                        disk::DiskBuffer::open(spec.id.as_str(), &path, max_size.bytes())
+                            .await
+                            .map_err(|err| StartError {
                                 kind: ComponentKind::Exporter,
                                 id: spec.id.clone(),
                                 source: ComponentError::other(err),
-                            },
-                        )?;
+                            })?;
                     let buffer = Arc::new(buffer);
                     self.tasks.spawn(disk::run_writer(
                         buffer.clone(),

@@ -49,9 +49,19 @@ pub(super) struct Acknowledged {
     start: Position,
 }
 
+/// The file in a buffer directory whose exclusive lock marks the directory as in use.
+const LOCK_FILE: &str = "lock";
+/// How long opening waits for a directory held by a buffer that is still being dropped (a
+/// pipeline that stopped a moment ago, in this process) before it gives up.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// The state shared by the writer and the reader of one buffer.
 pub(super) struct DiskBuffer {
     dir: PathBuf,
+    /// Held while the buffer lives: two writers in one directory would interleave segments
+    /// and each delete what the other had not delivered. The system releases it when the
+    /// process dies, however it dies.
+    _lock: std::fs::File,
     max_size: u64,
     segment_size: u64,
     state: Mutex<State>,
@@ -74,16 +84,41 @@ struct State {
 
 impl DiskBuffer {
     /// Opens (creating it if needed) the buffer directory of one exporter, finding what an
-    /// earlier run left there and where its exporter had got to.
-    pub(super) fn open(
+    /// earlier run left there and where its exporter had got to. A directory another buffer
+    /// holds is waited for a moment, then refused.
+    pub(super) async fn open(
         component: &str,
         dir: &Path,
         max_size: u64,
     ) -> Result<(Self, Acknowledged), SegmentError> {
-        std::fs::create_dir_all(dir).map_err(|source| SegmentError::Io {
+        let io = |source| SegmentError::Io {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(SegmentError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(io(source)),
+            }
+        }
         let (ack, stored) = AckFile::open(dir)?;
         let segments: VecDeque<_> = list_segments(dir)?.into();
         let bytes = segments.iter().map(|(_, len)| len).sum();
@@ -99,6 +134,7 @@ impl DiskBuffer {
         describe();
         let buffer = Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
             max_size,
             // Small enough that the reader frees space well before `max_size` is reached.
             segment_size: (max_size / 16).clamp(1 << 20, 128 << 20),

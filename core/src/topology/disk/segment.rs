@@ -40,6 +40,14 @@ pub(crate) enum SegmentError {
         #[source]
         source: io::Error,
     },
+    /// Another buffer, in this process or another, holds the directory.
+    #[error(
+        "{path}: in use by another disk buffer (each exporter, and each running tracescale, needs a directory of its own)"
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A record's checksum does not match, or its length runs past the end of its segment.
     #[error("{path}: corrupt or truncated record at byte {offset}")]
     Corrupt {

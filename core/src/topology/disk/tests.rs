@@ -157,3 +157,36 @@ async fn an_exporter_giving_up_at_shutdown_leaves_its_records_on_disk() {
     drop(out);
     assert!(t.shutdown().await.drained);
 }
+
+/// Two buffers in one directory would interleave their segments and delete each other's
+/// records: the second is refused with the directory named, and once the first has stopped the
+/// directory is free again.
+#[tokio::test]
+async fn a_directory_in_use_by_another_buffer_is_refused_until_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(&config("disk-lock-a", dir.path(), "")).await;
+    let text = config("disk-lock-b", dir.path(), "");
+    let second = crate::topology::RunningTopology::start(
+        crate::config::load_str(Path::new("test.toml"), &text).unwrap(),
+        crate::health::Health::new(),
+    )
+    .await;
+    let Err(err) = second else {
+        panic!("a second buffer started in a directory in use");
+    };
+    let message = crate::error::error_chain(&err);
+    assert!(message.contains("t_sink"), "{message}");
+    assert!(
+        message.contains("in use by another disk buffer"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    drop(output("disk-lock-a"));
+    assert!(first.shutdown().await.drained);
+    let again = start(&config("disk-lock-c", dir.path(), "")).await;
+    drop(output("disk-lock-c"));
+    assert!(again.shutdown().await.drained);
+}
