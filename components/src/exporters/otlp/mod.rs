@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tracescale_core::component::{BuildContext, ComponentError, Exporter, ExporterContext};
@@ -32,7 +32,7 @@ pub use config::{Compression, OtlpExporterConfig, Protocol, RetryConfig};
 use batch::Pending;
 use config::ExporterSettings;
 use counters::{Counters, DropReason};
-use sender::Sender;
+use sender::{Control, Sender};
 use transport::Transport;
 
 /// What can go wrong while the exporter runs. Failed requests are not errors of `export`: they
@@ -90,6 +90,8 @@ struct Running {
     room: Arc<Semaphore>,
     /// Tells the sender the shutdown deadline.
     deadline: watch::Sender<Option<Instant>>,
+    /// Tells the sender to send what it holds now.
+    flush: Arc<Notify>,
     task: AbortOnDrop,
 }
 
@@ -128,13 +130,17 @@ impl Exporter for OtlpExporter {
         // already holds permits for them.
         let (tx, rx) = mpsc::channel(capacity);
         let (deadline, deadline_rx) = watch::channel(None);
+        let flush = Arc::new(Notify::new());
         let sender = Sender::new(
             ctx,
             Arc::clone(&self.settings),
             Transport::new(&self.settings).map_err(ComponentError::other)?,
             rx,
             Arc::clone(&room),
-            deadline_rx,
+            Control {
+                deadline: deadline_rx,
+                flush: Arc::clone(&flush),
+            },
             counters.clone(),
         );
         let task = AbortOnDrop(tokio::spawn(sender.run()));
@@ -145,6 +151,7 @@ impl Exporter for OtlpExporter {
             tx,
             room,
             deadline,
+            flush,
             task,
         });
         Ok(())
@@ -189,12 +196,14 @@ impl Exporter for OtlpExporter {
         Ok(())
     }
 
-    /// Every span handed over holds a permit until it is sent or dropped (and counted), so
-    /// taking every permit means nothing is held. A partial batch still waits for `timeout`.
+    /// Sends the partial batch now, without waiting for `timeout`, and returns once everything
+    /// handed over is sent or dropped: each span holds a permit until then (and is counted), so
+    /// taking every permit means nothing is held.
     async fn flush(&mut self) -> Result<(), ComponentError> {
         let State::Running(running) = &self.state else {
             return Ok(());
         };
+        running.flush.notify_one();
         let all = u32::try_from(self.settings.capacity()).map_err(|_| {
             ComponentError::other(OtlpExporterError::TooLarge(self.settings.capacity()))
         })?;
@@ -213,6 +222,7 @@ impl Exporter for OtlpExporter {
             room,
             deadline: deadline_tx,
             mut task,
+            ..
         } = match std::mem::replace(&mut self.state, State::Stopped) {
             State::Running(running) => running,
             State::Built | State::Stopped => return Ok(()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracescale_core::component::ExporterContext;
 use tracescale_core::health::HealthHandle;
@@ -28,6 +28,15 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Set once, by shutdown: the deadline by which everything must be sent or dropped.
 pub(super) type Deadline = watch::Receiver<Option<Instant>>;
 
+/// How the exporter steers its sender besides handing it spans.
+pub(super) struct Control {
+    /// The shutdown deadline.
+    pub(super) deadline: Deadline,
+    /// Notified by a flush: send everything handed over so far now, the partial batch too,
+    /// rather than after `timeout`.
+    pub(super) flush: Arc<Notify>,
+}
+
 /// What happened to one batch.
 enum Outcome {
     Delivered(Accepted),
@@ -42,6 +51,7 @@ pub(super) struct Sender {
     rx: mpsc::Receiver<Vec<ResourceSpans>>,
     room: Arc<Semaphore>,
     deadline: Deadline,
+    flush_now: Arc<Notify>,
     pending: Pending,
     /// When the oldest span in `pending` arrived (or the last batch was sent): the timeout
     /// counts from here.
@@ -65,7 +75,7 @@ impl Sender {
         transport: Transport,
         rx: mpsc::Receiver<Vec<ResourceSpans>>,
         room: Arc<Semaphore>,
-        deadline: Deadline,
+        control: Control,
         counters: Counters,
     ) -> Self {
         Self {
@@ -74,7 +84,8 @@ impl Sender {
             transport,
             rx,
             room,
-            deadline,
+            deadline: control.deadline,
+            flush_now: control.flush,
             pending: Pending::new(),
             since: None,
             counters,
@@ -96,21 +107,31 @@ impl Sender {
             // Cancel safety: when the timer wins, `recv` has taken nothing from the channel.
             tokio::select! {
                 chunk = self.rx.recv() => match chunk {
-                    Some(resource_spans) => {
-                        if self.pending.is_empty() {
-                            self.since = Some(Instant::now());
-                        }
-                        self.pending.push(resource_spans);
-                        if self.pending.len() >= self.settings.send_batch_size {
-                            self.flush(false).await;
-                        }
-                    }
+                    Some(resource_spans) => self.take(resource_spans).await,
                     None => break,
                 },
                 () = sleep_until_some(flush_at) => self.flush(true).await,
+                () = self.flush_now.notified() => {
+                    // Everything handed over before the flush was asked for is in the channel.
+                    while let Ok(resource_spans) = self.rx.try_recv() {
+                        self.take(resource_spans).await;
+                    }
+                    self.flush(true).await;
+                }
             }
         }
         self.flush(true).await;
+    }
+
+    /// Adds spans to the pending batch, sending it once full.
+    async fn take(&mut self, resource_spans: Vec<ResourceSpans>) {
+        if self.pending.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        self.pending.push(resource_spans);
+        if self.pending.len() >= self.settings.send_batch_size {
+            self.flush(false).await;
+        }
     }
 
     /// Sends every full batch, and with `all` the partial one too.

@@ -528,6 +528,34 @@ async fn a_partial_batch_is_sent_when_the_timeout_passes() {
     assert_eq!(mock.seen().len(), 1);
 }
 
+/// A flush (the disk buffer asks for one before it acknowledges what it read) sends the
+/// partial batch at once rather than after `timeout`.
+#[tokio::test]
+async fn a_flush_sends_the_partial_batch_without_waiting_for_the_timeout() {
+    let mock = Mock::new(vec![]);
+    let addr = grpc_server(&mock).await;
+    let mut exporter = started(&grpc_table(
+        addr,
+        "send_batch_size = 1000\ntimeout = \"1h\"",
+    ))
+    .await;
+    for n in [3, 4] {
+        exporter
+            .export(signal(vec![resource("a", n)]))
+            .await
+            .unwrap();
+    }
+    // The guard only turns a flush that waits for the hour into a failure, not a hang.
+    tokio::time::timeout(Duration::from_secs(60), exporter.flush())
+        .await
+        .expect("the flush waited for the batch timeout")
+        .unwrap();
+    assert_eq!(mock.seen().len(), 1);
+    assert_eq!(count(&mock.seen()[0].resource_spans), 7);
+    exporter.shutdown(in_secs(5)).await.unwrap();
+    assert_eq!(mock.seen().len(), 1);
+}
+
 #[tokio::test]
 async fn export_waits_when_the_buffer_is_full() {
     let mock = Mock::new(vec![]);
