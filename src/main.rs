@@ -139,6 +139,10 @@ enum Command {
         /// One target for every objective (e.g. `800ms`) instead of the learned one.
         #[arg(long, value_name = "DURATION", conflicts_with = "target_factor")]
         target: Option<HumanDuration>,
+        /// Objectives on the entry operations only, not also on the operations the entry
+        /// services call (each callee's SERVER span).
+        #[arg(long)]
+        entry_only: bool,
     },
     /// Backtests a pipeline file on a recording (OTLP/JSON lines as the `file` exporter writes
     /// them, plain, `.gz` or `.zst`; `.pb` for length-delimited protobuf): runs it on span time
@@ -241,11 +245,13 @@ fn main() -> ExitCode {
             percentile,
             target_factor,
             target,
+            entry_only,
         } => {
             let options = eval::attribution::ObjectiveOptions {
                 percentile,
                 target_factor,
                 target_ns: target.map(|t| u64::try_from(t.get().as_nanos()).unwrap_or(u64::MAX)),
+                calls: !entry_only,
             };
             attribute(&input, &faults, &options, json)
         }

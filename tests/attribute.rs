@@ -25,9 +25,23 @@ fn attribute_names_the_callee_whose_network_is_delayed() {
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(report["spans"], 840, "{report}");
-    let objective = &report["objectives"][0];
-    assert_eq!(objective["service"], "frontend");
-    assert_eq!(objective["operation"], "GET /cart");
+    // The entry operation, and the operations the frontend calls.
+    let mut objectives: Vec<String> = report["objectives"]
+        .as_array()
+        .expect("objectives")
+        .iter()
+        .map(|o| format!("{} {}", o["service"], o["operation"]).replace('"', ""))
+        .collect();
+    objectives.sort();
+    assert_eq!(
+        objectives,
+        ["cart GetCart", "catalog GetProduct", "frontend GET /cart"],
+        "{report}"
+    );
+    assert!(
+        report["burning_outside_faults"].as_u64().is_some(),
+        "{report}"
+    );
     let delayed = &report["faults"][0];
     assert_eq!(delayed["id"], "f1");
     assert_eq!(delayed["named"][0], "catalog", "{delayed}");
@@ -54,6 +68,27 @@ fn attribute_names_the_callee_whose_network_is_delayed() {
             .any(|l| l.starts_with("f1 ") && l.contains("catalog") && l.contains("yes")),
         "{text}"
     );
+
+    // On the entry operation alone, as before the calls had objectives.
+    let out = run_to_end(
+        bin().args([
+            "attribute",
+            "--input",
+            SPANS,
+            "--faults",
+            FAULTS,
+            "--entry-only",
+            "--json",
+        ]),
+        LIMIT,
+    );
+    assert!(out.status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON object");
+    let objectives = report["objectives"].as_array().expect("objectives");
+    assert_eq!(objectives.len(), 1, "{report}");
+    assert_eq!(objectives[0]["operation"], "GET /cart");
+    assert_eq!(report["faults"][0]["named"][0], "catalog", "{report}");
 }
 
 #[test]

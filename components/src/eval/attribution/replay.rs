@@ -19,7 +19,7 @@ use crate::processors::slo_scaler::engine::{Engine, Objective, Ranking, Settings
 use crate::tracetree::BufferConfig;
 
 /// A minute counts towards an objective's target when it holds at least this many of its
-/// fault-free traces; an entry operation with no such minute gets no objective.
+/// fault-free requests; an operation with no such minute gets no objective.
 pub const MIN_MINUTE_TRACES: usize = 20;
 /// Spans per batch handed to the engine at most; a batch also ends at each second of span time.
 const BATCH_SPANS: usize = 4096;
@@ -34,6 +34,9 @@ pub struct ObjectiveOptions {
     pub target_factor: f64,
     /// A target for every objective instead of the learned one, ns.
     pub target_ns: Option<u64>,
+    /// Objectives on the operations the entry services call too, not only on the entry
+    /// operations: a fault on a service only some requests reach burns their objective.
+    pub calls: bool,
 }
 
 impl Default for ObjectiveOptions {
@@ -42,22 +45,25 @@ impl Default for ObjectiveOptions {
             percentile: 99.0,
             target_factor: 1.0,
             target_ns: None,
+            calls: true,
         }
     }
 }
 
-/// An objective on one entry operation, with how its target was learned.
+/// An objective on one entry operation or one operation an entry service calls, with how its
+/// target was learned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DerivedObjective {
-    /// The root spans' service.
+    /// The spans' service.
     pub service: String,
-    /// The root spans' name.
+    /// The spans' name.
     pub operation: String,
     /// The percentile it holds for.
     pub percentile: f64,
     /// The target, milliseconds.
     pub target_ms: f64,
-    /// Its fault-free traces: roots that ended outside every fault's window.
+    /// Its fault-free requests: its spans (roots, or the calls' SERVER spans) that ended
+    /// outside every fault's window.
     pub fault_free_traces: u64,
     /// The minutes with at least [`MIN_MINUTE_TRACES`] of them, whose percentiles' median,
     /// times the factor, is the target.
@@ -71,7 +77,9 @@ impl DerivedObjective {
     }
 }
 
-/// One objective per entry operation (the root spans' service and name): its target is the
+/// One objective per entry operation (the root spans' service and name) and, with `calls`, per
+/// operation an entry service calls (a span of another service whose parent is an entry
+/// service's): its target is the
 /// median over fault-free minutes of the minute's percentile, times the factor, unless a target
 /// is given. Busiest operation first.
 pub fn derive_objectives(
@@ -81,9 +89,24 @@ pub fn derive_objectives(
 ) -> Result<Vec<DerivedObjective>, EvalError> {
     // (service, operation) → minute → durations.
     let windows = Windows::new(faults);
+    let callers = if options.calls {
+        entry_services(path)?
+    } else {
+        Callers::default()
+    };
     let mut roots: HashMap<(String, String), BTreeMap<u64, Vec<u64>>> = HashMap::new();
     for_each_span(path, |row| {
-        if row.parent_span_id.is_some() || windows.containing(row.end).next().is_some() {
+        if windows.containing(row.end).next().is_some() {
+            return;
+        }
+        let entry = match row.parent_span_id {
+            None => true,
+            // A call from an entry service into another service: the callee's SERVER span.
+            Some(parent) => callers
+                .entry_service_of(parent)
+                .is_some_and(|caller| caller != row.service),
+        };
+        if !entry {
             return;
         }
         let key = (row.service.to_string(), row.operation.to_string());
@@ -133,6 +156,41 @@ pub fn derive_objectives(
             .then_with(|| a.name().cmp(&b.name()))
     });
     Ok(objectives)
+}
+
+/// The spans of the entry services (those of root spans), by span id, with their service.
+#[derive(Default)]
+struct Callers {
+    services: Vec<String>,
+    spans: HashMap<[u8; 8], u16>,
+}
+
+impl Callers {
+    /// The entry service a span belongs to, if it is one of theirs.
+    fn entry_service_of(&self, span: [u8; 8]) -> Option<&str> {
+        self.spans
+            .get(&span)
+            .and_then(|&i| self.services.get(usize::from(i)))
+            .map(String::as_str)
+    }
+}
+
+/// Two passes: the services that own root spans, then every span of theirs.
+fn entry_services(path: &Path) -> Result<Callers, EvalError> {
+    let mut services: Vec<String> = Vec::new();
+    for_each_span(path, |row| {
+        if row.parent_span_id.is_none() && !services.iter().any(|s| s == row.service) {
+            services.push(row.service.to_string());
+        }
+    })?;
+    services.truncate(usize::from(u16::MAX));
+    let mut spans = HashMap::new();
+    for_each_span(path, |row| {
+        if let Some(i) = services.iter().position(|s| s == row.service) {
+            spans.insert(row.span_id, i as u16);
+        }
+    })?;
+    Ok(Callers { services, spans })
 }
 
 /// What a replay saw and the rankings the engine made.
@@ -316,4 +374,67 @@ pub fn replay(
     out.traces = counters.traces;
     out.objective_traces = counters.objective_traces;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// 25 requests in one minute: the web root, its own render span, its call into the api,
+    /// and the api's query to the database.
+    fn spans_csv() -> tempfile::NamedTempFile {
+        let mut text = String::from(
+            "trace_id,span_id,parent_span_id,service,operation,start_unix_nano,end_unix_nano\n",
+        );
+        for t in 0..25u64 {
+            let at = 60_000_000_000 + t * 1_000_000_000;
+            let ms = 1_000_000;
+            for (span, parent, service, operation, start, end) in [
+                ("1", "", "web", "GET /", 0, 40),
+                ("2", "1", "web", "render", 1, 39),
+                ("3", "2", "api", "GET /x", 2, 30),
+                ("4", "3", "db", "q", 3, 20),
+            ] {
+                let parent = if parent.is_empty() {
+                    String::new()
+                } else {
+                    format!("{t:014x}{parent:0>2}")
+                };
+                text.push_str(&format!(
+                    "trace-{t},{t:014x}{span:0>2},{parent},{service},{operation},{},{}\n",
+                    at + start * ms,
+                    at + end * ms
+                ));
+            }
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    fn names(objectives: &[DerivedObjective]) -> Vec<String> {
+        let mut names: Vec<String> = objectives.iter().map(DerivedObjective::name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn objectives_are_on_the_entry_operations_and_the_calls_out_of_their_services() {
+        let file = spans_csv();
+        let with_calls = derive_objectives(file.path(), &[], &ObjectiveOptions::default()).unwrap();
+        // Not the entry service's own inner span, nor the database the api calls in turn.
+        assert_eq!(names(&with_calls), ["api GET /x", "web GET /"]);
+        let api = with_calls.iter().find(|o| o.service == "api").unwrap();
+        assert_eq!(api.fault_free_traces, 25);
+        assert!((api.target_ms - 28.0).abs() < 1e-9, "{api:?}");
+
+        let entry_only = ObjectiveOptions {
+            calls: false,
+            ..ObjectiveOptions::default()
+        };
+        let roots = derive_objectives(file.path(), &[], &entry_only).unwrap();
+        assert_eq!(names(&roots), ["web GET /"]);
+    }
 }

@@ -85,6 +85,9 @@ pub struct AttributionReport {
     pub objectives: Vec<DerivedObjective>,
     /// Evaluations at which an objective burned, inside fault windows or not.
     pub burning_evaluations: u64,
+    /// Of which outside every fault's window: false alarms, unless the data holds a slowdown
+    /// nobody injected.
+    pub burning_outside_faults: u64,
     /// Per fault type, in order of first appearance.
     pub by_type: Vec<Figures>,
     /// Over the latency faults.
@@ -124,6 +127,15 @@ pub fn score(
         objective_traces: replay.objective_traces,
         objectives,
         burning_evaluations: replay.rankings.len() as u64,
+        burning_outside_faults: replay
+            .rankings
+            .iter()
+            .filter(|r| {
+                !faults
+                    .iter()
+                    .any(|f| f.start <= r.at_unix_nano && r.at_unix_nano < f.end)
+            })
+            .count() as u64,
         by_type,
         latency_faults: figures("latency faults", outcomes.iter().filter(|o| o.latency)),
         faults: outcomes,
@@ -241,13 +253,17 @@ impl AttributionReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} spans, {} traces ({} on an objective), {} evaluations with a burning objective",
-            self.spans, self.traces, self.objective_traces, self.burning_evaluations
+            "{} spans, {} traces ({} on an objective), {} evaluations with a burning objective ({} outside every fault's window)",
+            self.spans,
+            self.traces,
+            self.objective_traces,
+            self.burning_evaluations,
+            self.burning_outside_faults
         );
         for o in &self.objectives {
             let _ = writeln!(
                 out,
-                "objective {}: p{} ≤ {:.0}ms (from {} fault-free traces, {} minutes)",
+                "objective {}: p{} ≤ {:.0}ms (from {} fault-free requests, {} minutes)",
                 o.name(),
                 o.percentile,
                 o.target_ms,

@@ -87,15 +87,16 @@ impl Default for SloScalerConfig {
     }
 }
 
-/// One objective: the latency of an entry operation at a percentile.
+/// One objective: the latency of an entry operation, or of an operation the requests call, at
+/// a percentile.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveConfig {
     /// Unique name; decisions carry it.
     pub name: String,
-    /// The `service.name` of the root span.
+    /// The `service.name` of the spans judged: the root span's, or a SERVER span's.
     pub service: String,
-    /// The root span's name.
+    /// Their name.
     pub operation: String,
     /// The percentile the target holds for; the error budget is `100 - percentile` %.
     #[serde(default = "default_percentile")]

@@ -2,7 +2,7 @@
 //! healthy share of the critical path, and when an objective burns its error budget, find the
 //! service that caused it and size it from the load the traces show.
 //!
-//! - **Burn.** Per objective, the share of its traces over the target in a short and a long
+//! - **Burn.** Per objective, the share of its requests over the target in a short and a long
 //!   window, against the error budget (`100 - percentile` %); burning when both exceed
 //!   `burn_rate`, as multi-window SLO alerts do; it asks for replicas only while its last few
 //!   seconds still burn.
@@ -68,9 +68,9 @@ const MAX_PODS: usize = 4096;
 pub struct Objective {
     /// Its name.
     pub name: String,
-    /// The root span's service.
+    /// The service of the spans it judges: the root span's, or a SERVER span's.
     pub service: String,
-    /// The root span's name.
+    /// Their name.
     pub operation: String,
     /// The percentile the target holds for.
     pub percentile: f64,
@@ -314,12 +314,30 @@ impl Engine {
         let shares = breakdown(&tree, &segments);
         let root = tree.span(tree.root());
         let second = root.end / 1_000_000_000;
-        let objective = self.objective_of(root.service, root.operation);
-        if let Some(o) = objective {
-            self.counters.objective_traces += 1;
+        let mut on_objective = false;
+        if let Some(o) = self.objective_of(root.service, root.operation) {
+            on_objective = true;
             let bad = shares.duration > self.settings.objectives[o].target_ns;
             self.seconds
                 .objective(second, o, shares.duration, bad, trace.trace_id);
+        }
+        // An objective may be on an operation the request calls: each of its SERVER spans is
+        // one request to it, judged on its own duration.
+        for (i, s) in tree.spans().iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            if i == tree.root() || tree.kind(i) != Kind::Server {
+                continue;
+            }
+            if let Some(o) = self.objective_of(s.service, s.operation) {
+                on_objective = true;
+                let duration = s.duration();
+                let bad = duration > self.settings.objectives[o].target_ns;
+                self.seconds
+                    .objective(s.end / 1_000_000_000, o, duration, bad, trace.trace_id);
+            }
+        }
+        if on_objective {
+            self.counters.objective_traces += 1;
         }
         // Per service: visits, occupancy and wait from the spans; own work and the critical
         // path from the breakdown.
@@ -364,7 +382,7 @@ impl Engine {
         for b in &shares.services {
             let v = per.entry(b.service).or_default();
             v.own_work += b.server_own_work;
-            if objective.is_some() {
+            if on_objective {
                 v.objective_traces += 1;
                 v.cp_own += b.own;
                 v.cp_queueing += b.queueing;
@@ -372,7 +390,7 @@ impl Engine {
                 v.cp_downstream += b.downstream;
             }
         }
-        let edges = edge_seconds(&tree, &shares, objective.is_some());
+        let edges = edge_seconds(&tree, &shares, on_objective);
         if let Some(sec) = self.seconds.at(second) {
             for (service, v) in per {
                 sec.services.entry(service).or_default().add(&v);

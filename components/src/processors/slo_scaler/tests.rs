@@ -353,3 +353,56 @@ fn a_breach_that_has_ended_asks_for_nothing_more() {
         "nothing once the last seconds are healthy: {decisions:#?}"
     );
 }
+
+/// An objective may be on an operation the request calls: the database's own SERVER spans,
+/// judged on their duration, burn while the entry operation's lax objective does not.
+#[test]
+fn an_objective_on_a_call_burns_on_that_calls_spans() {
+    let lax_entry = Objective {
+        name: "cart".into(),
+        service: "frontend".into(),
+        operation: "GET /cart".into(),
+        percentile: 99.0,
+        target_ns: 10 * S,
+    };
+    let slow: Vec<Second> = (0..30)
+        .map(|_| Second {
+            db_own: 300 * MS,
+            ..HEALTHY
+        })
+        .collect();
+
+    let mut entry_only = Engine::new(
+        Settings {
+            objectives: vec![lax_entry.clone()],
+            ..settings()
+        },
+        BufferConfig::default(),
+    )
+    .unwrap();
+    run(&mut entry_only, 0, &[HEALTHY; 60]);
+    assert!(run(&mut entry_only, 60, &slow).is_empty());
+
+    let mut with_call = Engine::new(
+        Settings {
+            objectives: vec![
+                lax_entry,
+                Objective {
+                    name: "select".into(),
+                    service: "db".into(),
+                    operation: "SELECT".into(),
+                    percentile: 99.0,
+                    target_ns: 100 * MS,
+                },
+            ],
+            ..settings()
+        },
+        BufferConfig::default(),
+    )
+    .unwrap();
+    run(&mut with_call, 0, &[HEALTHY; 60]);
+    let decisions = run(&mut with_call, 60, &slow);
+    let (_, first) = decisions.first().expect("a decision");
+    assert_eq!(first.rule, "select", "{}", first.reason);
+    assert_eq!(first.target.name, "db", "{}", first.reason);
+}
