@@ -275,22 +275,16 @@ shutdown_deadline = "60s"
 fn otlp_spans_in_become_a_decision_in_the_file_exporter() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("decisions.jsonl");
-    let config = dir.path().join("pipeline.toml");
     let grpc = free_port();
-    // One process, two pipelines: the shop's spans leave through the otlp exporter and come
-    // back in over OTLP/gRPC, where the rules see them. Every database call is slow.
+    // Two processes: the shop's spans leave one through the otlp exporter and come into the
+    // other over OTLP/gRPC, where the rules see them. Every database call is slow. (In one
+    // process, the receiver would stop at shutdown before the exporter had sent it the last
+    // batch.)
+    let scaling = dir.path().join("scaling.toml");
     std::fs::write(
-        &config,
+        &scaling,
         format!(
             r#"
-[receivers.demo_traces]
-batches_per_second = 20
-traces_per_batch = 5
-slow_share = 1.0
-[exporters.otlp]
-endpoint = "http://127.0.0.1:{grpc}"
-timeout = "50ms"
-when_full = "block"
 [receivers.otlp]
 grpc = "127.0.0.1:{grpc}"
 http = "off"
@@ -307,9 +301,6 @@ scale = {{ target = "statefulset/payments-db", namespace = "shop", step = 1, max
 [exporters.file]
 path = "{}"
 when_full = "block"
-[pipelines.shop]
-receivers = ["demo_traces"]
-exporters = ["otlp"]
 [pipelines.scaling]
 receivers = ["otlp"]
 processors = ["latency_rules"]
@@ -321,14 +312,39 @@ telemetry_address = "off"
         ),
     )
     .unwrap();
-    let child = spawn_run(&config);
+    let shop = dir.path().join("shop.toml");
+    std::fs::write(
+        &shop,
+        format!(
+            r#"
+[receivers.demo_traces]
+batches_per_second = 20
+traces_per_batch = 5
+slow_share = 1.0
+[exporters.otlp]
+endpoint = "http://127.0.0.1:{grpc}"
+timeout = "50ms"
+when_full = "block"
+[pipelines.shop]
+receivers = ["demo_traces"]
+exporters = ["otlp"]
+[service]
+telemetry_address = "off"
+"#
+        ),
+    )
+    .unwrap();
+    let scaler = spawn_run(&scaling);
+    let sender = spawn_run(&shop);
     let decision = eventually(Duration::from_secs(30), "a decision line", || {
         let text = std::fs::read_to_string(&out_path).ok()?;
         text.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .find(|v| v["signal"] == "decision")
     });
-    stop_cleanly(child, LIMIT);
+    // The sender first, so that what it still holds reaches a receiver that is up.
+    stop_cleanly(sender, LIMIT);
+    stop_cleanly(scaler, LIMIT);
     assert_eq!(decision["rule"], "payments-db-slow");
     assert_eq!(decision["target"]["kind"], "StatefulSet");
     assert_eq!(decision["target"]["name"], "payments-db");
