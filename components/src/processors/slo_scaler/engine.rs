@@ -283,8 +283,8 @@ impl Engine {
         }
     }
 
-    /// The objective a root (service, operation) belongs to.
-    fn objective_of(&mut self, service: Symbol, operation: Symbol) -> Option<usize> {
+    /// Looks up the symbols of objectives whose service and operation had not been seen yet.
+    fn resolve_objectives(&mut self) {
         for (i, o) in self.settings.objectives.iter().enumerate() {
             if self.keys[i].is_none()
                 && let (Some(s), Some(op)) = (
@@ -294,11 +294,14 @@ impl Engine {
             {
                 self.keys[i] = Some((s, op));
             }
-            if self.keys[i] == Some((service, operation)) {
-                return Some(i);
-            }
         }
-        None
+    }
+
+    /// The objective spans of (service, operation) belong to.
+    fn objective_of(&self, service: Symbol, operation: Symbol) -> Option<usize> {
+        self.keys
+            .iter()
+            .position(|k| *k == Some((service, operation)))
     }
 
     fn learn(&mut self, trace: &ReleasedTrace) {
@@ -314,6 +317,7 @@ impl Engine {
         let shares = breakdown(&tree, &segments);
         let root = tree.span(tree.root());
         let second = root.end / 1_000_000_000;
+        self.resolve_objectives();
         let mut on_objective = false;
         if let Some(o) = self.objective_of(root.service, root.operation) {
             on_objective = true;
