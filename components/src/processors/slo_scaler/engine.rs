@@ -160,11 +160,18 @@ struct Baseline {
     rate: f64,
 }
 
+/// When a replica's spans first and last arrived, Unix ns on the engine's clock.
+#[derive(Debug, Clone, Copy)]
+struct PodSeen {
+    first: u64,
+    last: u64,
+}
+
 #[derive(Debug, Default)]
 struct ServiceState {
     baseline: Option<Baseline>,
-    /// Pod name → the last time (Unix ns) a span of it arrived.
-    pods: HashMap<String, u64>,
+    /// Pod name → when (Unix ns) its spans first and last arrived.
+    pods: HashMap<String, PodSeen>,
     /// Concurrent visits per replica when saturated: the capacity the traces showed.
     slots_per_pod: Option<f64>,
     /// The most visits per second per replica seen while the service was healthy (no wait,
@@ -261,6 +268,7 @@ impl Engine {
     }
 
     fn note_pods(&mut self, batch: &[ResourceSpans], now: u64) {
+        let pods_since = self.pods_since(now);
         for rs in batch {
             let Some(resource) = &rs.resource else {
                 continue;
@@ -276,9 +284,21 @@ impl Engine {
             };
             let pods = &mut self.services.entry(symbol).or_default().pods;
             if let Some(seen) = pods.get_mut(pod) {
-                *seen = now;
-            } else if pods.len() < MAX_PODS {
-                pods.insert(pod.to_string(), now);
+                seen.last = now;
+                continue;
+            }
+            if pods.len() >= MAX_PODS {
+                // Replicas come and go (rollouts, scale-downs): forget those gone quiet.
+                pods.retain(|_, seen| seen.last >= pods_since);
+            }
+            if pods.len() < MAX_PODS {
+                pods.insert(
+                    pod.to_string(),
+                    PodSeen {
+                        first: now,
+                        last: now,
+                    },
+                );
             }
         }
     }
@@ -538,13 +558,29 @@ impl Engine {
 
     /// Replicas seen serving within the short window.
     fn pods(&self, service: Symbol, now: u64) -> u32 {
-        let since = now.saturating_sub(
+        let since = self.pods_since(now);
+        self.services.get(&service).map_or(0, |s| {
+            u32::try_from(s.pods.values().filter(|p| p.last >= since).count()).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// True while a replica that began serving within the short window serves beside older
+    /// ones: the window's figures still describe the capacity it joined, not what it adds.
+    fn settling(&self, service: Symbol, now: u64) -> bool {
+        let since = self.pods_since(now);
+        self.services.get(&service).is_some_and(|s| {
+            let serving = || s.pods.values().filter(|p| p.last >= since);
+            serving().any(|p| p.first > since) && serving().any(|p| p.first <= since)
+        })
+    }
+
+    /// The start of the span of time whose replicas count as serving now: the short window,
+    /// and the completion wait its traces may still be held for.
+    fn pods_since(&self, now: u64) -> u64 {
+        now.saturating_sub(
             (self.settings.short_window_s * 1_000_000_000)
                 .saturating_add(self.settings.completion_wait_ns),
-        );
-        self.services.get(&service).map_or(0, |s| {
-            u32::try_from(s.pods.values().filter(|&&t| t >= since).count()).unwrap_or(u32::MAX)
-        })
+        )
     }
 
     /// The workload of a service: listed, or from its spans.

@@ -326,6 +326,37 @@ fn a_database_slowed_by_the_backlog_of_workers_just_scaled_is_not_scaled() {
 }
 
 #[test]
+fn replicas_that_just_began_serving_are_given_a_window_before_sizing_again() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The database thrashes and the workers queue behind it.
+    let slow = |db_pods, t: u64| Second {
+        db_own: 300 * MS,
+        db_pods,
+        worker_wait: 200 * MS * (t - 59),
+        ..HEALTHY
+    };
+    let mut t = 60;
+    let first = loop {
+        assert!(t < 90, "no decision");
+        if let Some((_, d)) = run(&mut e, t, &[slow(2, t)]).pop() {
+            break d;
+        }
+        t += 1;
+    };
+    assert_eq!(first.target.name, "db", "{}", first.reason);
+    // The replicas asked for begin to serve; the window still holds the seconds before them,
+    // at the old capacity, so sizing from it now would ask for as many again.
+    let asked = to(&first);
+    let next: Vec<Second> = (t + 1..t + 9).map(|t| slow(asked, t)).collect();
+    let settling = run(&mut e, t + 1, &next);
+    assert!(
+        settling.iter().all(|(_, d)| to(d) <= asked),
+        "asked for {asked} at {t}, then {settling:#?}"
+    );
+}
+
+#[test]
 fn a_breach_that_has_ended_asks_for_nothing_more() {
     let mut e = engine();
     run(&mut e, 0, &[HEALTHY; 60]);

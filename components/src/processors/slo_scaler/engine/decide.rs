@@ -58,6 +58,15 @@ impl Engine {
                 (s.service, share)
             })
             .collect();
+        tracing::debug!(
+            objective = %self.settings.objectives[objective].name,
+            ranking = ?ranking
+                .iter()
+                .take(5)
+                .map(|s| (self.catalog.service_name(s.service), (s.growth / 1e6).round(), s.symptom, s.traces))
+                .collect::<Vec<_>>(),
+            "ranked"
+        );
         let culprit = ranking
             .iter()
             .find(|s| s.can_be_culprit() && self.workload(s.service).is_some())
@@ -69,6 +78,16 @@ impl Engine {
         let Some(workload) = self.workload(culprit) else {
             return;
         };
+        if self.settling(culprit, now) {
+            // Replicas it was just given have begun to serve: the window's figures are of the
+            // load they are taking over, so size again once a window has seen them.
+            tracing::debug!(
+                objective = %self.settings.objectives[objective].name,
+                culprit = %workload.target,
+                "not sizing while new replicas settle in"
+            );
+            return;
+        }
         let pods = self.pods(culprit, now);
         let culprit_v = self.seconds.service(culprit, end, short);
         let base = self.services.get(&culprit).and_then(|s| s.baseline);
@@ -192,34 +211,63 @@ impl Engine {
         }
     }
 
-    /// A caller of `service` that is saturated and whose queue drains within `drain_within`
-    /// by itself.
+    /// A service upstream of `service` (its caller, their callers and so on) that is
+    /// saturated and whose queue drains within `drain_within` by itself: what it held flows
+    /// down every call path below it.
     fn draining_caller(&self, service: Symbol, end: u64) -> Option<Symbol> {
         let short = self.settings.short_window_s;
-        self.seconds
-            .edges(end, short)
-            .into_keys()
-            .filter(|&(caller, callee)| callee == service && caller != service)
-            .map(|(caller, _)| caller)
-            .find(|&caller| {
+        let edges = self.seconds.edges(end, short);
+        let mut seen = vec![service];
+        let mut next = vec![service];
+        while let Some(callee) = next.pop() {
+            for &(caller, _) in edges
+                .keys()
+                .filter(|&&(caller, c)| c == callee && caller != c)
+            {
+                if seen.contains(&caller) {
+                    continue;
+                }
+                seen.push(caller);
+                next.push(caller);
                 let v = self.seconds.service(caller, end, short);
-                v.per_visit()
+                let draining = v
+                    .per_visit()
                     .is_some_and(|(occupancy, _, wait)| saturated(wait, occupancy))
                     && self.queue_load(caller, &v, end).is_some_and(|q| {
                         q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s
-                    })
-            })
+                    });
+                if draining {
+                    return Some(caller);
+                }
+            }
+        }
+        None
     }
 
     /// The visits per second of `service` that the objective's entry traffic explains now: its
     /// healthy rate scaled by how the entry's arrivals compare with theirs when healthy.
+    ///
+    /// The entry's arrivals are counted in seconds old enough for their visits to have ended,
+    /// as [`Engine::queue_load`] counts a service's: while the entry's visits take seconds, the
+    /// latest seconds hold only the few arrivals that already ended, and every service behind
+    /// the entry would look like a backlog passing through. Whichever count is higher: a
+    /// backlog is named only when the service serves more than the entry's traffic explains.
     fn entry_explained_rate(&self, objective: usize, service: Symbol, end: u64) -> Option<f64> {
         let (entry, _) = self.keys.get(objective).copied().flatten()?;
         let entry_base = self.services.get(&entry)?.baseline?.rate;
         let base = self.services.get(&service)?.baseline?.rate;
+        let visit_s = self
+            .seconds
+            .service(entry, end, 1)
+            .per_visit()
+            .map_or(0.0, |(occupancy, _, wait)| (occupancy + wait) / 1e9);
+        let lag = (visit_s.ceil() as u64).saturating_add(1);
+        let short = self.settings.short_window_s;
+        // The latest seconds too: at a step in the traffic the older ones lag behind it.
         let entry_now = self
             .seconds
-            .arrival_rate(entry, end, self.settings.short_window_s);
+            .arrival_rate(entry, end.saturating_sub(lag), short)
+            .max(self.seconds.arrival_rate(entry, end, short));
         (entry_base > 0.0).then(|| base * entry_now / entry_base)
     }
 
