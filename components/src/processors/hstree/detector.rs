@@ -310,8 +310,6 @@ impl Detector {
             }
             self.counters.learned += 1;
         }
-        // The tail is learned from every span once the statistics have settled, judged or
-        // not, and then kept: a fault later in the operation's life must not move it.
         // The tail is learned once the statistics have settled, from every span, judged or
         // not (leaving the flagged ones out would only ever pull it down), and then kept: a
         // fault later in the operation's life must not move where the encoding saturates.
