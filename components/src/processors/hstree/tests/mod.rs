@@ -198,7 +198,8 @@ impl tracing::Subscriber for WarnCounter {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+/// Counts WARN events on the current thread until the guard is dropped.
+pub(super) fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
     let count = Arc::new(AtomicUsize::new(0));
     let guard = tracing::subscriber::set_default(WarnCounter(count.clone()));
     (count, guard)

@@ -4,8 +4,7 @@ mod tempo;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -17,6 +16,7 @@ use tracescale_core::error::error_chain;
 use tracescale_core::signal::{Signal, Traces};
 use tracescale_core::testing;
 
+use super::super::tests::count_warnings;
 use super::super::{Detector, HsTree, HsTreeConfig};
 use crate::random::SplitMix64;
 
@@ -102,33 +102,6 @@ async fn judges_at_once(p: &mut HsTree) -> bool {
     !t.resource_spans[0].scope_spans[0].spans[0]
         .attributes
         .is_empty()
-}
-
-/// Counts WARN events on the current thread while installed.
-struct WarnCounter(Arc<AtomicUsize>);
-
-impl tracing::Subscriber for WarnCounter {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if *event.metadata().level() == tracing::Level::WARN {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let guard = tracing::subscriber::set_default(WarnCounter(count.clone()));
-    (count, guard)
 }
 
 fn warm_file(path: &Path, extra: &str) -> String {
