@@ -8,7 +8,7 @@ use tracescale_core::config::{BuildError, HumanDuration};
 
 use super::HsTree;
 use super::detector::Detector;
-use super::features::{Levels, Overflow};
+use super::features::{Levels, Overflow, STATS_HORIZON};
 use super::forest::{ForestParams, MAX_HEIGHT, MAX_NODES, MAX_TREES, NODE_BYTES};
 use super::warm::WarmStartConfig;
 
@@ -181,7 +181,15 @@ impl HsTreeConfig {
         Levels {
             score: self.calibration_level(),
             tail: 1.0 - self.target_fpr,
+            slowest_window: self.slowest_window(),
         }
+    }
+
+    /// Spans per window of each operation's slowest quantile: half the memory of its
+    /// log-duration statistics, so that the quantile covers about the stretch the encoding is
+    /// normalised over, and never fewer than [`HsTreeConfig::tail_spans`].
+    pub fn slowest_window(&self) -> u64 {
+        (STATS_HORIZON / 2).max(self.tail_spans())
     }
 
     /// Spans of an operation whose z-scores are learned into its tail, after as many have

@@ -225,6 +225,7 @@ impl Detector {
         let log_d = log_duration(duration_ns);
         let z = op.stats.z(log_d);
         let quantile = op.calibrator.quantile();
+        let slowest = op.slowest.quantile();
         let saturation = op.saturation(config.max_z);
         let judged = self.seen > config.train_size
             && op.calibrator.count() >= config.operation_warmup.max(1);
@@ -272,9 +273,12 @@ impl Detector {
                         // it (a past window's ceiling, or a burst of tied spans) would let no
                         // span through, so the threshold is capped there and compared with
                         // `>=`.
+                        // Spans at the ceiling tie, so among them only those past the
+                        // operation's slowest quantile are flagged.
                         (Calibration::Quantile, Model::Operation(f)) => {
                             let ceiling = cached(f, 1.0, &mut self.extremes);
                             score >= quantile.unwrap_or(1.0).min(ceiling).max(floor)
+                                && (score < ceiling || slowest.is_none_or(|q| log_d > q))
                         }
                         // The paper's encoding barely splits on duration, so the slowest span
                         // of an operation ties with its ordinary ones: no cap, and a strict
@@ -309,6 +313,25 @@ impl Detector {
                 op.calibrator.observe(value);
             }
             self.counters.learned += 1;
+        }
+        // A span past the slowest quantile is taken into it at `learn_flagged` of its rate
+        // whether or not the forest flagged it, as the calibrator takes flagged spans, so that
+        // the quantile sits at `1 − target_fpr` of the stream and not above it; and no further
+        // than the saturation, so that a fault cannot carry it past its own spans.
+        if matches!(self.model, Model::Operation(_)) {
+            let past = judged && slowest.is_some_and(|q| log_d > q);
+            let take = if exceeds {
+                learned
+            } else {
+                !past || self.coin.next_f64() < learn_flagged
+            };
+            if take {
+                let value = match slowest {
+                    Some(q) if log_d > q => log_d.min(q.max(op.stats.at_z(saturation))),
+                    _ => log_d,
+                };
+                op.slowest.observe(value);
+            }
         }
         // The tail is learned once the statistics have settled, from every span, judged or
         // not (leaving the flagged ones out would only ever pull it down), and then kept: a

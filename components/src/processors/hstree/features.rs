@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::forest::Point;
-use super::quantile::P2Quantile;
+use super::quantile::{P2Quantile, WindowedQuantile};
 
 /// Spans of history a running statistic keeps, roughly: after this many, each new span moves
 /// the mean by `1/HORIZON` of its distance (exponential forgetting), so a slow drift is followed
@@ -79,6 +79,11 @@ impl LogStats {
         }
         let reach = CLIP_Z * self.var.sqrt().max(MIN_LOG_STD);
         self.update(x.clamp(self.mean - reach, self.mean + reach));
+    }
+
+    /// The log-duration `z` (floored) standard deviations above the mean.
+    pub fn at_z(&self, z: f64) -> f64 {
+        self.mean + z * self.var.sqrt().max(MIN_LOG_STD)
     }
 
     /// How many (floored) standard deviations `x` lies above the mean; 0 before two values.
@@ -156,6 +161,12 @@ pub struct Operation {
     pub stats: LogStats,
     /// Running high quantile of the operation's scores (hstree) or durations (p99).
     pub calibrator: P2Quantile,
+    /// High quantile of the operation's recent log-durations, at the calibrator's level and
+    /// learned as it is. Spans past the encoding's saturation tie at the highest score, which
+    /// cannot rank them: of those, only the ones slower than this are flagged, so a healthy
+    /// operation with a slow mode (a cache miss in every 25 calls) is flagged no more often
+    /// than `target_fpr` asks, and a slow stretch of load is not flagged whole.
+    pub slowest: WindowedQuantile,
     /// The z-score that only `target_fpr / 2` of the operation's spans exceed, learned from
     /// its first spans (a warm start's, when there is one) and then kept: the operation
     /// encoding saturates there, or at `max_z` if that is higher.
@@ -172,6 +183,7 @@ impl Operation {
             last_seen_unix_nano: 0,
             stats: LogStats::default(),
             calibrator: P2Quantile::new(levels.score),
+            slowest: WindowedQuantile::new(levels.score, levels.slowest_window),
             tail: P2Quantile::new(levels.tail),
         }
     }
@@ -189,6 +201,8 @@ pub struct Levels {
     pub score: f64,
     /// Of the tail: z-scores.
     pub tail: f64,
+    /// Log-durations per window of the slowest quantile.
+    pub slowest_window: u64,
 }
 
 /// What happens to a new operation once `max_operations` are known.
@@ -330,8 +344,18 @@ impl Operations {
                     op.service, op.operation
                 ));
             }
+            if op.slowest.window() != levels.slowest_window {
+                return Err(format!(
+                    "operation {}::{} windows its slowest quantile over {} spans, expected {}",
+                    op.service,
+                    op.operation,
+                    op.slowest.window(),
+                    levels.slowest_window
+                ));
+            }
             for (tracked, expected) in [
                 (op.calibrator.quantile_level(), levels.score),
+                (op.slowest.quantile_level(), levels.score),
                 (op.tail.quantile_level(), levels.tail),
             ] {
                 if !super::floats::close(tracked, expected) {

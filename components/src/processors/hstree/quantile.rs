@@ -147,6 +147,68 @@ impl P2Quantile {
     }
 }
 
+/// A P² estimate over the latest one to two windows of values instead of all of them: it
+/// follows an operation whose durations move with its load (as its log-duration statistics do)
+/// while a window's worth of values keeps its extreme quantiles steady.
+///
+/// The estimate is that of the last complete window, or of the first window while it fills.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowedQuantile {
+    /// Values per window.
+    window: u64,
+    /// The estimate in use: the last complete window, or the first while it fills.
+    current: P2Quantile,
+    /// The window being filled once `current` is complete.
+    next: P2Quantile,
+}
+
+impl WindowedQuantile {
+    /// An estimator of quantile `p`, in `(0, 1]`, over windows of `window` values (at least 1).
+    pub fn new(p: f64, window: u64) -> Self {
+        Self {
+            window: window.max(1),
+            current: P2Quantile::new(p),
+            next: P2Quantile::new(p),
+        }
+    }
+
+    /// The quantile tracked.
+    pub fn quantile_level(&self) -> f64 {
+        self.current.quantile_level()
+    }
+
+    /// Values per window.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The estimate; `None` before the first value.
+    pub fn quantile(&self) -> Option<f64> {
+        self.current.quantile()
+    }
+
+    /// Adds one value; NaN is ignored.
+    pub fn observe(&mut self, x: f64) {
+        if self.current.count() < self.window {
+            self.current.observe(x);
+            return;
+        }
+        self.next.observe(x);
+        if self.next.count() >= self.window {
+            let fresh = P2Quantile::new(self.next.p);
+            self.current = std::mem::replace(&mut self.next, fresh);
+        }
+    }
+
+    /// True when both estimates are consistent and share a level.
+    pub(crate) fn is_consistent(&self) -> bool {
+        self.current.is_consistent()
+            && self.next.is_consistent()
+            && self.current.p == self.next.p
+            && self.window > 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +233,24 @@ mod tests {
             est.observe(x);
         }
         assert_eq!(est.quantile(), Some(2.0));
+    }
+
+    #[test]
+    fn a_windowed_quantile_follows_a_shift_within_two_windows() {
+        let mut est = WindowedQuantile::new(0.99, 10_000);
+        let mut rng = crate::random::SplitMix64::new(4);
+        for _ in 0..30_000 {
+            est.observe(rng.next_f64());
+        }
+        let q = est.quantile().unwrap();
+        assert!((q - 0.99).abs() < 0.01, "{q}");
+        // Twice as large from now on: the all-time estimate would stay near 1.
+        for _ in 0..20_000 {
+            est.observe(2.0 * rng.next_f64());
+        }
+        let q = est.quantile().unwrap();
+        assert!((q - 1.98).abs() < 0.02, "{q}");
+        assert!(est.is_consistent());
     }
 
     #[test]

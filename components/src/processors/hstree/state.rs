@@ -5,7 +5,7 @@
 //! | bytes | content |
 //! |---|---|
 //! | 8 | magic `TSHSTREE` |
-//! | 4 | format version (1) |
+//! | 4 | format version (3) |
 //! | 4 | header length `h` |
 //! | `h` | header, JSON: the model parameters, counters, the forest's current window, and every operation's statistics |
 //! | 8 | length `m` of the forest's masses (0 for the p99 detector) |
@@ -29,7 +29,7 @@ use super::forest::WindowState;
 use crate::random::SplitMix64;
 
 const MAGIC: &[u8; 8] = b"TSHSTREE";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Magic, version, header length, masses length, checksum.
 const FIXED_BYTES: usize = 8 + 4 + 4 + 8 + 8;
 
@@ -307,11 +307,11 @@ impl Detector {
         if u64::from_le_bytes(array(len)?) != masses.len() as u64 {
             return Err(corrupt("masses length does not match the file"));
         }
-        if let Some(op) = header
-            .operations
-            .iter()
-            .find(|op| !op.calibrator.is_consistent() || !op.tail.is_consistent())
-        {
+        if let Some(op) = header.operations.iter().find(|op| {
+            !op.calibrator.is_consistent()
+                || !op.tail.is_consistent()
+                || !op.slowest.is_consistent()
+        }) {
             return Err(DecodeError::Corrupt(format!(
                 "quantile estimator of {}::{} is inconsistent",
                 op.service, op.operation

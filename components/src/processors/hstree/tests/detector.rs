@@ -97,6 +97,49 @@ fn the_encoding_saturates_at_each_operations_own_tail_which_a_later_fault_does_n
     assert_eq!(tails, after);
 }
 
+/// The share of healthy spans flagged, once learned, when every operation has a slow mode
+/// (1 span in 25 ten times slower); and the share of a fault's spans flagged, 40× slower, past
+/// the slow mode (a fault inside it cannot be told from it span by span).
+fn slow_mode_flag_rates(target_fpr: f64) -> (f64, f64) {
+    let mut d = detector(|c| c.target_fpr = target_fpr);
+    let mut rng = SplitMix64::new(23);
+    let mut t = 0;
+    let mut run = |d: &mut Detector, rng: &mut SplitMix64, n: usize, fault: bool| {
+        let (mut flagged, mut judged) = (0u32, 0u32);
+        for _ in 0..n {
+            let (op, dur) = heavy_tailed(rng);
+            let faulty = fault && op == 2;
+            let dur = if faulty { dur * 40 } else { dur };
+            let v = d.observe(OPS[op].0, OPS[op].1, dur, t);
+            t += 1;
+            if v.training || fault != faulty {
+                continue;
+            }
+            judged += 1;
+            flagged += u32::from(v.anomalous);
+        }
+        f64::from(flagged) / f64::from(judged.max(1))
+    };
+    run(&mut d, &mut rng, 60_000, false);
+    let healthy = run(&mut d, &mut rng, 120_000, false);
+    let fault = run(&mut d, &mut rng, 6_000, true);
+    (healthy, fault)
+}
+
+#[test]
+fn a_healthy_slow_mode_is_flagged_no_more_than_the_target_asks() {
+    // The slow spans lie past the encoding's saturation and tie at the highest score: flagging
+    // every tied span flagged the whole mode, 4 % of the spans, whatever `target_fpr`.
+    let (at_1, fault) = slow_mode_flag_rates(0.01);
+    let (at_half, _) = slow_mode_flag_rates(0.005);
+    assert!(at_1 < 0.015, "{at_1} flagged at target_fpr 0.01");
+    assert!(
+        at_half < 0.75 * at_1,
+        "{at_half} flagged at 0.005, {at_1} at 0.01"
+    );
+    assert!(fault > 0.9, "{fault} of the fault's spans flagged");
+}
+
 #[test]
 fn a_fixed_min_score_flags_most_of_a_healthy_stream() {
     // The reason for calibration: on the one-dimensional z-scored feature, normal spans score

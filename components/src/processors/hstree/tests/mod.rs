@@ -57,6 +57,7 @@ fn healthy(rng: &mut SplitMix64) -> (usize, u64) {
 const LEVELS: Levels = Levels {
     score: 0.99,
     tail: 0.99,
+    slowest_window: 5_000,
 };
 
 /// One healthy span whose operation has a second, slow mode: 1 span in 25 takes about 10× the
