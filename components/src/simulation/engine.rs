@@ -122,6 +122,8 @@ struct Request {
     /// The replica whose slot took it: a function of its id over the replicas ready then.
     replica: u32,
     error: bool,
+    /// Turned away by a full queue: it never held a slot.
+    rejected: bool,
     next_call: usize,
     remaining: u32,
     /// Parallel calls still unanswered.

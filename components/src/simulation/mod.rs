@@ -247,7 +247,12 @@ impl OtlpBuilder {
         let at = |t: u64| self.epoch_unix_nano.saturating_add(t);
         let status = s.error.then(|| Status {
             code: StatusCode::Error as i32,
-            message: "rejected: queue full".to_string(),
+            message: if s.rejected {
+                "rejected: queue full"
+            } else {
+                "failed: a call it made failed"
+            }
+            .to_string(),
         });
         let client = match (self.shape.client_spans, s.caller, s.parent_span_id) {
             (true, Some(caller), Some(parent)) => Some((caller, parent)),
@@ -295,7 +300,8 @@ impl OtlpBuilder {
             .by_service
             .entry((s.service.to_string(), s.replica))
             .or_default();
-        if !s.error && self.shape.queue_spans {
+        // A visit that failed after it was admitted waited for its slot all the same.
+        if !s.rejected && self.shape.queue_spans {
             spans.push(Span {
                 trace_id: s.trace_id.to_vec(),
                 span_id: derived_id(s.span_id, QUEUE_SALT),

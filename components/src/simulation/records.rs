@@ -27,6 +27,8 @@ pub struct SimSpan<'a> {
     pub end: u64,
     /// Rejected by a full queue, or failed because a callee did.
     pub error: bool,
+    /// Rejected by a full queue: it never held a slot, so it has no queue wait or work.
+    pub rejected: bool,
     /// The replica of the service that served it (`k8s.pod.name` is `<service>-<replica>`).
     pub replica: u32,
     /// The caller's replica, which made the call (0 for the root).

@@ -587,6 +587,7 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
         started: 30,
         end: 100,
         error: false,
+        rejected: false,
         replica: 0,
         caller_replica: 0,
     });
@@ -608,6 +609,49 @@ fn queueing_becomes_a_child_span_inside_the_visit() {
     );
     assert_eq!(server.parent_span_id, vec![3; 8]);
     assert_ne!(queue.span_id, server.span_id);
+}
+
+#[test]
+fn a_visit_that_waited_then_failed_keeps_its_queue_span_and_a_rejected_one_has_none() {
+    let shape = SpanShape {
+        client_spans: false,
+        queue_spans: true,
+    };
+    let mut b = OtlpBuilder::with_shape("shop", 0, shape);
+    let visit = |span: u8, started, rejected| SimSpan {
+        trace_id: [1; 16],
+        span_id: [span; 8],
+        parent_span_id: None,
+        caller: None,
+        service: "preserve",
+        operation: "POST /preserve",
+        sent: 0,
+        start: 0,
+        started,
+        end: 900,
+        error: true,
+        rejected,
+        replica: 0,
+        caller_replica: 0,
+    };
+    // Waited 800 for a slot, then a call it made was turned away: without its queue span the
+    // wait would read as its own work.
+    b.push(&visit(2, 800, false));
+    b.push(&visit(3, 0, true));
+    let t = b.take();
+    let spans = &t.resource_spans[0].scope_spans[0].spans;
+    let queues: Vec<_> = spans.iter().filter(|s| s.name == "queue").collect();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].parent_span_id, vec![2; 8]);
+    assert_eq!(queues[0].end_time_unix_nano, 800);
+    let messages: Vec<_> = spans
+        .iter()
+        .filter_map(|s| s.status.as_ref().map(|st| st.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        ["failed: a call it made failed", "rejected: queue full"]
+    );
 }
 
 #[test]
@@ -653,6 +697,7 @@ fn a_call_becomes_a_client_and_a_server_span_and_its_wait_is_the_gap() {
         started,
         end,
         error: false,
+        rejected: false,
         replica: 0,
         caller_replica: 0,
     };
@@ -717,6 +762,7 @@ fn a_statefulset_names_itself_in_the_resource() {
             started: 0,
             end: 10,
             error: false,
+            rejected: false,
             replica: 0,
             caller_replica: 0,
         });

@@ -123,6 +123,7 @@ fn run(engine: &mut Engine, from: u64, seconds: &[Second]) -> Vec<(u64, Decision
                 started,
                 end,
                 error: false,
+                rejected: false,
                 replica,
                 caller_replica: 0,
             };

@@ -134,6 +134,7 @@ impl Sim {
             started: self.now,
             replica: 0,
             error: false,
+            rejected: false,
             next_call: 0,
             remaining: 0,
             pending: 0,
@@ -262,6 +263,7 @@ impl Sim {
             started: r.started,
             end: self.now,
             error: r.error,
+            rejected: r.rejected,
             replica: r.replica,
             caller_replica: r
                 .parent
@@ -275,6 +277,7 @@ impl Sim {
     /// Turns away a visit that found the queue full.
     fn reject(&mut self, req: usize, out: &mut SpanSink<'_>) {
         self.requests[req].error = true;
+        self.requests[req].rejected = true;
         let parent = self.requests[req].parent;
         if parent.is_none() {
             self.root_failed += 1;
