@@ -4,6 +4,12 @@
 //! Time is whatever the caller passes as `now` (unix nanoseconds): wall time for a live
 //! pipeline, span time for a replay. Nothing here reads a clock.
 //!
+//! A trace goes quiet whenever a request in it waits: in a queue, or on a slow downstream call,
+//! nothing of it ends, so no span of it arrives. A quiet trace in which a CLIENT, PRODUCER or
+//! INTERNAL span has arrived without its parent (the caller's span, which ends after it) is
+//! therefore held on until that parent arrives, up to `max_wait` after its first span: released
+//! early, it would come out as fragments, and the caller's wait would read as its own work.
+//!
 //! Every bound is hard: traces, total spans and spans per trace. What does not fit is dropped
 //! or evicted (oldest trace first) and counted in [`BufferStats`].
 
@@ -13,12 +19,13 @@ use std::mem::size_of;
 
 use thiserror::Error;
 
-use super::span::SpanRecord;
+use super::span::{Kind, SpanRecord};
 
 /// Bounds and waits of a [`TraceBuffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferConfig {
-    /// Release a trace once no span arrived for this long (ns): the `decision_wait`.
+    /// Release a trace once no span arrived for this long (ns), unless a span in it still
+    /// waits for a parent its own service records (see the module docs).
     pub completion_wait: u64,
     /// Release a trace at the latest this long (ns) after its first span, so that a trace fed
     /// a span now and then cannot stay forever.
@@ -125,6 +132,8 @@ pub struct BufferStats {
     pub released_complete: u64,
     /// Traces released with no root, several roots, orphans or truncation.
     pub released_incomplete: u64,
+    /// Times a quiet trace was held on because a span in it still waited for its parent.
+    pub held_for_parent: u64,
     /// Traces released truncated (a subset of the two above).
     pub released_truncated: u64,
 }
@@ -166,6 +175,24 @@ struct Entry {
 }
 
 impl Entry {
+    /// True when a span's parent, which its own process records, has not arrived: a CLIENT,
+    /// PRODUCER or INTERNAL span is started inside a span of the same service, which ends
+    /// after it. A SERVER or CONSUMER span's parent may be remote and never exported (an
+    /// ingress that propagates context without sending spans), so it is not waited for.
+    fn awaits_local_parent(&self) -> bool {
+        let local = |s: &SpanRecord| {
+            s.parent_id != 0 && matches!(s.kind, Kind::Client | Kind::Producer | Kind::Internal)
+        };
+        if !self.spans.iter().any(local) {
+            return false;
+        }
+        let mut ids: Vec<u64> = self.spans.iter().map(|s| s.span_id).collect();
+        ids.sort_unstable();
+        self.spans
+            .iter()
+            .any(|s| local(s) && ids.binary_search(&s.parent_id).is_err())
+    }
+
     fn deadline(&self, config: &BufferConfig) -> u64 {
         self.last_seen
             .saturating_add(config.completion_wait)
@@ -277,6 +304,15 @@ impl TraceBuffer {
             let actual = entry.deadline(&self.config);
             if actual > now {
                 self.deadlines.push(Reverse((actual, seq, id)));
+                continue;
+            }
+            let latest = entry.first_seen.saturating_add(self.config.max_wait);
+            if now < latest && entry.awaits_local_parent() {
+                // Quiet only because a request is still waiting downstream or in a queue: its
+                // spans come when it ends. Look again a `completion_wait` later.
+                let again = now.saturating_add(self.config.completion_wait.max(1));
+                self.deadlines.push(Reverse((again.min(latest), seq, id)));
+                self.stats.held_for_parent += 1;
                 continue;
             }
             if let Some(entry) = self.traces.remove(&id) {

@@ -244,6 +244,55 @@ fn buffer_releases_a_trace_after_completion_wait_of_silence() {
 }
 
 #[test]
+fn a_quiet_trace_waiting_for_a_calls_parent_is_held_until_the_parent_arrives() {
+    // A calls B; B's spans end first and arrive, then A waits in a queue for its next call and
+    // nothing arrives for longer than completion_wait. Released then, A's span would come
+    // alone, and the wait would read as A's own work.
+    let mut b = buffer(small());
+    let mut out = Vec::new();
+    b.push(span(2, 1, A, Kind::Client, 5, 20), 20);
+    b.push(span(3, 2, B, Kind::Server, 6, 19), 20);
+    b.release(60, &mut out);
+    assert!(
+        out.is_empty(),
+        "released while A's CLIENT span waits for its parent"
+    );
+    assert!(b.stats().held_for_parent > 0);
+    b.push(span(1, 0, A, Kind::Server, 0, 70), 70);
+    b.release(79, &mut out);
+    assert!(out.is_empty());
+    b.release(80, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].is_complete());
+    assert_eq!(out[0].spans.len(), 3);
+}
+
+#[test]
+fn a_quiet_trace_whose_top_is_a_server_span_with_a_remote_parent_is_released() {
+    // Behind an ingress that propagates context without sending spans, every trace's top span
+    // has a parent that never comes: it goes after completion_wait, as any quiet trace.
+    let mut b = buffer(small());
+    let mut out = Vec::new();
+    b.push(span(2, 1, A, Kind::Server, 0, 9), 9);
+    b.push(span(3, 2, A, Kind::Client, 1, 8), 9);
+    b.release(19, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].roots, out[0].orphans), (0, 1));
+}
+
+#[test]
+fn a_trace_waiting_for_a_parent_goes_at_max_wait() {
+    let mut b = buffer(small());
+    let mut out = Vec::new();
+    b.push(span(2, 1, A, Kind::Client, 0, 5), 0);
+    b.release(99, &mut out);
+    assert!(out.is_empty());
+    b.release(100, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].is_complete());
+}
+
+#[test]
 fn buffer_releases_a_trace_that_never_completes_at_max_wait() {
     let mut b = buffer(BufferConfig {
         max_spans: 100,

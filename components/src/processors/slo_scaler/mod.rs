@@ -144,12 +144,14 @@ struct Metrics {
     decisions: Counter,
     no_culprit: Counter,
     evicted_traces: Counter,
+    held_traces: Counter,
     dropped_spans: Counter,
     buffered_traces: Gauge,
     buffered_spans: Gauge,
     buffer_bytes: Gauge,
     last: Counters,
     last_evicted: u64,
+    last_held: u64,
     last_dropped: u64,
 }
 
@@ -172,12 +174,14 @@ impl Metrics {
             decisions: metrics::counter!("tracescale_slo_scaler_decisions_total", &[c()]),
             no_culprit: metrics::counter!("tracescale_slo_scaler_no_culprit_total", &[c()]),
             evicted_traces: metrics::counter!("tracescale_slo_scaler_evicted_traces_total", &[c()]),
+            held_traces: metrics::counter!("tracescale_slo_scaler_held_traces_total", &[c()]),
             dropped_spans: metrics::counter!("tracescale_slo_scaler_dropped_spans_total", &[c()]),
             buffered_traces: metrics::gauge!("tracescale_slo_scaler_buffered_traces", &[c()]),
             buffered_spans: metrics::gauge!("tracescale_slo_scaler_buffered_spans", &[c()]),
             buffer_bytes: metrics::gauge!("tracescale_slo_scaler_buffer_bytes", &[c()]),
             last: Counters::default(),
             last_evicted: 0,
+            last_held: 0,
             last_dropped: 0,
         }
     }
@@ -199,6 +203,9 @@ impl Metrics {
         self.evicted_traces
             .increment(stats.traces_evicted.saturating_sub(self.last_evicted));
         self.last_evicted = stats.traces_evicted;
+        self.held_traces
+            .increment(stats.held_for_parent.saturating_sub(self.last_held));
+        self.last_held = stats.held_for_parent;
         let dropped = stats.dropped.total();
         self.dropped_spans
             .increment(dropped.saturating_sub(self.last_dropped));
@@ -234,6 +241,10 @@ fn describe() {
             (
                 "tracescale_slo_scaler_no_culprit_total",
                 "Evaluations where an objective burned and no scalable culprit was found.",
+            ),
+            (
+                "tracescale_slo_scaler_held_traces_total",
+                "Times a quiet trace was held on because a span in it waited for its parent.",
             ),
             (
                 "tracescale_slo_scaler_evicted_traces_total",
