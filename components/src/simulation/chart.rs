@@ -50,9 +50,29 @@ fn fault_label(scenario: &Scenario, index: usize, phase: &FaultPhase) -> (String
     {
         causes.push(format!("traffic {base_rps:.0} → {peak_rps:.0} req/s"));
     }
+    for f in &scenario.sim.traffic_spikes {
+        if overlaps(f.start, f.end) {
+            causes.push(format!("traffic {}×", f.factor));
+        }
+    }
     for f in &scenario.sim.faults {
         if overlaps(f.start, f.end) {
             causes.push(format!("{} {}× slower", f.service, f.factor));
+        }
+    }
+    for f in &scenario.sim.network_delays {
+        if overlaps(f.start, f.end) {
+            causes.push(format!(
+                "{} → {} +{}ms",
+                f.caller,
+                f.callee,
+                f.delay / 1_000_000
+            ));
+        }
+    }
+    for f in &scenario.sim.replica_losses {
+        if overlaps(f.at, f.at.saturating_add(1)) {
+            causes.push(format!("{} loses {}", f.service, f.count));
         }
     }
     if causes.is_empty() {
@@ -477,6 +497,22 @@ mod tests {
 
     fn has_class(node: &roxmltree::Node<'_, '_>, class: &str) -> bool {
         node.attribute("class") == Some(class)
+    }
+
+    #[test]
+    fn a_fault_window_is_labelled_with_what_the_shop_does_in_it() {
+        let text = include_str!("../../../configs/shops/online-boutique.toml");
+        let scenario = crate::simulation::shop::parse_shop("online-boutique.toml", text).unwrap();
+        let labels: Vec<String> = scenario
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| fault_label(&scenario, i, p).0)
+            .collect();
+        assert_eq!(
+            labels,
+            ["fault 1: traffic 3×", "fault 2: catalogdb 6× slower"]
+        );
     }
 
     #[test]
