@@ -183,7 +183,8 @@ impl Entry {
         let local = |s: &SpanRecord| {
             s.parent_id != 0 && matches!(s.kind, Kind::Client | Kind::Producer | Kind::Internal)
         };
-        if !self.spans.iter().any(local) {
+        // The root ends last: once it is here, a missing parent is lost, not late.
+        if self.spans.iter().any(|s| s.parent_id == 0) || !self.spans.iter().any(local) {
             return false;
         }
         let mut ids: Vec<u64> = self.spans.iter().map(|s| s.span_id).collect();
