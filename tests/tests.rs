@@ -14,6 +14,7 @@ mod conformance;
 mod diagnostics;
 mod docs;
 mod durability;
+mod eval;
 mod file;
 mod fuzz_regressions;
 mod interop;
