@@ -179,7 +179,7 @@ impl Entry {
     /// PRODUCER or INTERNAL span is started inside a span of the same service, which ends
     /// after it. A SERVER or CONSUMER span's parent may be remote and never exported (an
     /// ingress that propagates context without sending spans), so it is not waited for.
-    fn awaits_local_parent(&self) -> bool {
+    fn awaits_local_parent(&mut self) -> bool {
         let local = |s: &SpanRecord| {
             s.parent_id != 0 && matches!(s.kind, Kind::Client | Kind::Producer | Kind::Internal)
         };
@@ -187,11 +187,11 @@ impl Entry {
         if self.spans.iter().any(|s| s.parent_id == 0) || !self.spans.iter().any(local) {
             return false;
         }
-        let mut ids: Vec<u64> = self.spans.iter().map(|s| s.span_id).collect();
-        ids.sort_unstable();
-        self.spans
-            .iter()
-            .any(|s| local(s) && ids.binary_search(&s.parent_id).is_err())
+        // In place and stable, as the release sorts them: arrival order among duplicates is
+        // kept, and the spans already sorted make the next sort cheap.
+        self.spans.sort_by_key(|s| s.span_id);
+        let spans = &self.spans;
+        spans.iter().any(|s| local(s) && parent_missing(spans, s))
     }
 
     fn deadline(&self, config: &BufferConfig) -> u64 {
@@ -199,6 +199,14 @@ impl Entry {
             .saturating_add(config.completion_wait)
             .min(self.first_seen.saturating_add(config.max_wait))
     }
+}
+
+/// True when `span` has a parent id that no span of `sorted` (sorted by span id) carries.
+fn parent_missing(sorted: &[SpanRecord], span: &SpanRecord) -> bool {
+    span.parent_id != 0
+        && sorted
+            .binary_search_by_key(&span.parent_id, |s| s.span_id)
+            .is_err()
 }
 
 /// Holds spans by trace until each trace is complete; see the module docs.
@@ -308,7 +316,12 @@ impl TraceBuffer {
                 continue;
             }
             let latest = entry.first_seen.saturating_add(self.config.max_wait);
-            if now < latest && entry.awaits_local_parent() {
+            if now < latest
+                && self
+                    .traces
+                    .get_mut(&id)
+                    .is_some_and(Entry::awaits_local_parent)
+            {
                 // Quiet only because a request is still waiting downstream or in a queue: its
                 // spans come when it ends. Look again a `completion_wait` later.
                 let again = now.saturating_add(self.config.completion_wait.max(1));
@@ -414,10 +427,7 @@ impl TraceBuffer {
         for span in &spans {
             if span.parent_id == 0 {
                 roots += 1;
-            } else if spans
-                .binary_search_by_key(&span.parent_id, |s| s.span_id)
-                .is_err()
-            {
+            } else if parent_missing(&spans, span) {
                 orphans += 1;
             }
         }

@@ -77,11 +77,11 @@ impl LogStats {
             self.update(x);
             return;
         }
-        let reach = CLIP_Z * self.var.sqrt().max(MIN_LOG_STD);
-        self.update(x.clamp(self.mean - reach, self.mean + reach));
+        self.update(x.clamp(self.at_z(-CLIP_Z), self.at_z(CLIP_Z)));
     }
 
-    /// The log-duration `z` (floored) standard deviations above the mean.
+    /// The log-duration `z` (floored) standard deviations above the mean (below it if `z` is
+    /// negative).
     pub fn at_z(&self, z: f64) -> f64 {
         self.mean + z * self.var.sqrt().max(MIN_LOG_STD)
     }
