@@ -144,6 +144,8 @@ pub struct Counters {
     pub incomplete_traces: u64,
     /// Traces that ended before the window's oldest second.
     pub late_traces: u64,
+    /// Evaluations run, one an interval.
+    pub evaluations: u64,
     /// Decisions made.
     pub decisions: u64,
     /// Times an objective burned but no scalable culprit was found.
@@ -435,8 +437,11 @@ impl Engine {
         if next > now {
             return;
         }
-        // Skip missed evaluations: the windows are what they are now.
-        self.next_evaluation = Some(now.saturating_add(interval));
+        // Keep to the interval's grid: batches arrive whenever they do, and timing the next
+        // evaluation from this one's arrival would stretch every period by that much. Missed
+        // evaluations are skipped: the windows are what they are now.
+        let missed = (now - next) / interval;
+        self.next_evaluation = Some(next.saturating_add(interval.saturating_mul(missed + 1)));
         self.evaluate(now, out);
     }
 
@@ -446,6 +451,7 @@ impl Engine {
     }
 
     fn evaluate(&mut self, now: u64, out: &mut Vec<Decision>) {
+        self.counters.evaluations += 1;
         let end = self.horizon(now).saturating_sub(1);
         let short = self.settings.short_window_s;
         let long = self.settings.long_window_s;

@@ -141,6 +141,7 @@ struct Metrics {
     refused_traces: Counter,
     incomplete_traces: Counter,
     late_traces: Counter,
+    evaluations: Counter,
     decisions: Counter,
     no_culprit: Counter,
     evicted_traces: Counter,
@@ -171,6 +172,7 @@ impl Metrics {
                 &[c()]
             ),
             late_traces: metrics::counter!("tracescale_slo_scaler_late_traces_total", &[c()]),
+            evaluations: metrics::counter!("tracescale_slo_scaler_evaluations_total", &[c()]),
             decisions: metrics::counter!("tracescale_slo_scaler_decisions_total", &[c()]),
             no_culprit: metrics::counter!("tracescale_slo_scaler_no_culprit_total", &[c()]),
             evicted_traces: metrics::counter!("tracescale_slo_scaler_evicted_traces_total", &[c()]),
@@ -196,6 +198,7 @@ impl Metrics {
         self.incomplete_traces
             .increment(c.incomplete_traces - l.incomplete_traces);
         self.late_traces.increment(c.late_traces - l.late_traces);
+        self.evaluations.increment(c.evaluations - l.evaluations);
         self.decisions.increment(c.decisions - l.decisions);
         self.no_culprit.increment(c.no_culprit - l.no_culprit);
         self.last = c;
@@ -236,6 +239,10 @@ fn describe() {
             (
                 "tracescale_slo_scaler_late_traces_total",
                 "Traces that ended before the oldest second still held.",
+            ),
+            (
+                "tracescale_slo_scaler_evaluations_total",
+                "Evaluations of the objectives, one an interval.",
             ),
             ("tracescale_slo_scaler_decisions_total", "Decisions made."),
             (

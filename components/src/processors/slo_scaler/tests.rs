@@ -438,3 +438,21 @@ fn an_objective_on_a_call_burns_on_that_calls_spans() {
     assert_eq!(first.rule, "select", "{}", first.reason);
     assert_eq!(first.target.name, "db", "{}", first.reason);
 }
+
+#[test]
+fn evaluations_keep_to_the_interval_whenever_batches_arrive() {
+    // Batches every 0.6 s: an evaluation is due every second, not a second after the batch
+    // that ran the last one (which would make it one every 1.2 s).
+    let mut e = engine();
+    let mut out = Vec::new();
+    for i in 0..100u64 {
+        e.tick(EPOCH + i * 600 * MS, &mut out);
+    }
+    // 59.4 s of ticks, the first evaluation due a second after the first tick.
+    assert_eq!(e.counters().evaluations, 59);
+    // A gap skips the missed evaluations and returns to the grid.
+    e.tick(EPOCH + 100 * S + 300 * MS, &mut out);
+    e.tick(EPOCH + 100 * S + 900 * MS, &mut out);
+    e.tick(EPOCH + 101 * S + 100 * MS, &mut out);
+    assert_eq!(e.counters().evaluations, 61);
+}
