@@ -236,6 +236,30 @@ fn a_slow_database_is_the_culprit_not_the_workers_waiting_on_it() {
 }
 
 #[test]
+fn workers_whose_queue_races_while_they_wait_on_a_slow_database_are_a_symptom() {
+    let mut e = engine();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    // The same traffic; the database six times slower. The workers serve fewer requests a
+    // second while their slots wait on it, so their queue grows fast (0.8 s a second, as if
+    // five times the traffic arrived): the arrivals, not that growth, say whether they would
+    // be overloaded with the database at its healthy speed.
+    let slow: Vec<Second> = (0..30)
+        .map(|i| Second {
+            db_own: 60 * MS,
+            worker_wait: 800 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &slow);
+    let (_, first) = decisions.first().expect("a decision");
+    assert_eq!(first.target.name, "db", "{}", first.reason);
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name == "db"),
+        "the workers are never scaled: {decisions:#?}"
+    );
+}
+
+#[test]
 fn a_queue_that_drains_by_itself_asks_for_nothing() {
     let mut e = engine();
     run(&mut e, 0, &[HEALTHY; 60]);

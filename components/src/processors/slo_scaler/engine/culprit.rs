@@ -274,8 +274,11 @@ impl Engine {
                     let more_down = (occ - own_work) - (b.occupancy - b.own_work) - mine;
                     let held_by_calls = more_down > SYMPTOM_GROWTH * b.occupancy
                         && more_down > own_work - b.own_work + mine;
+                    // The arrivals counted, not the growth of the wait: slots held by slow
+                    // calls serve fewer visits a second, so the wait grows as if more arrived.
                     let load = if saturated(wait, occ) {
-                        self.queue_load(symbol, &now, end).map_or(1.0, |q| q.load)
+                        self.queue_load(symbol, &now, end)
+                            .map_or(1.0, |q| q.arrived)
                     } else {
                         1.0
                     };

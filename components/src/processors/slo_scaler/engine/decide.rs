@@ -25,6 +25,9 @@ pub(super) struct QueueLoad {
     turned_away: f64,
     /// Arrivals over capacity.
     pub(super) load: f64,
+    /// Arrivals over the visits served, counted: no more than the arrivals seen, where the
+    /// growth of the wait also reads the capacity that slots held by slow calls have lost.
+    pub(super) arrived: f64,
 }
 
 /// A decision's explanation, one service's line.
@@ -307,13 +310,13 @@ impl Engine {
         } else {
             1.0
         };
+        let arrived = (v.visits as f64 / served as f64).max(counted);
         Some(QueueLoad {
             growth,
             last_wait,
             turned_away,
-            load: (1.0 / (1.0 - growth))
-                .max(v.visits as f64 / served as f64)
-                .max(counted),
+            load: (1.0 / (1.0 - growth)).max(arrived),
+            arrived,
         })
     }
 
