@@ -276,9 +276,13 @@ impl Engine {
                         && more_down > own_work - b.own_work + mine;
                     // The arrivals counted, not the growth of the wait: slots held by slow
                     // calls serve fewer visits a second, so the wait grows as if more arrived.
+                    // Arrivals over the visits served, times the share served: per visit, as
+                    // the occupancy is (a visit turned away holds no slot).
                     let load = if saturated(wait, occ) {
+                        let served =
+                            now.visits.saturating_sub(now.errors) as f64 / now.visits.max(1) as f64;
                         self.queue_load(symbol, &now, end)
-                            .map_or(1.0, |q| q.arrived)
+                            .map_or(1.0, |q| q.arrived * served)
                     } else {
                         1.0
                     };
