@@ -212,16 +212,15 @@ fn a_saturated_worker_pool_is_the_culprit_and_is_sized_from_its_queue() {
     assert!(!first.evidence.exemplars.is_empty());
 }
 
-#[test]
-fn a_slow_database_is_the_culprit_not_the_workers_waiting_on_it() {
+/// After a healthy minute, the database's own work is `db_own` per query and the workers'
+/// wait grows by `wait_growth` each second: the database must be the only one scaled.
+fn the_slow_database_is_scaled_not_the_workers(db_own: u64, wait_growth: u64) -> Decision {
     let mut e = engine();
     run(&mut e, 0, &[HEALTHY; 60]);
-    // The database thrashes: its own work grows; the workers hold their slots waiting for it,
-    // so they queue too.
     let slow: Vec<Second> = (0..30)
         .map(|i| Second {
-            db_own: 300 * MS,
-            worker_wait: 200 * MS * (i + 1),
+            db_own,
+            worker_wait: wait_growth * (i + 1),
             ..HEALTHY
         })
         .collect();
@@ -232,31 +231,24 @@ fn a_slow_database_is_the_culprit_not_the_workers_waiting_on_it() {
         decisions.iter().all(|(_, d)| d.target.name == "db"),
         "the workers are never scaled: {decisions:#?}"
     );
-    assert!(to(first) > 2, "{}", first.reason);
+    first.clone()
+}
+
+#[test]
+fn a_slow_database_is_the_culprit_not_the_workers_waiting_on_it() {
+    // The database thrashes: its own work grows; the workers hold their slots waiting for it,
+    // so they queue too.
+    let first = the_slow_database_is_scaled_not_the_workers(300 * MS, 200 * MS);
+    assert!(to(&first) > 2, "{}", first.reason);
 }
 
 #[test]
 fn workers_whose_queue_races_while_they_wait_on_a_slow_database_are_a_symptom() {
-    let mut e = engine();
-    run(&mut e, 0, &[HEALTHY; 60]);
     // The same traffic; the database six times slower. The workers serve fewer requests a
     // second while their slots wait on it, so their queue grows fast (0.8 s a second, as if
     // five times the traffic arrived): the arrivals, not that growth, say whether they would
     // be overloaded with the database at its healthy speed.
-    let slow: Vec<Second> = (0..30)
-        .map(|i| Second {
-            db_own: 60 * MS,
-            worker_wait: 800 * MS * (i + 1),
-            ..HEALTHY
-        })
-        .collect();
-    let decisions = run(&mut e, 60, &slow);
-    let (_, first) = decisions.first().expect("a decision");
-    assert_eq!(first.target.name, "db", "{}", first.reason);
-    assert!(
-        decisions.iter().all(|(_, d)| d.target.name == "db"),
-        "the workers are never scaled: {decisions:#?}"
-    );
+    the_slow_database_is_scaled_not_the_workers(60 * MS, 800 * MS);
 }
 
 #[test]
