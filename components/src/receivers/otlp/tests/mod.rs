@@ -67,6 +67,16 @@ struct Running {
     http: SocketAddr,
 }
 
+impl Running {
+    /// Stops the receiver within five seconds; its shutdown must succeed.
+    async fn stop(&mut self) {
+        self.receiver
+            .shutdown(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+}
+
 async fn start(extra: &str, capacity: usize) -> Running {
     let text = format!("grpc = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n{extra}");
     let factory = tracescale_core::registry::lookup(
@@ -193,14 +203,9 @@ async fn grpc_spans_arrive_intact_and_compressed_requests_are_accepted() {
     let mut c = c.send_compressed(CompressionEncoding::Gzip);
     c.export(sent.clone()).await.unwrap();
     assert_eq!(spans_of(r.rx.recv().await.unwrap()), sent.resource_spans);
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
+    // A second stop is harmless.
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -228,10 +233,7 @@ async fn invalid_spans_are_reported_in_partial_success_and_the_rest_go_on() {
     );
     let got = spans_of(r.rx.recv().await.unwrap());
     assert_eq!(got[0].scope_spans[0].spans, vec![span(1, 1)]);
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -257,10 +259,7 @@ async fn a_full_pipeline_is_answered_with_back_off_on_both_transports() {
     // Draining the queue makes room again: the refusal cost nothing else.
     r.rx.recv().await.unwrap();
     c.export(request(vec![span(1, 4)])).await.unwrap();
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -281,10 +280,7 @@ async fn a_closed_pipeline_is_unavailable() {
     .await;
     assert_eq!(code, 503);
     assert!(header(&headers, "retry-after").is_some());
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -316,10 +312,7 @@ async fn bearer_tokens_are_required_when_configured() {
     )
     .await;
     assert_eq!(code, 200);
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -371,10 +364,7 @@ async fn http_accepts_protobuf_and_json_and_answers_in_kind() {
     )
     .await;
     assert_eq!(code, 200);
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -456,10 +446,7 @@ async fn bad_http_requests_get_the_right_status_and_cost_nothing_else() {
     let (code, ..) = post(r.http, proto, good).await;
     assert_eq!(code, 200);
     assert!(r.rx.recv().await.is_some());
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -482,10 +469,7 @@ async fn an_oversized_grpc_request_is_refused_and_serving_goes_on() {
     );
     c.export(request(vec![span(1, 1)])).await.unwrap();
     assert!(r.rx.recv().await.is_some());
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 #[tokio::test]
@@ -495,10 +479,7 @@ async fn shutdown_is_safe_before_start_and_releases_the_ports() {
 
     let mut r = start("", 4).await;
     let (grpc, http) = (r.grpc, r.http);
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
     // The pipeline sees its input close once the receiver is gone.
     assert!(r.rx.recv().await.is_none());
     std::net::TcpListener::bind(grpc).unwrap();
@@ -534,10 +515,7 @@ async fn malformed_grpc_bodies_are_invalid_argument() {
         .export(request(vec![span(1, 1)]))
         .await
         .unwrap();
-    r.receiver
-        .shutdown(Instant::now() + Duration::from_secs(5))
-        .await
-        .unwrap();
+    r.stop().await;
 }
 
 /// Sends raw bytes as the request message and decodes the response with prost.
