@@ -107,10 +107,7 @@ telemetry_address = "127.0.0.1:{}"
     }
 
     fn replicas(&self, namespace: &str, resource: &str, name: &str) -> u32 {
-        self.server
-            .workload(namespace, resource, name)
-            .unwrap()
-            .replicas
+        self.server.replicas(namespace, resource, name).unwrap()
     }
 }
 

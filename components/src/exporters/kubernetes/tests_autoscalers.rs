@@ -29,18 +29,11 @@ async fn refuse_leaves_a_workload_another_autoscaler_scales_and_scales_the_other
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         2
     );
-    assert_eq!(
-        h.server
-            .workload("shop", "statefulsets", "db")
-            .unwrap()
-            .replicas,
-        2
-    );
+    assert_eq!(h.server.replicas("shop", "statefulsets", "db").unwrap(), 2);
     let requests = h.server.requests();
     // Only the allowed namespace was listed, once, before any decision was planned.
     assert_eq!(
@@ -65,9 +58,8 @@ async fn warn_still_scales_a_workload_another_autoscaler_scales() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         3
     );
 }
@@ -80,13 +72,7 @@ async fn a_keda_scaled_object_is_found_through_the_hpa_it_creates() {
     let mut h = harness_on(server, "on_conflict = \"refuse\"").await;
     send(&mut h, vec![deploy("cart", 1)]).await;
     drain(&mut h).await;
-    assert_eq!(
-        h.server
-            .workload("shop", "deployments", "cart")
-            .unwrap()
-            .replicas,
-        2
-    );
+    assert_eq!(h.server.replicas("shop", "deployments", "cart").unwrap(), 2);
 }
 
 #[tokio::test]
@@ -99,9 +85,8 @@ async fn without_list_on_autoscalers_nothing_is_refused() {
     // Unknown is not a conflict: the decision is carried out, and the list is not retried.
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         3
     );
     assert_eq!(

@@ -257,6 +257,11 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// The replicas a workload holds now; None when there is no such workload.
+    pub fn replicas(&self, namespace: &str, resource: &str, name: &str) -> Option<u32> {
+        self.workload(namespace, resource, name).map(|w| w.replicas)
+    }
+
     /// Answers the next `times` requests whose method is `method` and whose path contains
     /// `path_contains` with `fault`.
     pub fn fault(&self, method: Method, path_contains: &str, times: u32, fault: Fault) {

@@ -63,10 +63,7 @@ async fn of_two_replicas_only_the_lease_holder_scales_and_the_other_takes_over_w
         .unwrap();
     eventually("b scaled", || server.writes().len() == 2).await;
     assert_eq!(
-        server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+        server.replicas("shop", "deployments", "checkout").unwrap(),
         4
     );
     b.shutdown(tokio::time::Instant::now() + Duration::from_secs(5))
@@ -107,10 +104,7 @@ async fn a_standby_takes_over_a_lease_its_holder_stopped_renewing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(server.writes().len(), 1, "only b acted");
     assert_eq!(
-        server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+        server.replicas("shop", "deployments", "checkout").unwrap(),
         3
     );
     for e in [&mut a, &mut b] {

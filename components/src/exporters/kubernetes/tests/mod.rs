@@ -221,23 +221,13 @@ async fn resolves_statefulsets_and_custom_resources_through_discovery() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "statefulsets", "payments-db")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "statefulsets", "payments-db")
+            .unwrap(),
         2
     );
-    assert_eq!(
-        h.server.workload("shop", "widgets", "w").unwrap().replicas,
-        4
-    );
+    assert_eq!(h.server.replicas("shop", "widgets", "w").unwrap(), 4);
     // A DaemonSet serves no /scale: refused after discovery, nothing touched.
-    assert_eq!(
-        h.server
-            .workload("shop", "daemonsets", "agent")
-            .unwrap()
-            .replicas,
-        1
-    );
+    assert_eq!(h.server.replicas("shop", "daemonsets", "agent").unwrap(), 1);
     let requests = h.server.requests();
     assert_eq!(count(&requests, &Method::GET, "/daemonsets/agent"), 0);
     assert_eq!(
@@ -266,9 +256,8 @@ async fn a_conflict_rereads_and_applies_the_step_to_the_new_count() {
     assert_eq!(writes[0].body["metadata"]["resourceVersion"], "2");
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         6
     );
     assert_eq!(
@@ -295,9 +284,8 @@ async fn throttling_429_is_retried_after_the_servers_retry_after() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         3
     );
     let patches: Vec<_> = h
@@ -325,9 +313,8 @@ async fn server_errors_hold_the_decision_and_retry_with_backoff() {
     send(&mut h, vec![deploy("checkout", 1)]).await;
     eventually("the held decision is applied", || {
         h.server
-            .workload("shop", "deployments", "checkout")
+            .replicas("shop", "deployments", "checkout")
             .unwrap()
-            .replicas
             == 3
     })
     .await;
@@ -369,19 +356,12 @@ async fn forbidden_on_one_target_is_said_once_and_does_not_block_others() {
     assert!(count(&requests, &Method::PATCH, "/deployments/checkout/scale") <= 3);
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         2
     );
     // The other target went on: scaled once, then the cooldown held the rest.
-    assert_eq!(
-        h.server
-            .workload("shop", "deployments", "cart")
-            .unwrap()
-            .replicas,
-        3
-    );
+    assert_eq!(h.server.replicas("shop", "deployments", "cart").unwrap(), 3);
     assert!(h.health.readiness().components["exporter/kubernetes"].ready);
 }
 
@@ -421,9 +401,8 @@ async fn unreachable_api_holds_then_applies_the_newest_decision_once() {
     );
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         3
     );
 }
@@ -442,9 +421,8 @@ async fn refuses_targets_off_the_allow_list_and_stale_decisions_without_a_call()
     assert!(decision_calls(&h).is_empty(), "{:?}", decision_calls(&h));
     assert_eq!(
         h.server
-            .workload("kube-system", "deployments", "coredns")
-            .unwrap()
-            .replicas,
+            .replicas("kube-system", "deployments", "coredns")
+            .unwrap(),
         2
     );
 }
@@ -467,9 +445,8 @@ async fn dry_run_reads_but_never_writes() {
     assert!(h.server.events().is_empty());
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         2
     );
 }
@@ -495,18 +472,11 @@ async fn bounds_and_per_target_overrides_are_never_crossed() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         4
     );
-    assert_eq!(
-        h.server
-            .workload("shop", "deployments", "db")
-            .unwrap()
-            .replicas,
-        2
-    );
+    assert_eq!(h.server.replicas("shop", "deployments", "db").unwrap(), 2);
     assert_eq!(h.server.writes().len(), 1);
 }
 
@@ -528,9 +498,8 @@ async fn a_decision_flood_becomes_one_change_per_target_per_cooldown() {
     for i in 0..50 {
         assert_eq!(
             h.server
-                .workload("shop", "deployments", &format!("svc-{i}"))
-                .unwrap()
-                .replicas,
+                .replicas("shop", "deployments", &format!("svc-{i}"))
+                .unwrap(),
             2
         );
     }
@@ -546,9 +515,8 @@ async fn an_event_that_cannot_be_recorded_does_not_undo_the_change() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         3
     );
     assert!(h.server.events().is_empty());
@@ -608,18 +576,11 @@ async fn a_conflict_storm_is_retried_then_given_up_without_a_blind_write() {
     drain(&mut h).await;
     assert_eq!(
         h.server
-            .workload("shop", "deployments", "checkout")
-            .unwrap()
-            .replicas,
+            .replicas("shop", "deployments", "checkout")
+            .unwrap(),
         5
     );
-    assert_eq!(
-        h.server
-            .workload("shop", "deployments", "cart")
-            .unwrap()
-            .replicas,
-        7
-    );
+    assert_eq!(h.server.replicas("shop", "deployments", "cart").unwrap(), 7);
     let requests = h.server.requests();
     assert_eq!(
         count(&requests, &Method::PATCH, "/deployments/cart/scale"),
