@@ -61,19 +61,15 @@ processors = ["hstree"]
 exporters = ["null"]
 "#;
 
-#[test]
-fn eval_replays_a_labeled_csv_and_reports_detection_quality() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv = dir.path().join("spans.csv");
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(&csv, labeled_csv(3000, 2000..2200)).expect("write csv");
-    std::fs::write(&pipeline, EVAL_PIPELINE).expect("write pipeline");
+/// Runs `tracescale eval --json` of the `hstree` processor of `pipeline` on `csv`; it must
+/// succeed and print one JSON report.
+fn eval_json(pipeline: &std::path::Path, csv: &std::path::Path) -> serde_json::Value {
     let out = run_to_end(
         bin()
             .args(["eval", "-c"])
-            .arg(&pipeline)
+            .arg(pipeline)
             .args(["--processor", "hstree", "--input"])
-            .arg(&csv)
+            .arg(csv)
             .arg("--json"),
         LIMIT,
     );
@@ -83,7 +79,17 @@ fn eval_replays_a_labeled_csv_and_reports_detection_quality() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[test]
+fn eval_replays_a_labeled_csv_and_reports_detection_quality() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("spans.csv");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(&csv, labeled_csv(3000, 2000..2200)).expect("write csv");
+    std::fs::write(&pipeline, EVAL_PIPELINE).expect("write pipeline");
+    let report = eval_json(&pipeline, &csv);
     for key in [
         "precision",
         "recall",
@@ -179,22 +185,7 @@ fn synth_writes_a_labeled_csv_that_eval_scores() {
         .unwrap_or_else(|| panic!("a span count in {stderr:?}"));
     assert!(stderr.contains("4000 traces"), "{stderr}");
 
-    let out = run_to_end(
-        bin()
-            .args(["eval", "-c"])
-            .arg(&pipeline)
-            .args(["--processor", "hstree", "--input"])
-            .arg(&csv)
-            .arg("--json"),
-        LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let report = eval_json(&pipeline, &csv);
     let count = |k: &str| report[k].as_u64().expect("a count");
     let ratio = |k: &str| report[k].as_f64().expect("a number");
     assert_eq!(count("spans"), rows, "{report}");
