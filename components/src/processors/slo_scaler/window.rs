@@ -46,7 +46,7 @@ impl ObjectiveSecond {
 pub(super) struct ServiceSecond {
     /// SERVER spans: arrivals, served or not.
     pub(super) visits: u64,
-    /// Of which ended in an error (turned away by a full queue, or failed).
+    /// Of which were turned away at the door: an error with no work in it.
     pub(super) errors: u64,
     /// Time those visits held a slot: the SERVER span less an explicit queue span inside it.
     pub(super) occupancy: u64,
@@ -77,10 +77,17 @@ impl ServiceSecond {
         self.cp_downstream += o.cp_downstream;
     }
 
-    /// Mean per visit: occupancy, own work, wait.
+    /// Visits that were served: not turned away at the door.
+    pub(super) fn served(&self) -> u64 {
+        self.visits.saturating_sub(self.errors)
+    }
+
+    /// Mean per visit served: occupancy, own work, wait. A visit turned away holds no slot,
+    /// does no work and waits for nothing: counted in, it would make a service that turns
+    /// most of its traffic away look idle.
     pub(super) fn per_visit(&self) -> Option<(f64, f64, f64)> {
-        (self.visits > 0).then(|| {
-            let n = self.visits as f64;
+        (self.served() > 0).then(|| {
+            let n = self.served() as f64;
             (
                 self.occupancy as f64 / n,
                 self.own_work as f64 / n,
@@ -283,6 +290,28 @@ pub(super) fn slope(points: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn means_are_per_visit_served_not_per_visit_turned_away() {
+        // Ten arrivals, six turned away at a full queue: the four served held their slots
+        // 100 ms each, 40 ms of it their own work, after waiting 2 s.
+        let v = ServiceSecond {
+            visits: 10,
+            errors: 6,
+            occupancy: 400_000_000,
+            own_work: 160_000_000,
+            wait: 8_000_000_000,
+            ..ServiceSecond::default()
+        };
+        assert_eq!(v.served(), 4);
+        assert_eq!(v.per_visit(), Some((1e8, 4e7, 2e9)));
+        let all_away = ServiceSecond {
+            visits: 3,
+            errors: 3,
+            ..ServiceSecond::default()
+        };
+        assert_eq!(all_away.per_visit(), None);
+    }
 
     #[test]
     fn seconds_slide_and_sum_over_a_range() {

@@ -270,19 +270,15 @@ impl Engine {
             // what its slots now carry).
             let symptom = match (now.per_visit(), baseline) {
                 (Some((occ, own_work, wait)), Some(b)) if b.occupancy > 0.0 => {
-                    let mine = own_delay_out / now.visits.max(1) as f64;
+                    let mine = own_delay_out / now.served().max(1) as f64;
                     let more_down = (occ - own_work) - (b.occupancy - b.own_work) - mine;
                     let held_by_calls = more_down > SYMPTOM_GROWTH * b.occupancy
                         && more_down > own_work - b.own_work + mine;
                     // The arrivals counted, not the growth of the wait: slots held by slow
                     // calls serve fewer visits a second, so the wait grows as if more arrived.
-                    // Arrivals over the visits served, times the share served: per visit, as
-                    // the occupancy is (a visit turned away holds no slot).
                     let load = if saturated(wait, occ) {
-                        let served =
-                            now.visits.saturating_sub(now.errors) as f64 / now.visits.max(1) as f64;
                         self.queue_load(symbol, &now, end)
-                            .map_or(1.0, |q| q.arrived * served)
+                            .map_or(1.0, |q| q.arrived)
                     } else {
                         1.0
                     };

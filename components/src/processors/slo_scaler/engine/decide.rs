@@ -296,7 +296,7 @@ impl Engine {
             .first()
             .map_or(0.0, |p| p.1);
         // A full queue turns arrivals away: then they show as errors, not as wait.
-        let served = v.visits.saturating_sub(v.errors).max(1);
+        let served = v.served().max(1);
         let turned_away = v.errors as f64 / v.visits.max(1) as f64;
         // Arrivals counted by arrival time, in seconds old enough for their visits to have
         // ended, over the visits served per second now.
@@ -338,7 +338,8 @@ impl Engine {
             if pods <= 1 {
                 continue;
             }
-            let rate = v.visits as f64 / short as f64;
+            // Served visits: their occupancy is what holds the slots.
+            let rate = v.served() as f64 / short as f64;
             let (recommended, how) = match state.slots_per_pod {
                 Some(slots) if slots > 0.0 => {
                     let need = rate * occupancy / 1e9 / (self.settings.target_utilisation * slots);
