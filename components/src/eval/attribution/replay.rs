@@ -242,6 +242,7 @@ fn engine(objectives: &[DerivedObjective]) -> Result<Engine, EvalError> {
         baseline_window_s: d.baseline_window.get().as_secs_f64(),
         cooldown_ns: nanos(d.cooldown),
         slow_work: SlowWork::Scale,
+        anticipate: d.anticipate,
     };
     let buffer = BufferConfig {
         completion_wait: nanos(d.completion_wait),

@@ -57,6 +57,9 @@ pub struct SloScalerConfig {
     pub cooldown: HumanDuration,
     /// A culprit whose own work is slower at the same load: `scale` anyway, or `hold`.
     pub slow_work: SlowWorkConfig,
+    /// Seek the culprit as soon as a saturated service on an objective's path has a growing
+    /// queue, before the objective burns.
+    pub anticipate: bool,
     /// Pass the trace batches on downstream; `false` consumes them and emits only decisions.
     pub passthrough: bool,
 }
@@ -82,6 +85,7 @@ impl Default for SloScalerConfig {
             baseline_window: HumanDuration::from_secs(120),
             cooldown: HumanDuration::from_secs(15),
             slow_work: SlowWorkConfig::Scale,
+            anticipate: true,
             passthrough: true,
         }
     }
@@ -251,6 +255,7 @@ impl SloScalerConfig {
                 SlowWorkConfig::Scale => SlowWork::Scale,
                 SlowWorkConfig::Hold => SlowWork::Hold,
             },
+            anticipate: self.anticipate,
         };
         Ok((settings, buffer))
     }

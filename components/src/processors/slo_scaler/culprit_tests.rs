@@ -58,6 +58,7 @@ fn settings() -> Settings {
         baseline_window_s: 60.0,
         cooldown_ns: 15 * S,
         slow_work: SlowWork::Scale,
+        anticipate: true,
     }
 }
 

@@ -34,14 +34,14 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracescale_core::attributes::{SERVICE_NAME, string_attribute};
 use tracescale_core::signal::{Decision, Target};
 
-use super::window::{Second, Seconds, ServiceSecond};
+use super::window::{Second, Seconds, ServiceSecond, slope};
 use crate::tracetree::{
     BufferConfig, BufferConfigError, CatalogConfig, Kind, ReleasedTrace, SpanCatalog, SpanRecord,
     Symbol, TraceBuffer, TraceTree, WorkloadKind, breakdown, critical_path,
 };
 use culprit::{Attribution, edge_seconds};
 pub use culprit::{Ranking, Suspect};
-use decide::saturated;
+use decide::{Trigger, saturated};
 
 /// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
 const SATURATED_WAIT_SHARE: f64 = 1.0;
@@ -56,6 +56,9 @@ const SAME_LOAD: f64 = 1.1;
 const SYMPTOM_GROWTH: f64 = 0.2;
 /// Seconds over which the growth of a queue is read.
 const TREND_SECONDS: u64 = 5;
+/// A saturated queue gaining this much wait a second (arrivals about 5 % past what it
+/// serves) is an overload on its way to every objective behind it.
+const ANTICIPATE_GROWTH: f64 = 0.05;
 /// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
 const MAX_WORK_RATIO: f64 = 4.0;
 /// The resource attribute that names the replica a span came from.
@@ -129,6 +132,8 @@ pub struct Settings {
     pub cooldown_ns: u64,
     /// Slower own work at the same load.
     pub slow_work: SlowWork,
+    /// Seek the culprit once a queue on an objective's path grows, before the objective burns.
+    pub anticipate: bool,
 }
 
 /// What the engine counted, for the metrics.
@@ -183,6 +188,8 @@ struct ServiceState {
     last_decision: Option<(u64, u32)>,
     /// Scale-down recommendations of the healthy period.
     down_history: VecDeque<(u64, u32)>,
+    /// The objectives whose traces have passed through it, by index, sorted.
+    objectives: Vec<usize>,
 }
 
 /// The scaler.
@@ -340,9 +347,9 @@ impl Engine {
         let root = tree.span(tree.root());
         let second = root.end / 1_000_000_000;
         self.resolve_objectives();
-        let mut on_objective = false;
+        let mut matched: Vec<usize> = Vec::new();
         if let Some(o) = self.objective_of(root.service, root.operation) {
-            on_objective = true;
+            matched.push(o);
             let bad = shares.duration > self.settings.objectives[o].target_ns;
             self.seconds
                 .objective(second, o, shares.duration, bad, trace.trace_id);
@@ -355,13 +362,16 @@ impl Engine {
                 continue;
             }
             if let Some(o) = self.objective_of(s.service, s.operation) {
-                on_objective = true;
+                if !matched.contains(&o) {
+                    matched.push(o);
+                }
                 let duration = s.duration();
                 let bad = duration > self.settings.objectives[o].target_ns;
                 self.seconds
                     .objective(s.end / 1_000_000_000, o, duration, bad, trace.trace_id);
             }
         }
+        let on_objective = !matched.is_empty();
         if on_objective {
             self.counters.objective_traces += 1;
         }
@@ -406,6 +416,13 @@ impl Engine {
             }
         }
         for b in &shares.services {
+            if let Some(state) = self.services.get_mut(&b.service) {
+                for &o in &matched {
+                    if let Err(at) = state.objectives.binary_search(&o) {
+                        state.objectives.insert(at, o);
+                    }
+                }
+            }
             let v = per.entry(b.service).or_default();
             v.own_work += b.server_own_work;
             if on_objective {
@@ -464,37 +481,95 @@ impl Engine {
             }
         }
         self.learn_capacity(end, now);
-        tracing::debug!(second = end, burning = ?burning, "objectives evaluated");
-        if burning.is_empty() {
+        let growing = if burning.is_empty() && self.settings.anticipate {
+            self.growing_queues(end, now)
+        } else {
+            Vec::new()
+        };
+        tracing::debug!(second = end, burning = ?burning, growing = growing.len(), "objectives evaluated");
+        if burning.is_empty() && growing.is_empty() {
             let since = *self.healthy_since.get_or_insert(now);
             self.update_baselines(end, now);
             self.learn_healthy_shares(end);
             if now.saturating_sub(since) >= self.settings.scale_down_after_ns {
                 self.scale_down(end, now, out);
             }
-        } else {
-            self.healthy_since = None;
-            for s in self.services.values_mut() {
-                s.down_history.clear();
-            }
-            let objectives: Vec<usize> = burning.iter().map(|b| b.0).collect();
-            self.note_ranking(now, end, &objectives);
-            for (objective, s_burn, l_burn) in burning {
-                // The short window remembers a breach for its length after it ended: once the
-                // last few seconds are within budget again, whatever fixed it is working, and a
-                // size read now would be of the backlog it leaves behind.
-                let percentile = self.settings.objectives[objective].percentile;
-                let (recent, n) = burn(
-                    self.seconds.range(end, short.min(TREND_SECONDS)),
-                    objective,
-                    percentile,
-                );
-                if n > 0 && recent < self.settings.burn_rate {
-                    continue;
+            return;
+        }
+        // Not healthy: the onset is not learned as a baseline, and calm starts again.
+        self.healthy_since = None;
+        for s in self.services.values_mut() {
+            s.down_history.clear();
+        }
+        if burning.is_empty() {
+            for (service, growth, wait) in growing {
+                let objectives = self
+                    .services
+                    .get(&service)
+                    .map(|s| s.objectives.clone())
+                    .unwrap_or_default();
+                for objective in objectives {
+                    let trigger = Trigger::Queue {
+                        service,
+                        growth,
+                        wait,
+                    };
+                    self.scale_up(objective, trigger, end, now, out);
                 }
-                self.scale_up(objective, s_burn, l_burn, end, now, out);
+            }
+            return;
+        }
+        let objectives: Vec<usize> = burning.iter().map(|b| b.0).collect();
+        self.note_ranking(now, end, &objectives);
+        for (objective, short_burn, long_burn) in burning {
+            // The short window remembers a breach for its length after it ended: once the
+            // last few seconds are within budget again, whatever fixed it is working, and a
+            // size read now would be of the backlog it leaves behind.
+            let percentile = self.settings.objectives[objective].percentile;
+            let (recent, n) = burn(
+                self.seconds.range(end, short.min(TREND_SECONDS)),
+                objective,
+                percentile,
+            );
+            if n > 0 && recent < self.settings.burn_rate {
+                continue;
+            }
+            let trigger = Trigger::Burning {
+                short: short_burn,
+                long: long_burn,
+            };
+            self.scale_up(objective, trigger, end, now, out);
+        }
+    }
+
+    /// Services on an objective's path, with a workload and replicas serving, whose visits
+    /// lately waited longer than they were served and whose wait keeps growing: more arrive than they serve,
+    /// and every objective behind them will breach, however high its target, given time.
+    /// (service, growth in seconds a second, the latest second's wait in seconds).
+    fn growing_queues(&self, end: u64, now: u64) -> Vec<(Symbol, f64, f64)> {
+        let mut growing = Vec::new();
+        for (&symbol, state) in &self.services {
+            if state.objectives.is_empty()
+                || self.pods(symbol, now) == 0
+                || self.workload(symbol).is_none()
+            {
+                continue;
+            }
+            let recent = self.seconds.service(symbol, end, TREND_SECONDS);
+            let Some((occupancy, _, wait)) = recent.per_visit() else {
+                continue;
+            };
+            if !saturated(wait, occupancy) {
+                continue;
+            }
+            let series = self.seconds.wait_series(symbol, end, TREND_SECONDS);
+            if let (Some(growth), Some(&(_, last))) = (slope(&series), series.last())
+                && growth >= ANTICIPATE_GROWTH
+            {
+                growing.push((symbol, growth, last));
             }
         }
+        growing
     }
 
     /// Concurrent visits per replica while a service is saturated: its capacity.

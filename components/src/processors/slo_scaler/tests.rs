@@ -68,6 +68,7 @@ fn settings() -> Settings {
         baseline_window_s: 60.0,
         cooldown_ns: 15 * S,
         slow_work: SlowWork::Scale,
+        anticipate: true,
     }
 }
 
@@ -210,6 +211,51 @@ fn a_saturated_worker_pool_is_the_culprit_and_is_sized_from_its_queue() {
     );
     assert_eq!(first.rule, "cart");
     assert!(!first.evidence.exemplars.is_empty());
+}
+
+/// More traffic than the workers serve: their queue gains 100 ms a second, and with a 2 s
+/// target the first request breaches 19 seconds in. (second, decision) of each decision, with
+/// anticipation on or off.
+fn a_growing_queue(anticipate: bool) -> Vec<(u64, Decision)> {
+    let mut settings = settings();
+    settings.anticipate = anticipate;
+    settings.objectives[0].target_ns = 2 * S;
+    let mut e = Engine::new(settings, BufferConfig::default()).unwrap();
+    run(&mut e, 0, &[HEALTHY; 60]);
+    let overload: Vec<Second> = (0..40)
+        .map(|i| Second {
+            rps: 60,
+            worker_wait: 100 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    run(&mut e, 60, &overload)
+}
+
+#[test]
+fn a_growing_queue_is_scaled_before_its_objective_burns() {
+    let decisions = a_growing_queue(true);
+    let (at, first) = decisions.first().expect("a decision");
+    // A few seconds of growth, and the two the traces take to complete.
+    assert!(*at < 70, "decided at {at}");
+    assert_eq!(first.target.name, "worker", "{}", first.reason);
+    assert!(to(first) > 2, "{}", first.reason);
+    assert!(
+        first
+            .reason
+            .contains("is at risk: the queue of worker on its path grows"),
+        "{}",
+        first.reason
+    );
+    // Off, the same overload waits for requests to breach and the objective to burn.
+    let late = a_growing_queue(false);
+    let (at, first) = late.first().expect("a decision once it burns");
+    assert!(*at >= 79, "decided at {at}");
+    assert!(
+        first.reason.contains("burns its error budget"),
+        "{}",
+        first.reason
+    );
 }
 
 /// After a healthy minute, the database's own work is `db_own` per query and the workers'

@@ -220,16 +220,15 @@ impl Split {
 }
 
 impl Engine {
-    /// Every service on the objectives' critical paths in the short window ending at `end`:
+    /// Every service on the objectives' critical paths in the `len` seconds up to `end`:
     /// significant growth first, then the rest, each by descending growth (see the module docs).
-    pub(super) fn rank(&self, end: u64) -> Vec<Suspect> {
-        let short = self.settings.short_window_s;
-        let edges = self.seconds.edges(end, short);
+    pub(super) fn rank(&self, end: u64, len: u64) -> Vec<Suspect> {
+        let edges = self.seconds.edges(end, len);
         let split = Split::new(&edges, &self.attribution.edges);
         let mut suspects = Vec::new();
-        for symbol in self.seconds.services(end, short) {
+        for symbol in self.seconds.services(end, len) {
             let baseline = self.services.get(&symbol).and_then(|s| s.baseline);
-            let now = self.seconds.service(symbol, end, short);
+            let now = self.seconds.service(symbol, end, len);
             let Some(own_now) = own_share(&now, inbound_gaps(&edges, symbol)) else {
                 continue;
             };
@@ -277,7 +276,7 @@ impl Engine {
                     // The arrivals counted, not the growth of the wait: slots held by slow
                     // calls serve fewer visits a second, so the wait grows as if more arrived.
                     let load = if saturated(wait, occ) {
-                        self.queue_load(symbol, &now, end)
+                        self.queue_load(symbol, &now, len, end)
                             .map_or(1.0, |q| q.arrived)
                     } else {
                         1.0
@@ -331,7 +330,7 @@ impl Engine {
             return;
         }
         // How far each service's growth strays now, against the figures learned so far.
-        for suspect in self.rank(end) {
+        for suspect in self.rank(end, self.settings.short_window_s) {
             if !self.attribution.own.contains_key(&suspect.service) {
                 continue;
             }
@@ -386,7 +385,7 @@ impl Engine {
             return;
         }
         let culprits = self
-            .rank(end)
+            .rank(end, self.settings.short_window_s)
             .iter()
             .filter(|s| s.can_be_culprit())
             .map(|s| (self.catalog.service_name(s.service).to_string(), s.growth))

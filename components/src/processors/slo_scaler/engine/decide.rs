@@ -30,6 +30,21 @@ pub(super) struct QueueLoad {
     pub(super) arrived: f64,
 }
 
+/// Why an objective's culprit is sought.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Trigger {
+    /// The objective burns its error budget this many times as fast as allowed, over the short
+    /// and the long window.
+    Burning { short: f64, long: f64 },
+    /// Not burning yet: a saturated service on its path has a queue gaining `growth` seconds of
+    /// wait a second, its visits now waiting `wait` seconds.
+    Queue {
+        service: Symbol,
+        growth: f64,
+        wait: f64,
+    },
+}
+
 /// A decision's explanation, one service's line.
 struct Share {
     name: String,
@@ -41,21 +56,26 @@ impl Engine {
     pub(super) fn scale_up(
         &mut self,
         objective: usize,
-        s_burn: f64,
-        l_burn: f64,
+        trigger: Trigger,
         end: u64,
         now: u64,
         out: &mut Vec<Decision>,
     ) {
         let short = self.settings.short_window_s;
+        // A growing queue is caught at its onset, when the short window is still mostly the
+        // seconds before it: the services are compared over the seconds that showed it.
+        let window = match trigger {
+            Trigger::Burning { .. } => short,
+            Trigger::Queue { .. } => short.min(TREND_SECONDS),
+        };
         // Every service on the objectives' paths, by growth against its healthy share.
-        let ranking = self.rank(end);
+        let ranking = self.rank(end, window);
         let shares: Vec<(Symbol, Share)> = ranking
             .iter()
             .map(|s| {
                 let share = Share {
                     name: self.catalog.service_name(s.service).to_string(),
-                    now: self.seconds.service(s.service, end, short),
+                    now: self.seconds.service(s.service, end, window),
                     base: self.services.get(&s.service).and_then(|st| st.baseline),
                 };
                 (s.service, share)
@@ -75,7 +95,9 @@ impl Engine {
             .find(|s| s.can_be_culprit() && self.workload(s.service).is_some())
             .map(|s| s.service);
         let Some(culprit) = culprit else {
-            self.counters.no_culprit += 1;
+            if let Trigger::Burning { .. } = trigger {
+                self.counters.no_culprit += 1;
+            }
             return;
         };
         let Some(workload) = self.workload(culprit) else {
@@ -92,16 +114,19 @@ impl Engine {
             return;
         }
         let pods = self.pods(culprit, now);
-        let culprit_v = self.seconds.service(culprit, end, short);
+        // Sized from the last few seconds: at the onset of an overload the short window is
+        // still mostly the seconds before it, and a size read there falls short.
+        let sizing = short.min(TREND_SECONDS);
+        let culprit_v = self.seconds.service(culprit, end, sizing);
         let base = self.services.get(&culprit).and_then(|s| s.baseline);
         let Some((occupancy, own_work, wait)) = culprit_v.per_visit() else {
             return;
         };
-        let rate = culprit_v.visits as f64 / short as f64;
+        let rate = culprit_v.visits as f64 / sizing as f64;
         let mut size = String::new();
         let mut ratio: f64 = 0.0;
         if saturated(wait, occupancy)
-            && let Some(q) = self.queue_load(culprit, &culprit_v, end)
+            && let Some(q) = self.queue_load(culprit, &culprit_v, sizing, end)
         {
             // More visits than the entry traffic explains, at a wait that is not growing: an
             // upstream backlog draining through the service (a dependency recovered, and its
@@ -185,15 +210,38 @@ impl Engine {
         }
         let o = &self.settings.objectives[objective];
         let mut reason = format!(
-            "objective {:?} ({} {} p{} ≤ {}ms) burns its error budget {s_burn:.1}× ({}s) and {l_burn:.1}× ({}s); culprit {}: on the critical path",
+            "objective {:?} ({} {} p{} ≤ {}ms) ",
             o.name,
             o.service,
             o.operation,
             o.percentile,
             o.target_ns / 1_000_000,
-            short,
-            self.settings.long_window_s,
-            self.catalog.service_name(culprit),
+        );
+        match trigger {
+            Trigger::Burning { short: s, long: l } => {
+                let _ = write!(
+                    reason,
+                    "burns its error budget {s:.1}× ({short}s) and {l:.1}× ({}s)",
+                    self.settings.long_window_s
+                );
+            }
+            Trigger::Queue {
+                service,
+                growth,
+                wait,
+            } => {
+                let _ = write!(
+                    reason,
+                    "is at risk: the queue of {} on its path grows {growth:+.2} s/s (its visits wait {:.0}ms), more arrive than it serves",
+                    self.catalog.service_name(service),
+                    wait * 1e3
+                );
+            }
+        }
+        let _ = write!(
+            reason,
+            "; culprit {}: on the critical path",
+            self.catalog.service_name(culprit)
         );
         for (symbol, share, ..) in shares.iter().take(4) {
             let _ = write!(reason, " {}", describe(share));
@@ -236,7 +284,7 @@ impl Engine {
                 let draining = v
                     .per_visit()
                     .is_some_and(|(occupancy, _, wait)| saturated(wait, occupancy))
-                    && self.queue_load(caller, &v, end).is_some_and(|q| {
+                    && self.queue_load(caller, &v, short, end).is_some_and(|q| {
                         q.growth < 0.0 && q.last_wait / -q.growth <= self.settings.drain_within_s
                     });
                 if draining {
@@ -275,11 +323,13 @@ impl Engine {
     }
 
     /// Arrivals over capacity of a saturated service, from the trend of its visits' wait
-    /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read.
+    /// (`λ/μ = 1/(1 - g)`) and the share it turned away; None without a trend to read. `v` is
+    /// the service over the `len` seconds up to `end`.
     pub(super) fn queue_load(
         &self,
         service: Symbol,
         v: &ServiceSecond,
+        len: u64,
         end: u64,
     ) -> Option<QueueLoad> {
         let short = self.settings.short_window_s;
@@ -304,7 +354,7 @@ impl Engine {
         let arrived = self
             .seconds
             .arrival_rate(service, end.saturating_sub(lag), TREND_SECONDS);
-        let served_rate = served as f64 / short as f64;
+        let served_rate = served as f64 / len as f64;
         let counted = if served_rate > 0.0 {
             arrived / served_rate
         } else {
