@@ -68,8 +68,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// Also run baseline scalers on the same scenario and seed, comma-separated:
-        /// `cpu-hpa` (the Kubernetes HPA on CPU utilisation) and `rps` (a KEDA-style trigger on
-        /// requests per second per replica, threshold 0.7 of a replica's capacity).
+        /// `cpu-hpa` (the Kubernetes HPA on CPU utilisation), `rps` (a KEDA-style trigger on
+        /// requests per second per replica, threshold 0.7 of a replica's capacity) and `oracle`
+        /// (each fault's right target at its maximum from the fault's first instant: a bound).
         #[arg(long, value_name = "BASELINE[,BASELINE]", value_parser = simulation::report::Baselines::parse)]
         compare: Option<simulation::report::Baselines>,
         /// Print one JSON object instead of a table and the live view.

@@ -15,6 +15,7 @@ mod config;
 mod engine;
 mod hpa;
 pub mod live;
+mod oracle;
 pub mod presets;
 mod records;
 pub mod report;
@@ -42,6 +43,7 @@ pub use config::{
 };
 pub use engine::Sim;
 pub use hpa::{Hpa, HpaConfig};
+pub use oracle::Oracle;
 pub use presets::DEFAULT_SLO_NS;
 pub use records::{IntervalStats, ScaleAction, ServiceIntervalStats, SimSpan};
 pub use rps::{RpsConfig, RpsScaler, per_replica_capacity};

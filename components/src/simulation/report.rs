@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{
-    Hpa, HpaConfig, NANOS_PER_SEC, RpsConfig, RpsScaler, RunResult, RunScore, Scenario, Sim,
-    SimError, run_scenario,
+    Hpa, HpaConfig, NANOS_PER_SEC, Oracle, RpsConfig, RpsScaler, RunResult, RunScore, Scenario,
+    Sim, SimError, run_scenario,
 };
 
 /// The figures of one run, as `--json` prints them.
@@ -47,17 +47,20 @@ pub enum Baseline {
     CpuHpa,
     /// A KEDA-style trigger on requests per second per replica (`rps`).
     Rps,
+    /// Each phase's right target at its maximum for the whole phase (`oracle`): a bound.
+    Oracle,
 }
 
 impl Baseline {
     /// Every baseline, in the order tables and charts show them.
-    pub const ALL: [Baseline; 2] = [Baseline::CpuHpa, Baseline::Rps];
+    pub const ALL: [Baseline; 3] = [Baseline::CpuHpa, Baseline::Rps, Baseline::Oracle];
 
     /// Its name on the command line and in the JSON.
     pub fn name(self) -> &'static str {
         match self {
             Baseline::CpuHpa => "cpu-hpa",
             Baseline::Rps => "rps",
+            Baseline::Oracle => "oracle",
         }
     }
 
@@ -74,6 +77,11 @@ impl Baseline {
                 let probe = Sim::new(&scenario.sim)?;
                 let mut rps = RpsScaler::new(&probe, &scenario.sim, RpsConfig::default());
                 run_scenario(scenario, &mut rps)
+            }
+            Baseline::Oracle => {
+                let probe = Sim::new(&scenario.sim)?;
+                let mut oracle = Oracle::new(&probe, &scenario.phases);
+                run_scenario(scenario, &mut oracle)
             }
         }
     }

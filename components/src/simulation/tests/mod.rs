@@ -1,5 +1,5 @@
 //! Behaviour of the simulation: determinism, queueing laws, the scenarios' ground truth, the
-//! HPA baseline and the scoring.
+//! HPA baseline, the oracle and the scoring.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -590,4 +590,43 @@ fn the_chart_escapes_names() {
         !chart.contains("db<'1'>") && !chart.contains("<run>"),
         "{chart}"
     );
+}
+
+#[test]
+fn the_oracle_holds_each_right_target_at_its_maximum_through_its_phase() {
+    let sc = mixed();
+    let run = run_scenario(
+        &sc,
+        &mut Oracle::new(&Sim::new(&sc.sim).unwrap(), &sc.phases),
+    )
+    .unwrap();
+    // Up once at each phase's start, to the service's maximum; back once at its end.
+    assert_eq!(run.actions.len(), 2 * sc.phases.len(), "{:#?}", run.actions);
+    for (phase, pair) in sc.phases.iter().zip(run.actions.chunks(2)) {
+        let (up, down) = (&pair[0], &pair[1]);
+        let max = Sim::new(&sc.sim)
+            .unwrap()
+            .replica_bounds(&phase.right_target)
+            .unwrap()
+            .1;
+        assert_eq!(up.service, phase.right_target);
+        assert_eq!((up.to, down.to), (max, up.from), "{pair:#?}");
+        let tick = sc.sim.stats_interval_ns;
+        assert!(
+            up.time >= phase.start && up.time < phase.start + tick,
+            "{up:?}"
+        );
+        assert!(
+            down.time >= phase.end && down.time < phase.end + tick,
+            "{down:?}"
+        );
+    }
+    assert_eq!(run.report.wrong_target_actions, 0);
+    // Replicas still start up: the first seconds of each phase still violate the SLO.
+    let first = rows_in(
+        &run.rows,
+        sc.phases[0].start,
+        sc.phases[0].start + 10_000_000_000,
+    );
+    assert!(violations(&first, sc.slo_latency_ns) > 0);
 }
