@@ -57,8 +57,8 @@ pub struct SloScalerConfig {
     pub cooldown: HumanDuration,
     /// A culprit whose own work is slower at the same load: `scale` anyway, or `hold`.
     pub slow_work: SlowWorkConfig,
-    /// Seek the culprit as soon as a saturated service on an objective's path has a growing
-    /// queue, before the objective burns.
+    /// Seek the culprit as soon as the latency of a service on an objective's path keeps
+    /// growing (its queue's wait, or its own work), before the objective burns.
     pub anticipate: bool,
     /// Pass the trace batches on downstream; `false` consumes them and emits only decisions.
     pub passthrough: bool,

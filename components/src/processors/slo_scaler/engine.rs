@@ -41,7 +41,7 @@ use crate::tracetree::{
 };
 use culprit::{Attribution, edge_seconds};
 pub use culprit::{Ranking, Suspect};
-use decide::{Trigger, saturated};
+use decide::{Growing, GrowingPart, Trigger, saturated};
 
 /// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
 const SATURATED_WAIT_SHARE: f64 = 1.0;
@@ -57,7 +57,8 @@ const SYMPTOM_GROWTH: f64 = 0.2;
 /// Seconds over which the growth of a queue is read.
 const TREND_SECONDS: u64 = 5;
 /// A saturated queue gaining this much wait a second (arrivals about 5 % past what it
-/// serves) is an overload on its way to every objective behind it.
+/// serves), or own work past its baseline gaining this much a second, is an overload on its way
+/// to every objective behind it.
 const ANTICIPATE_GROWTH: f64 = 0.05;
 /// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
 const MAX_WORK_RATIO: f64 = 4.0;
@@ -132,7 +133,7 @@ pub struct Settings {
     pub cooldown_ns: u64,
     /// Slower own work at the same load.
     pub slow_work: SlowWork,
-    /// Seek the culprit once a queue on an objective's path grows, before the objective burns.
+    /// Seek the culprit once a latency on an objective's path keeps growing, before it burns.
     pub anticipate: bool,
 }
 
@@ -482,7 +483,7 @@ impl Engine {
         }
         self.learn_capacity(end, now);
         let growing = if burning.is_empty() && self.settings.anticipate {
-            self.growing_queues(end, now)
+            self.growing(end, now)
         } else {
             Vec::new()
         };
@@ -502,19 +503,14 @@ impl Engine {
             s.down_history.clear();
         }
         if burning.is_empty() {
-            for (service, growth, wait) in growing {
+            for g in growing {
                 let objectives = self
                     .services
-                    .get(&service)
+                    .get(&g.service)
                     .map(|s| s.objectives.clone())
                     .unwrap_or_default();
                 for objective in objectives {
-                    let trigger = Trigger::Queue {
-                        service,
-                        growth,
-                        wait,
-                    };
-                    self.scale_up(objective, trigger, end, now, out);
+                    self.scale_up(objective, Trigger::Growing(g), end, now, out);
                 }
             }
             return;
@@ -542,11 +538,12 @@ impl Engine {
         }
     }
 
-    /// Services on an objective's path, with a workload and replicas serving, whose visits
-    /// lately waited longer than they were served and whose wait keeps growing: more arrive than they serve,
-    /// and every objective behind them will breach, however high its target, given time.
-    /// (service, growth in seconds a second, the latest second's wait in seconds).
-    fn growing_queues(&self, end: u64, now: u64) -> Vec<(Symbol, f64, f64)> {
+    /// Services on an objective's path, with a workload and replicas serving, whose latency
+    /// keeps growing: every objective behind them will breach, however high its target, given
+    /// time. Either their visits lately waited longer than they were served and the wait keeps
+    /// growing (more arrive than they serve: a queue), or their own work is past its baseline
+    /// and keeps growing (visits contending for cores: the queue is inside the work).
+    fn growing(&self, end: u64, now: u64) -> Vec<Growing> {
         let mut growing = Vec::new();
         for (&symbol, state) in &self.services {
             if state.objectives.is_empty()
@@ -556,17 +553,48 @@ impl Engine {
                 continue;
             }
             let recent = self.seconds.service(symbol, end, TREND_SECONDS);
-            let Some((occupancy, _, wait)) = recent.per_visit() else {
+            let Some((occupancy, own_work, wait)) = recent.per_visit() else {
                 continue;
             };
-            if !saturated(wait, occupancy) {
-                continue;
-            }
-            let series = self.seconds.wait_series(symbol, end, TREND_SECONDS);
-            if let (Some(growth), Some(&(_, last))) = (slope(&series), series.last())
-                && growth >= ANTICIPATE_GROWTH
+            // A queue's wait builds up: its trend is its growth. Own work can also step up and
+            // stay (a slowdown that happened, not one that goes on): it must have risen in each
+            // of the last three seconds, since the second a step happened in holds a mix of
+            // before and after, and two rises can be that mix and the step.
+            let recent_series = |series: Vec<(f64, f64)>, every_second: bool| {
+                let last = series.last().map(|p| p.1)?;
+                let rises = series
+                    .windows(2)
+                    .rev()
+                    .take_while(|w| w[1].1 > w[0].1)
+                    .count();
+                let rising = !every_second || rises >= 3;
+                slope(&series)
+                    .filter(|g| rising && *g >= ANTICIPATE_GROWTH)
+                    .map(|g| (g, last))
+            };
+            if saturated(wait, occupancy)
+                && let Some((growth, last)) =
+                    recent_series(self.seconds.wait_series(symbol, end, TREND_SECONDS), false)
             {
-                growing.push((symbol, growth, last));
+                growing.push(Growing {
+                    service: symbol,
+                    part: GrowingPart::Wait,
+                    growth,
+                    now: last,
+                });
+            } else if let Some(b) = state.baseline
+                && own_work > SLOWER_WORK * b.own_work
+                && let Some((growth, last)) =
+                    recent_series(self.seconds.work_series(symbol, end, TREND_SECONDS), true)
+            {
+                growing.push(Growing {
+                    service: symbol,
+                    part: GrowingPart::Work {
+                        healthy: b.own_work / 1e9,
+                    },
+                    growth,
+                    now: last,
+                });
             }
         }
         growing

@@ -72,6 +72,18 @@ fn settings() -> Settings {
     }
 }
 
+/// An engine whose settings wait for traces as long as its buffer does, so that its windows
+/// hold every second up to the last one it reads; `engine()`'s read the last three seconds
+/// before their traces are released.
+fn whole_windows(settings: Settings) -> Engine {
+    let buffer = BufferConfig::default();
+    let settings = Settings {
+        completion_wait_ns: buffer.completion_wait,
+        ..settings
+    };
+    Engine::new(settings, buffer).unwrap()
+}
+
 fn engine() -> Engine {
     Engine::new(settings(), BufferConfig::default()).unwrap()
 }
@@ -220,7 +232,7 @@ fn a_growing_queue(anticipate: bool) -> Vec<(u64, Decision)> {
     let mut settings = settings();
     settings.anticipate = anticipate;
     settings.objectives[0].target_ns = 2 * S;
-    let mut e = Engine::new(settings, BufferConfig::default()).unwrap();
+    let mut e = whole_windows(settings);
     run(&mut e, 0, &[HEALTHY; 60]);
     let overload: Vec<Second> = (0..40)
         .map(|i| Second {
@@ -256,6 +268,54 @@ fn a_growing_queue_is_scaled_before_its_objective_burns() {
         "{}",
         first.reason
     );
+}
+
+#[test]
+fn a_database_whose_work_keeps_growing_is_scaled_before_its_objective_burns() {
+    // Queries contending for the database's cores: each takes 150 ms longer than the one a
+    // second before, and with a 5 s target the first request breaches half a minute in.
+    let mut settings = settings();
+    settings.objectives[0].target_ns = 5 * S;
+    let mut e = whole_windows(settings);
+    run(&mut e, 0, &[HEALTHY; 60]);
+    let thrashing: Vec<Second> = (0..20)
+        .map(|i| Second {
+            db_own: HEALTHY.db_own + 150 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    let decisions = run(&mut e, 60, &thrashing);
+    let (at, first) = decisions.first().expect("a decision");
+    assert!(*at < 70, "decided at {at}");
+    assert_eq!(first.target.name, "db", "{}", first.reason);
+    assert!(to(first) > 2, "{}", first.reason);
+    assert!(
+        first
+            .reason
+            .contains("is at risk: the own work of db on its path grows"),
+        "{}",
+        first.reason
+    );
+    assert!(
+        decisions.iter().all(|(_, d)| d.target.name == "db"),
+        "the workers waiting on it are never scaled: {decisions:#?}"
+    );
+}
+
+#[test]
+fn a_slowdown_that_happened_is_not_growth() {
+    // The database thirty times slower at once, then steady: the objective's 10 s target
+    // holds, and nothing is at risk.
+    let mut settings = settings();
+    settings.objectives[0].target_ns = 10 * S;
+    let mut e = whole_windows(settings);
+    run(&mut e, 0, &[HEALTHY; 60]);
+    let slower = [Second {
+        db_own: 300 * MS,
+        ..HEALTHY
+    }; 30];
+    let decisions = run(&mut e, 60, &slower);
+    assert!(decisions.is_empty(), "{decisions:#?}");
 }
 
 /// After a healthy minute, the database's own work is `db_own` per query and the workers'

@@ -272,6 +272,19 @@ impl Seconds {
             })
             .collect()
     }
+
+    /// The mean own work per visit served of `service` in each second of `(end - len, end]`
+    /// that served visits, as (second offset, seconds).
+    pub(super) fn work_series(&self, service: Symbol, end: u64, len: u64) -> Vec<(f64, f64)> {
+        self.range(end, len)
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let v = s.services.get(&service)?;
+                let (_, own_work, _) = v.per_visit()?;
+                Some((i as f64, own_work / 1e9))
+            })
+            .collect()
+    }
 }
 
 /// The least-squares slope of `points` (x, y); None with fewer than three points.

@@ -36,13 +36,28 @@ pub(super) enum Trigger {
     /// The objective burns its error budget this many times as fast as allowed, over the short
     /// and the long window.
     Burning { short: f64, long: f64 },
-    /// Not burning yet: a saturated service on its path has a queue gaining `growth` seconds of
-    /// wait a second, its visits now waiting `wait` seconds.
-    Queue {
-        service: Symbol,
-        growth: f64,
-        wait: f64,
-    },
+    /// Not burning yet: the latency of a service on its path keeps growing.
+    Growing(Growing),
+}
+
+/// A service whose latency keeps growing.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Growing {
+    pub(super) service: Symbol,
+    pub(super) part: GrowingPart,
+    /// Seconds gained per second, per visit.
+    pub(super) growth: f64,
+    /// Its latest second's value per visit, seconds.
+    pub(super) now: f64,
+}
+
+/// What part of a visit keeps growing.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum GrowingPart {
+    /// The wait to be served: a queue.
+    Wait,
+    /// The own work, past its healthy `healthy` seconds: visits contending inside the service.
+    Work { healthy: f64 },
 }
 
 /// A decision's explanation, one service's line.
@@ -66,7 +81,7 @@ impl Engine {
         // seconds before it: the services are compared over the seconds that showed it.
         let window = match trigger {
             Trigger::Burning { .. } => short,
-            Trigger::Queue { .. } => short.min(TREND_SECONDS),
+            Trigger::Growing(_) => short.min(TREND_SECONDS),
         };
         // Every service on the objectives' paths, by growth against its healthy share.
         let ranking = self.rank(end, window);
@@ -225,17 +240,22 @@ impl Engine {
                     self.settings.long_window_s
                 );
             }
-            Trigger::Queue {
-                service,
-                growth,
-                wait,
-            } => {
-                let _ = write!(
-                    reason,
-                    "is at risk: the queue of {} on its path grows {growth:+.2} s/s (its visits wait {:.0}ms), more arrive than it serves",
-                    self.catalog.service_name(service),
-                    wait * 1e3
-                );
+            Trigger::Growing(g) => {
+                let name = self.catalog.service_name(g.service);
+                let growth = g.growth;
+                let _ = match g.part {
+                    GrowingPart::Wait => write!(
+                        reason,
+                        "is at risk: the queue of {name} on its path grows {growth:+.2} s/s (its visits wait {:.0}ms), more arrive than it serves",
+                        g.now * 1e3
+                    ),
+                    GrowingPart::Work { healthy } => write!(
+                        reason,
+                        "is at risk: the own work of {name} on its path grows {growth:+.2} s/s ({:.0}ms a visit, {:.0}ms healthy), its visits contend for what it has",
+                        g.now * 1e3,
+                        healthy * 1e3
+                    ),
+                };
             }
         }
         let _ = write!(
