@@ -84,6 +84,10 @@ fn whole_windows(settings: Settings) -> Engine {
     Engine::new(settings, buffer).unwrap()
 }
 
+/// An engine on the settings above. Its buffer waits 5 s for a trace where the settings say
+/// 2 s, so each evaluation reads its windows' last three seconds before their traces are
+/// released; the tests of upstream backlogs were shaped on that and do not yet hold on
+/// [`whole_windows`] (their traffic counts the held requests twice).
 fn engine() -> Engine {
     Engine::new(settings(), BufferConfig::default()).unwrap()
 }
@@ -359,17 +363,32 @@ fn workers_whose_queue_races_while_they_wait_on_a_slow_database_are_a_symptom() 
 
 #[test]
 fn a_queue_that_drains_by_itself_asks_for_nothing() {
-    let mut e = engine();
+    let mut e = whole_windows(settings());
     run(&mut e, 0, &[HEALTHY; 60]);
-    // A backlog left behind, shrinking by 200 ms a second at healthy traffic.
-    let draining: Vec<Second> = (0..10)
+    // A ten-second burst the workers cannot serve: their queue grows by 200 ms a second.
+    let burst: Vec<Second> = (0..10)
         .map(|i| Second {
-            worker_wait: 2000 * MS - 200 * MS * i,
+            rps: 100,
+            worker_wait: 200 * MS * (i + 1),
             ..HEALTHY
         })
         .collect();
-    let decisions = run(&mut e, 60, &draining);
-    assert!(decisions.iter().all(|(_, d)| to(d) <= 2), "{decisions:#?}");
+    run(&mut e, 60, &burst);
+    // Then the backlog shrinks by 200 ms a second at healthy traffic, and is gone.
+    let mut after: Vec<Second> = (0..10)
+        .map(|i| Second {
+            worker_wait: 2000 * MS - 200 * MS * (i + 1),
+            ..HEALTHY
+        })
+        .collect();
+    after.extend([HEALTHY; 10]);
+    let decisions = run(&mut e, 70, &after);
+    // Evaluations at t read up to t - 6 (the completion wait and the second in progress): from
+    // t = 80 the last five seconds hold only the draining queue.
+    assert!(
+        decisions.iter().all(|(t, _)| *t < 80),
+        "nothing once the queue is seen draining: {decisions:#?}"
+    );
 }
 
 #[test]
