@@ -199,7 +199,13 @@ fn second(t: u64, fault: Fault, kinds: bool) -> Vec<ResourceSpans> {
 
 /// 90 healthy seconds, then 30 of the fault; the rankings made while the objective burned.
 fn rankings(fault: Fault, kinds: bool) -> Vec<Ranking> {
-    let mut engine = Engine::new(settings(), BufferConfig::default()).unwrap();
+    // The buffer waits as long as the settings say, as the processor builds it.
+    let settings = settings();
+    let buffer = BufferConfig {
+        completion_wait: settings.completion_wait_ns,
+        ..BufferConfig::default()
+    };
+    let mut engine = Engine::new(settings, buffer).unwrap();
     engine.record_rankings();
     let mut rankings = Vec::new();
     for t in 0..120 {

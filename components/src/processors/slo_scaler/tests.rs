@@ -58,7 +58,7 @@ fn settings() -> Settings {
             workload("db", "statefulset/db"),
         ],
         interval_ns: S,
-        completion_wait_ns: 2 * S,
+        completion_wait_ns: BufferConfig::default().completion_wait,
         short_window_s: 10,
         long_window_s: 60,
         burn_rate: 2.0,
@@ -72,24 +72,19 @@ fn settings() -> Settings {
     }
 }
 
-/// An engine whose settings wait for traces as long as its buffer does, so that its windows
-/// hold every second up to the last one it reads; `engine()`'s read the last three seconds
-/// before their traces are released.
-fn whole_windows(settings: Settings) -> Engine {
-    let buffer = BufferConfig::default();
-    let settings = Settings {
-        completion_wait_ns: buffer.completion_wait,
-        ..settings
+/// An engine on `settings`, its buffer waiting for traces as long as the settings say (as the
+/// processor builds it): a shorter wait in the settings would read the last seconds of every
+/// window before their traces are released.
+fn engine_with(settings: Settings) -> Engine {
+    let buffer = BufferConfig {
+        completion_wait: settings.completion_wait_ns,
+        ..BufferConfig::default()
     };
     Engine::new(settings, buffer).unwrap()
 }
 
-/// An engine on the settings above. Its buffer waits 5 s for a trace where the settings say
-/// 2 s, so each evaluation reads its windows' last three seconds before their traces are
-/// released; the tests of upstream backlogs were shaped on that and do not yet hold on
-/// [`whole_windows`] (their traffic counts the held requests twice).
 fn engine() -> Engine {
-    Engine::new(settings(), BufferConfig::default()).unwrap()
+    engine_with(settings())
 }
 
 /// Feeds `seconds` of traffic, one batch a second, evaluating as span time passes; returns
@@ -236,7 +231,7 @@ fn a_growing_queue(anticipate: bool) -> Vec<(u64, Decision)> {
     let mut settings = settings();
     settings.anticipate = anticipate;
     settings.objectives[0].target_ns = 2 * S;
-    let mut e = whole_windows(settings);
+    let mut e = engine_with(settings);
     run(&mut e, 0, &[HEALTHY; 60]);
     let overload: Vec<Second> = (0..40)
         .map(|i| Second {
@@ -252,7 +247,7 @@ fn a_growing_queue(anticipate: bool) -> Vec<(u64, Decision)> {
 fn a_growing_queue_is_scaled_before_its_objective_burns() {
     let decisions = a_growing_queue(true);
     let (at, first) = decisions.first().expect("a decision");
-    // A few seconds of growth, and the two the traces take to complete.
+    // A few seconds of growth, and the five the traces take to complete.
     assert!(*at < 70, "decided at {at}");
     assert_eq!(first.target.name, "worker", "{}", first.reason);
     assert!(to(first) > 2, "{}", first.reason);
@@ -280,7 +275,7 @@ fn a_database_whose_work_keeps_growing_is_scaled_before_its_objective_burns() {
     // second before, and with a 5 s target the first request breaches half a minute in.
     let mut settings = settings();
     settings.objectives[0].target_ns = 5 * S;
-    let mut e = whole_windows(settings);
+    let mut e = engine_with(settings);
     run(&mut e, 0, &[HEALTHY; 60]);
     let thrashing: Vec<Second> = (0..20)
         .map(|i| Second {
@@ -312,7 +307,7 @@ fn a_slowdown_that_happened_is_not_growth() {
     // holds, and nothing is at risk.
     let mut settings = settings();
     settings.objectives[0].target_ns = 10 * S;
-    let mut e = whole_windows(settings);
+    let mut e = engine_with(settings);
     run(&mut e, 0, &[HEALTHY; 60]);
     let slower = [Second {
         db_own: 300 * MS,
@@ -363,7 +358,7 @@ fn workers_whose_queue_races_while_they_wait_on_a_slow_database_are_a_symptom() 
 
 #[test]
 fn a_queue_that_drains_by_itself_asks_for_nothing() {
-    let mut e = whole_windows(settings());
+    let mut e = engine();
     run(&mut e, 0, &[HEALTHY; 60]);
     // A ten-second burst the workers cannot serve: their queue grows by 200 ms a second.
     let burst: Vec<Second> = (0..10)
@@ -383,39 +378,56 @@ fn a_queue_that_drains_by_itself_asks_for_nothing() {
         .collect();
     after.extend([HEALTHY; 10]);
     let decisions = run(&mut e, 70, &after);
-    // Evaluations at t read up to t - 6 (the completion wait and the second in progress): from
-    // t = 80 the last five seconds hold only the draining queue.
+    // The evaluation in second t reads up to t - 5 (the completion wait): from t = 79 the last
+    // five seconds hold only the draining queue.
     assert!(
-        decisions.iter().all(|(t, _)| *t < 80),
+        decisions.iter().all(|(t, _)| *t < 79),
         "nothing once the queue is seen draining: {decisions:#?}"
     );
+}
+
+/// Twenty seconds in which requests still reach the frontend at 50 a second, but it forwards
+/// half of them and holds the rest, ten seconds' worth by the end. With `db_slow`, because the
+/// database is slow (the workers wait on it and queue); without, for a cause outside the
+/// workloads (a rate limit in front of the workers, say).
+fn frontend_holds(e: &mut Engine, db_slow: bool) {
+    run(e, 0, &[HEALTHY; 60]);
+    let slow: Vec<Second> = (0..20)
+        .map(|i| Second {
+            rps: 25,
+            frontend_wait: i * S / 2,
+            db_own: if db_slow { 300 * MS } else { HEALTHY.db_own },
+            worker_wait: if db_slow { 200 * MS * (i + 1) } else { 0 },
+            ..HEALTHY
+        })
+        .collect();
+    run(e, 60, &slow);
+}
+
+/// The frontend sends on what it held, at one and a half times
+/// the traffic for twenty seconds (requests that reached it ten seconds ago, down to now), the
+/// database's own work `db_own`; then all is healthy. Decisions from second 80.
+fn frontend_sends_what_it_held(e: &mut Engine, db_own: u64) -> Vec<(u64, Decision)> {
+    let mut drain: Vec<Second> = (0..20)
+        .map(|i| Second {
+            rps: 75,
+            frontend_wait: 10 * S - i * S / 2,
+            worker_wait: 300 * MS,
+            db_own,
+            ..HEALTHY
+        })
+        .collect();
+    drain.extend([HEALTHY; 10]);
+    run(e, 80, &drain)
 }
 
 #[test]
 fn a_backlog_draining_through_a_saturated_service_asks_for_nothing() {
     let mut e = engine();
-    run(&mut e, 0, &[HEALTHY; 60]);
-    // The database is slow for 20 s; the workers wait on it and queue.
-    let slow: Vec<Second> = (0..20)
-        .map(|i| Second {
-            db_own: 300 * MS,
-            worker_wait: 200 * MS * (i + 1),
-            ..HEALTHY
-        })
-        .collect();
-    run(&mut e, 60, &slow);
-    // It has recovered, and the frontend sends on what it held: requests that reached it 15 s
-    // ago down to now, at twice the traffic. The workers pass them at full capacity, their
-    // wait flat; more workers would be wasted once the backlog is through.
-    let drain: Vec<Second> = (0..30)
-        .map(|i| Second {
-            rps: 100,
-            frontend_wait: 15 * S - i * S / 2,
-            worker_wait: 300 * MS,
-            ..HEALTHY
-        })
-        .collect();
-    let decisions = run(&mut e, 80, &drain);
+    frontend_holds(&mut e, true);
+    // The workers pass the backlog at full capacity, their wait flat: more workers would be
+    // wasted once it is through.
+    let decisions = frontend_sends_what_it_held(&mut e, HEALTHY.db_own);
     assert!(
         decisions.iter().all(|(_, d)| d.target.name != "worker"),
         "{decisions:#?}"
@@ -425,20 +437,10 @@ fn a_backlog_draining_through_a_saturated_service_asks_for_nothing() {
 #[test]
 fn a_database_slowed_by_a_backlog_the_entry_traffic_does_not_explain_is_not_scaled() {
     let mut e = engine();
-    run(&mut e, 0, &[HEALTHY; 60]);
-    // The frontend sends on what it held: requests that reached it 15 s ago down to now, at
-    // twice the traffic. The database is twice as slow under them, and the workers wait on
-    // it; once the backlog is through, both are back at their healthy load.
-    let drain: Vec<Second> = (0..20)
-        .map(|i| Second {
-            rps: 100,
-            frontend_wait: 15 * S - i * S / 2,
-            worker_wait: 300 * MS,
-            db_own: 20 * MS,
-            ..HEALTHY
-        })
-        .collect();
-    let decisions = run(&mut e, 60, &drain);
+    frontend_holds(&mut e, false);
+    // The database twice as slow under the backlog; once it is through, back at its healthy
+    // load.
+    let decisions = frontend_sends_what_it_held(&mut e, 2 * HEALTHY.db_own);
     assert!(
         decisions.iter().all(|(_, d)| d.target.name != "db"),
         "{decisions:#?}"
@@ -545,34 +547,26 @@ fn an_objective_on_a_call_burns_on_that_calls_spans() {
         })
         .collect();
 
-    let mut entry_only = Engine::new(
-        Settings {
-            objectives: vec![lax_entry.clone()],
-            ..settings()
-        },
-        BufferConfig::default(),
-    )
-    .unwrap();
+    let mut entry_only = engine_with(Settings {
+        objectives: vec![lax_entry.clone()],
+        ..settings()
+    });
     run(&mut entry_only, 0, &[HEALTHY; 60]);
     assert!(run(&mut entry_only, 60, &slow).is_empty());
 
-    let mut with_call = Engine::new(
-        Settings {
-            objectives: vec![
-                lax_entry,
-                Objective {
-                    name: "select".into(),
-                    service: "db".into(),
-                    operation: "SELECT".into(),
-                    percentile: 99.0,
-                    target_ns: 100 * MS,
-                },
-            ],
-            ..settings()
-        },
-        BufferConfig::default(),
-    )
-    .unwrap();
+    let mut with_call = engine_with(Settings {
+        objectives: vec![
+            lax_entry,
+            Objective {
+                name: "select".into(),
+                service: "db".into(),
+                operation: "SELECT".into(),
+                percentile: 99.0,
+                target_ns: 100 * MS,
+            },
+        ],
+        ..settings()
+    });
     run(&mut with_call, 0, &[HEALTHY; 60]);
     let decisions = run(&mut with_call, 60, &slow);
     let (_, first) = decisions.first().expect("a decision");
