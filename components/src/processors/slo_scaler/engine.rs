@@ -6,6 +6,9 @@
 //!   window, against the error budget (`100 - percentile` %); burning when both exceed
 //!   `burn_rate`, as multi-window SLO alerts do; it asks for replicas only while its last few
 //!   seconds still burn.
+//! - **At risk.** Before it burns, an objective is at risk when a service on its path has a
+//!   latency that keeps growing, a saturated queue's wait or its own work ([`risk`]): the
+//!   culprit is sought then, over the last few seconds.
 //! - **Culprit.** The first scalable service of the ranking in [`culprit`]: by the growth of its
 //!   own work and queueing on the objectives' critical paths against its healthy share, plus
 //!   its share of the growth of the gaps of the calls it takes part in (a callee slow to answer,
@@ -17,7 +20,7 @@
 //!   delay of the visits ending each second grows at `g = 1 - μ/λ`, so arrivals over capacity
 //!   are `λ/μ = 1/(1 - g)`; the replicas seen serving (`k8s.pod.name`) times `λ/μ` over the
 //!   target utilisation, or more if the backlog must drain within `drain_within`. A culprit whose
-//!   own work per visit grew is sized by that growth (at most doubled per decision), unless the
+//!   own work per visit grew is sized by that growth (at most fourfold per decision), unless the
 //!   extra visits it grew under are a backlog passing through. A queue that is draining by
 //!   itself asks for nothing.
 //! - **Down.** After `scale_down_after` without a burning objective, each workload is sized from
@@ -27,6 +30,7 @@
 
 mod culprit;
 mod decide;
+mod risk;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -34,14 +38,14 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tracescale_core::attributes::{SERVICE_NAME, string_attribute};
 use tracescale_core::signal::{Decision, Target};
 
-use super::window::{Second, Seconds, ServiceSecond, slope};
+use super::window::{Second, Seconds, ServiceSecond};
 use crate::tracetree::{
     BufferConfig, BufferConfigError, CatalogConfig, Kind, ReleasedTrace, SpanCatalog, SpanRecord,
     Symbol, TraceBuffer, TraceTree, WorkloadKind, breakdown, critical_path,
 };
 use culprit::{Attribution, edge_seconds};
 pub use culprit::{Ranking, Suspect};
-use decide::{Growing, GrowingPart, Trigger, saturated};
+use decide::{Trigger, saturated};
 
 /// A visit waits "a lot" (its service is saturated) when it waits longer than it is served.
 const SATURATED_WAIT_SHARE: f64 = 1.0;
@@ -56,10 +60,6 @@ const SAME_LOAD: f64 = 1.1;
 const SYMPTOM_GROWTH: f64 = 0.2;
 /// Seconds over which the growth of a queue is read.
 const TREND_SECONDS: u64 = 5;
-/// A saturated queue gaining this much wait a second (arrivals about 5 % past what it
-/// serves), or own work past its baseline gaining this much a second, is an overload on its way
-/// to every objective behind it.
-const ANTICIPATE_GROWTH: f64 = 0.05;
 /// Most growth of own work one decision sizes for: the exporter's rate limits apply on top.
 const MAX_WORK_RATIO: f64 = 4.0;
 /// The resource attribute that names the replica a span came from.
@@ -536,68 +536,6 @@ impl Engine {
             };
             self.scale_up(objective, trigger, end, now, out);
         }
-    }
-
-    /// Services on an objective's path, with a workload and replicas serving, whose latency
-    /// keeps growing: every objective behind them will breach, however high its target, given
-    /// time. Either their visits lately waited longer than they were served and the wait keeps
-    /// growing (more arrive than they serve: a queue), or their own work is past its baseline
-    /// and keeps growing (visits contending for cores: the queue is inside the work).
-    fn growing(&self, end: u64, now: u64) -> Vec<Growing> {
-        let mut growing = Vec::new();
-        for (&symbol, state) in &self.services {
-            if state.objectives.is_empty()
-                || self.pods(symbol, now) == 0
-                || self.workload(symbol).is_none()
-            {
-                continue;
-            }
-            let recent = self.seconds.service(symbol, end, TREND_SECONDS);
-            let Some((occupancy, own_work, wait)) = recent.per_visit() else {
-                continue;
-            };
-            // A queue's wait builds up: its trend is its growth. Own work can also step up and
-            // stay (a slowdown that happened, not one that goes on): it must have risen in each
-            // of the last three seconds, since the second a step happened in holds a mix of
-            // before and after, and two rises can be that mix and the step.
-            let recent_series = |series: Vec<(f64, f64)>, every_second: bool| {
-                let last = series.last().map(|p| p.1)?;
-                let rises = series
-                    .windows(2)
-                    .rev()
-                    .take_while(|w| w[1].1 > w[0].1)
-                    .count();
-                let rising = !every_second || rises >= 3;
-                slope(&series)
-                    .filter(|g| rising && *g >= ANTICIPATE_GROWTH)
-                    .map(|g| (g, last))
-            };
-            if saturated(wait, occupancy)
-                && let Some((growth, last)) =
-                    recent_series(self.seconds.wait_series(symbol, end, TREND_SECONDS), false)
-            {
-                growing.push(Growing {
-                    service: symbol,
-                    part: GrowingPart::Wait,
-                    growth,
-                    now: last,
-                });
-            } else if let Some(b) = state.baseline
-                && own_work > SLOWER_WORK * b.own_work
-                && let Some((growth, last)) =
-                    recent_series(self.seconds.work_series(symbol, end, TREND_SECONDS), true)
-            {
-                growing.push(Growing {
-                    service: symbol,
-                    part: GrowingPart::Work {
-                        healthy: b.own_work / 1e9,
-                    },
-                    growth,
-                    now: last,
-                });
-            }
-        }
-        growing
     }
 
     /// Concurrent visits per replica while a service is saturated: its capacity.

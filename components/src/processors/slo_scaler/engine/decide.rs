@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracescale_core::signal::{Decision, Evidence, MAX_EXEMPLARS, ReplicaLimits, ScaleChange};
 
 use super::super::window::{ServiceSecond, slope};
+use super::risk::{Growing, GrowingPart};
 use super::{
     Baseline, Engine, MAX_WORK_RATIO, SAME_LOAD, SATURATED_WAIT_NS, SATURATED_WAIT_SHARE,
     SLOWER_WORK, SlowWork, TREND_SECONDS, Workload,
@@ -38,26 +39,6 @@ pub(super) enum Trigger {
     Burning { short: f64, long: f64 },
     /// Not burning yet: the latency of a service on its path keeps growing.
     Growing(Growing),
-}
-
-/// A service whose latency keeps growing.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Growing {
-    pub(super) service: Symbol,
-    pub(super) part: GrowingPart,
-    /// Seconds gained per second, per visit.
-    pub(super) growth: f64,
-    /// Its latest second's value per visit, seconds.
-    pub(super) now: f64,
-}
-
-/// What part of a visit keeps growing.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum GrowingPart {
-    /// The wait to be served: a queue.
-    Wait,
-    /// The own work, past its healthy `healthy` seconds: visits contending inside the service.
-    Work { healthy: f64 },
 }
 
 /// A decision's explanation, one service's line.
