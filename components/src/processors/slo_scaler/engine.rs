@@ -417,7 +417,10 @@ impl Engine {
             }
         }
         for b in &shares.services {
-            if let Some(state) = self.services.get_mut(&b.service) {
+            if let Some(state) = on_objective
+                .then(|| self.services.get_mut(&b.service))
+                .flatten()
+            {
                 for &o in &matched {
                     if let Err(at) = state.objectives.binary_search(&o) {
                         state.objectives.insert(at, o);
@@ -461,6 +464,12 @@ impl Engine {
         let missed = (now - next) / interval;
         self.next_evaluation = Some(next.saturating_add(interval.saturating_mul(missed + 1)));
         self.evaluate(now, out);
+    }
+
+    /// The last few seconds, which trends, sizes and the onset of a fault are read over:
+    /// [`TREND_SECONDS`], or the short window if it is shorter.
+    fn recent_s(&self) -> u64 {
+        self.settings.short_window_s.min(TREND_SECONDS)
     }
 
     /// The last second every trace of which has been released.
@@ -523,7 +532,7 @@ impl Engine {
             // size read now would be of the backlog it leaves behind.
             let percentile = self.settings.objectives[objective].percentile;
             let (recent, n) = burn(
-                self.seconds.range(end, short.min(TREND_SECONDS)),
+                self.seconds.range(end, self.recent_s()),
                 objective,
                 percentile,
             );

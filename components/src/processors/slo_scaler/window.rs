@@ -264,24 +264,31 @@ impl Seconds {
     /// The mean wait per visit of `service` in each second of `(end - len, end]` that had
     /// visits, as (second offset, mean wait in seconds).
     pub(super) fn wait_series(&self, service: Symbol, end: u64, len: u64) -> Vec<(f64, f64)> {
-        self.range(end, len)
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let v = s.services.get(&service)?;
-                (v.visits > 0).then(|| (i as f64, v.wait as f64 / v.visits as f64 / 1e9))
-            })
-            .collect()
+        self.series(service, end, len, |v| {
+            (v.visits > 0).then(|| v.wait as f64 / v.visits as f64)
+        })
     }
 
     /// The mean own work per visit served of `service` in each second of `(end - len, end]`
     /// that served visits, as (second offset, seconds).
     pub(super) fn work_series(&self, service: Symbol, end: u64, len: u64) -> Vec<(f64, f64)> {
+        self.series(service, end, len, |v| v.per_visit().map(|(_, own, _)| own))
+    }
+
+    /// `value` (ns) of `service` in each second of `(end - len, end]` that has one, as
+    /// (second offset, seconds).
+    fn series(
+        &self,
+        service: Symbol,
+        end: u64,
+        len: u64,
+        value: impl Fn(&ServiceSecond) -> Option<f64>,
+    ) -> Vec<(f64, f64)> {
         self.range(end, len)
             .enumerate()
             .filter_map(|(i, s)| {
-                let v = s.services.get(&service)?;
-                let (_, own_work, _) = v.per_visit()?;
-                Some((i as f64, own_work / 1e9))
+                let v = value(s.services.get(&service)?)?;
+                Some((i as f64, v / 1e9))
             })
             .collect()
     }

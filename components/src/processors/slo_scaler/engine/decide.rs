@@ -62,7 +62,7 @@ impl Engine {
         // seconds before it: the services are compared over the seconds that showed it.
         let window = match trigger {
             Trigger::Burning { .. } => short,
-            Trigger::Growing(_) => short.min(TREND_SECONDS),
+            Trigger::Growing(_) => self.recent_s(),
         };
         // Every service on the objectives' paths, by growth against its healthy share.
         let ranking = self.rank(end, window);
@@ -112,7 +112,7 @@ impl Engine {
         let pods = self.pods(culprit, now);
         // Sized from the last few seconds: at the onset of an overload the short window is
         // still mostly the seconds before it, and a size read there falls short.
-        let sizing = short.min(TREND_SECONDS);
+        let sizing = self.recent_s();
         let culprit_v = self.seconds.service(culprit, end, sizing);
         let base = self.services.get(&culprit).and_then(|s| s.baseline);
         let Some((occupancy, own_work, wait)) = culprit_v.per_visit() else {
@@ -333,14 +333,9 @@ impl Engine {
         len: u64,
         end: u64,
     ) -> Option<QueueLoad> {
-        let short = self.settings.short_window_s;
         // The trend of the last few seconds: an older onset is not today's growth.
-        let growth = slope(
-            &self
-                .seconds
-                .wait_series(service, end, short.min(TREND_SECONDS)),
-        )?
-        .clamp(-0.9, 0.9);
+        let growth =
+            slope(&self.seconds.wait_series(service, end, self.recent_s()))?.clamp(-0.9, 0.9);
         let last_wait = self
             .seconds
             .wait_series(service, end, 1)

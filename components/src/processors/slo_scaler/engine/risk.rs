@@ -56,21 +56,9 @@ impl Engine {
             // stay (a slowdown that happened, not one that goes on): it must have risen in each
             // of the last three seconds, since the second a step happened in holds a mix of
             // before and after, and two rises can be that mix and the step.
-            let recent_series = |series: Vec<(f64, f64)>, every_second: bool| {
-                let last = series.last().map(|p| p.1)?;
-                let rises = series
-                    .windows(2)
-                    .rev()
-                    .take_while(|w| w[1].1 > w[0].1)
-                    .count();
-                let rising = !every_second || rises >= 3;
-                slope(&series)
-                    .filter(|g| rising && *g >= ANTICIPATE_GROWTH)
-                    .map(|g| (g, last))
-            };
             if saturated(wait, occupancy)
                 && let Some((growth, last)) =
-                    recent_series(self.seconds.wait_series(symbol, end, TREND_SECONDS), false)
+                    trend(&self.seconds.wait_series(symbol, end, TREND_SECONDS))
             {
                 growing.push(Growing {
                     service: symbol,
@@ -80,8 +68,9 @@ impl Engine {
                 });
             } else if let Some(b) = state.baseline
                 && own_work > SLOWER_WORK * b.own_work
-                && let Some((growth, last)) =
-                    recent_series(self.seconds.work_series(symbol, end, TREND_SECONDS), true)
+                && let work = self.seconds.work_series(symbol, end, TREND_SECONDS)
+                && last_rises(&work) >= 3
+                && let Some((growth, last)) = trend(&work)
             {
                 growing.push(Growing {
                     service: symbol,
@@ -95,4 +84,22 @@ impl Engine {
         }
         growing
     }
+}
+
+/// (growth a second, latest value) of a series that grows by at least [`ANTICIPATE_GROWTH`] a
+/// second.
+fn trend(series: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let last = series.last()?.1;
+    slope(series)
+        .filter(|g| *g >= ANTICIPATE_GROWTH)
+        .map(|g| (g, last))
+}
+
+/// How many of a series' last steps rose, counted back from its latest.
+fn last_rises(series: &[(f64, f64)]) -> usize {
+    series
+        .windows(2)
+        .rev()
+        .take_while(|w| w[1].1 > w[0].1)
+        .count()
 }
